@@ -1,0 +1,300 @@
+"""Loading and validating the TOML configuration.
+
+Every problem is collected and reported at once, each line naming its dotted key and
+the fix, so ``sovereign-hub check-config`` shows the whole list in one run.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from marshmallow import Schema, ValidationError, fields, validate
+
+from .destinations import Destination, HubSettings
+from .errors import ConfigError
+from .plugins import Registry
+from .rules import Rule
+from .secrets import register_secret
+
+DEFAULT_RETRY_DELAYS = [5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200, 86400]
+COMMON_DESTINATION_KEYS = {"type", "enabled", "when", "events"}
+
+
+class ConfigProblems(Exception):
+    """All the problems of one configuration file, one line each."""
+
+    def __init__(self, problems: list[str], path: str | None = None):
+        self.problems = problems
+        self.path = path
+        where = f"{path}: " if path else ""
+        super().__init__("\n".join(f"{where}{p}" for p in problems))
+
+
+# --- secrets -------------------------------------------------------------------------
+
+def _is_secret_ref(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("env", "file")
+
+
+def resolve_secrets(node: Any, base_dir: Path, problems: list[str], key: str = "") -> Any:
+    """Replace every ``{ env = "NAME" }`` / ``{ file = "path" }`` with the secret it names."""
+    if _is_secret_ref(node):
+        (kind, ref), = node.items()
+        if kind == "env":
+            value = os.environ.get(str(ref))
+            if value is None or value == "":
+                problems.append(f"{key}: environment variable {ref} is not set")
+                return None
+        else:
+            path = (base_dir / str(ref)).expanduser()
+            try:
+                value = path.read_text().strip()
+            except OSError as exc:
+                problems.append(f"{key}: cannot read secret file {path} ({exc.strerror or exc})")
+                return None
+        register_secret(value)
+        return value
+    if isinstance(node, dict):
+        return {k: resolve_secrets(v, base_dir, problems, f"{key}.{k}" if key else k) for k, v in node.items()}
+    if isinstance(node, list):
+        return [resolve_secrets(v, base_dir, problems, f"{key}[{i}]") for i, v in enumerate(node)]
+    return node
+
+
+def flatten_errors(messages: Any, prefix: str) -> list[str]:
+    """marshmallow's nested error dict -> ``a.b.c: message`` lines."""
+    if isinstance(messages, dict):
+        lines = []
+        for k, v in messages.items():
+            key = f"{prefix}.{k}" if prefix and k != "_schema" else (prefix or str(k))
+            if k == "_schema":
+                key = prefix
+            lines.extend(flatten_errors(v, key))
+        return lines
+    if isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages):
+        text = "; ".join(m if m != "Unknown field." else "unknown key (check the spelling)" for m in messages)
+        return [f"{prefix}: {text}"]
+    if isinstance(messages, list):
+        return [line for m in messages for line in flatten_errors(m, prefix)]
+    return [f"{prefix}: {messages}"]
+
+
+# --- the core sections ------------------------------------------------------------------
+
+class ServerSchema(Schema):
+    host = fields.String(load_default="127.0.0.1")
+    port = fields.Integer(load_default=8080, validate=validate.Range(1, 65535))
+    max_body_bytes = fields.Integer(load_default=1_048_576, validate=validate.Range(min=1024))
+    public_url = fields.String(load_default=None, allow_none=True)
+    workers = fields.Integer(load_default=2, validate=validate.Range(1, 64))
+
+
+class StoreSchema(Schema):
+    url = fields.String(load_default="sqlite:///hub.db")
+    sqlite_synchronous = fields.String(load_default="NORMAL", validate=validate.OneOf(["NORMAL", "FULL"]))
+
+
+class DispatchSchema(Schema):
+    backend = fields.String(load_default="embedded", validate=validate.OneOf(["embedded"]))
+    workers = fields.Integer(load_default=4, validate=validate.Range(1, 256))
+    retry_delays = fields.List(fields.Float(validate=validate.Range(min=0)), load_default=DEFAULT_RETRY_DELAYS)
+    max_attempts = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
+    jitter = fields.Float(load_default=0.1, validate=validate.Range(0, 1))
+    lease_seconds = fields.Float(load_default=300, validate=validate.Range(min=1))
+    poll_interval = fields.Float(load_default=0.5, validate=validate.Range(min=0.01, max=60))
+    shutdown_grace_seconds = fields.Float(load_default=25, validate=validate.Range(min=0))
+
+
+class AdminSchema(Schema):
+    token = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=16))
+
+
+class AnalysisSchema(Schema):
+    schema = fields.Dict(load_default=None, allow_none=True)
+    messages = fields.List(fields.Dict(), load_default=None, allow_none=True)
+    min_messages_threshold = fields.Integer(load_default=2, validate=validate.Range(min=0))
+
+
+class PhoneSchema(Schema):
+    default_region = fields.String(load_default=None, allow_none=True, validate=validate.Length(equal=2))
+
+
+class LoggingSchema(Schema):
+    level = fields.String(load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]))
+
+
+SECTIONS: dict[str, type[Schema]] = {
+    "server": ServerSchema, "store": StoreSchema, "dispatch": DispatchSchema, "admin": AdminSchema,
+    "analysis": AnalysisSchema, "phone": PhoneSchema, "logging": LoggingSchema,
+}
+
+
+@dataclass
+class DestinationConfig:
+    name: str
+    type: str
+    enabled: bool
+    when: Rule | None
+    events: tuple[str, ...]
+    options: dict[str, Any]
+    cls: type[Destination]
+
+
+@dataclass
+class HubConfig:
+    path: str | None
+    server: dict[str, Any]
+    store: dict[str, Any]
+    dispatch: dict[str, Any]
+    admin: dict[str, Any]
+    analysis: dict[str, Any]
+    phone: dict[str, Any]
+    logging: dict[str, Any]
+    sources: dict[str, dict[str, Any]]
+    destinations: dict[str, DestinationConfig] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def settings(self) -> HubSettings:
+        public = self.server["public_url"] or f"http://{self.server['host']}:{self.server['port']}"
+        return HubSettings(public_url=public, default_region=self.phone["default_region"])
+
+    @property
+    def max_attempts(self) -> int:
+        return self.dispatch["max_attempts"] or len(self.dispatch["retry_delays"]) + 1
+
+    def enabled_destinations(self) -> list[DestinationConfig]:
+        return [d for d in self.destinations.values() if d.enabled]
+
+
+def load_destination_options(cls: type[Destination], options: dict[str, Any], key: str) -> dict[str, Any]:
+    """Validate one destination's own keys with its type's ``Config`` schema."""
+    try:
+        return cls.Config().load(options)
+    except ValidationError as exc:
+        raise ConfigProblems(flatten_errors(exc.messages, key)) from None
+
+
+def _load_destination(name: str, table: Any, registry: Registry, known_events: set[str],
+                      problems: list[str]) -> DestinationConfig | None:
+    key = f"destinations.{name}"
+    if not isinstance(table, dict):
+        problems.append(f"{key}: must be a table ([{key}])")
+        return None
+    type_name = table.get("type", name)
+    cls = registry.destinations.get(type_name)
+    if cls is None:
+        known = ", ".join(sorted(registry.destinations)) or "none"
+        problems.append(f"{key}.type: unknown destination type {type_name!r} (installed: {known}); "
+                        f"install the plugin that provides it")
+        return None
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        problems.append(f"{key}.enabled: must be true or false")
+    when_text = table.get("when", cls.default_when)
+    when = None
+    if when_text is not None:
+        try:
+            when = Rule(when_text) if isinstance(when_text, str) else None
+            if when is None:
+                problems.append(f"{key}.when: must be a JMESPath expression string")
+        except ValueError as exc:
+            problems.append(f"{key}.when: {exc}")
+    events = table.get("events", ["end-of-call-report"])
+    if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+        problems.append(f"{key}.events: must be a list of event type names")
+        events = []
+    unknown = [e for e in events if e not in known_events]
+    if unknown:
+        problems.append(f"{key}.events: unknown event type(s) {', '.join(unknown)} "
+                        f"(known: {', '.join(sorted(known_events))})")
+    options = {k: v for k, v in table.items() if k not in COMMON_DESTINATION_KEYS}
+    try:
+        options = load_destination_options(cls, options, key)
+    except ConfigProblems as exc:
+        problems.extend(exc.problems)
+        return None
+    return DestinationConfig(name, type_name, bool(enabled), when, tuple(events), options, cls)
+
+
+def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dict | None = None) -> HubConfig:
+    """Read, resolve secrets, validate. Raises ``ConfigProblems`` listing every problem."""
+    problems: list[str] = []
+    label = str(path) if path else None
+    if data is None:
+        if path is None:
+            raise ConfigProblems(["no configuration file given (use -c/--config or SOVEREIGN_HUB_CONFIG)"])
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigProblems([f"configuration file not found: {path}"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigProblems([f"not valid TOML: {exc}"], label) from None
+        except OSError as exc:
+            raise ConfigProblems([f"cannot read configuration file: {exc.strerror}"], label) from None
+    base_dir = Path(path).parent if path else Path.cwd()
+    data = resolve_secrets(data, base_dir, problems)
+
+    unknown_sections = set(data) - set(SECTIONS) - {"sources", "destinations"}
+    for section in sorted(unknown_sections):
+        problems.append(f"{section}: unknown section (known: {', '.join(sorted(SECTIONS))}, sources, destinations)")
+
+    loaded: dict[str, dict] = {}
+    for section, schema in SECTIONS.items():
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            problems.append(f"{section}: must be a table")
+            table = {}
+        try:
+            loaded[section] = schema().load(table)
+        except ValidationError as exc:
+            problems.extend(flatten_errors(exc.messages, section))
+            loaded[section] = schema().load({})
+
+    sources_table = data.get("sources", {}) or {}
+    sources: dict[str, dict] = {}
+    for name in sorted(set(sources_table) | {"hms"}):
+        if name not in registry.sources:
+            problems.append(f"sources.{name}: unknown source (installed: {', '.join(sorted(registry.sources))})")
+            continue
+        try:
+            sources[name] = registry.sources[name].Config().load(sources_table.get(name, {}))
+        except ValidationError as exc:
+            problems.extend(flatten_errors(exc.messages, f"sources.{name}"))
+    warnings = []
+    for name, settings in sources.items():
+        if not settings.get("secret"):
+            if settings.get("allow_unsigned"):
+                warnings.append(f"sources.{name}: allow_unsigned = true: webhooks are accepted WITHOUT a "
+                                f"signature check; anyone who can reach the hub can inject calls")
+            else:
+                problems.append(f"sources.{name}.secret: no webhook secret is set; set secret = "
+                                f'{{ env = "HMS_WEBHOOK_SECRET" }} to the assistant\'s webhook_secret '
+                                f"(or allow_unsigned = true, for local testing only)")
+
+    schema = loaded["analysis"]["schema"]
+    if schema is not None:
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            problems.append(f"analysis.schema: not a valid JSON Schema: {exc.message}")
+
+    known_events = {e for src in registry.sources.values() for e in src.events}
+    destinations: dict[str, DestinationConfig] = {}
+    dest_table = data.get("destinations", {}) or {}
+    if not isinstance(dest_table, dict):
+        problems.append("destinations: must be a table of [destinations.<name>] tables")
+        dest_table = {}
+    for name, table in dest_table.items():
+        dest = _load_destination(name, table, registry, known_events, problems)
+        if dest is not None:
+            destinations[name] = dest
+
+    if problems:
+        raise ConfigProblems(problems, label)
+    return HubConfig(path=label, sources=sources, destinations=destinations, warnings=warnings, **loaded)

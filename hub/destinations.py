@@ -1,0 +1,137 @@
+"""What a destination type is, and what the dispatcher hands it for one delivery attempt."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import requests
+from marshmallow import Schema
+
+from .errors import Permanent, Retryable
+from .fields import EmptyConfig
+from .http import DryRunResponse, RecordedRequest, make_session, raise_for_exception, raise_for_response
+from .ratelimit import TokenBucket
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """The hub-wide facts a destination may need (links, phone parsing)."""
+
+    public_url: str = "http://127.0.0.1:8080"
+    default_region: str | None = None
+
+    def report_url(self, report_id: str) -> str:
+        return f"{self.public_url.rstrip('/')}/reports/{report_id}"
+
+
+@dataclass
+class Result:
+    """What a successful delivery did, in a line a person can read (shown in the timeline)."""
+
+    message: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Destination:
+    """Base class of every destination type.
+
+    Subclasses set ``type`` and ``Config`` (a marshmallow schema; unknown keys are
+    rejected) and implement ``deliver``. One instance exists per configured destination
+    and process; it is shared by the dispatcher's threads, so keep per-delivery data in
+    ``ctx.state`` and locals, never on ``self``.
+    """
+
+    type: ClassVar[str]
+    Config: ClassVar[type[Schema]] = EmptyConfig
+    description: ClassVar[str] = ""
+    #: the rule used when the operator writes no ``when`` (None: every report of its events)
+    default_when: ClassVar[str | None] = None
+    #: ``{bucket: (requests per second, burst)}``; ``ctx.send(bucket=...)`` waits for a token
+    rate_limits: ClassVar[dict[str, tuple[float, float]]] = {}
+    #: seconds for connect and read of each request
+    timeout: ClassVar[float] = 15.0
+    #: added to a 401/403 message: which credential or scope to fix
+    auth_hint: ClassVar[str] = ""
+
+    def __init__(self, name: str, config: dict[str, Any], settings: HubSettings | None = None):
+        self.name = name
+        self.config = config
+        self.settings = settings or HubSettings()
+        self.http = make_session()
+        self.limiters = {bucket: TokenBucket(rate, burst) for bucket, (rate, burst) in self.rate_limits.items()}
+
+    def deliver(self, report, ctx: "DeliveryContext") -> Result:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.http.close()
+
+    def context(self, *, delivery_id: str = "dry-run", attempt: int = 1, state: dict | None = None,
+                dry_run: bool = False) -> "DeliveryContext":
+        return DeliveryContext(destination=self, delivery_id=delivery_id, attempt=attempt,
+                               state=dict(state or {}), dry_run=dry_run)
+
+
+@dataclass
+class DeliveryContext:
+    """One attempt of one delivery.
+
+    ``state`` is persisted by the dispatcher after every attempt, successful or not: write
+    each created id into it as soon as the far side returns it, so the next attempt resumes.
+    ``sent`` lists every request of this attempt (in a dry run: every request that would have
+    been sent, none of them sent).
+    """
+
+    destination: Destination
+    delivery_id: str
+    attempt: int = 1
+    state: dict[str, Any] = field(default_factory=dict)
+    dry_run: bool = False
+    sent: list[RecordedRequest] = field(default_factory=list)
+
+    @property
+    def http(self) -> requests.Session:
+        return self.destination.http
+
+    @property
+    def last_status(self) -> int | None:
+        return self.sent[-1].status if self.sent else None
+
+    def send(self, method: str, url: str, *, bucket: str | None = None, check: bool = True,
+             dry_run_response: Any = None, **kwargs: Any) -> requests.Response:
+        """Send one request through the destination's session.
+
+        Waits for a token of ``bucket`` (or of ``"default"`` when the type declares one),
+        applies the type's timeout, records the request, and with ``check`` maps a non-2xx
+        answer or a network failure to ``Retryable``/``Permanent``. In a dry run nothing is
+        sent: the answer is 200 with ``dry_run_response`` as JSON (``{}`` unless given).
+        """
+        dest = self.destination
+        limiter = dest.limiters.get(bucket or "default")
+        if limiter is not None and not self.dry_run:
+            limiter.acquire()
+        kwargs.setdefault("timeout", dest.timeout)
+        request = requests.Request(method.upper(), url, **{k: v for k, v in kwargs.items() if k != "timeout"})
+        prepared = dest.http.prepare_request(request)
+        record = RecordedRequest.from_prepared(prepared)
+        self.sent.append(record)
+        if self.dry_run:
+            response = DryRunResponse({} if dry_run_response is None else dry_run_response).build(prepared)
+        else:
+            try:
+                response = dest.http.send(prepared, timeout=kwargs["timeout"], allow_redirects=False)
+            except requests.RequestException as exc:
+                raise_for_exception(exc, dest.name)
+        record.status = response.status_code
+        if check:
+            raise_for_response(response, dest.name, auth_hint=dest.auth_hint)
+        return response
+
+    def sleep(self, seconds: float) -> None:
+        """Wait inside an attempt (a short back-off a flow needs); skipped in a dry run."""
+        if not self.dry_run:
+            time.sleep(seconds)
+
+
+__all__ = ["Destination", "DeliveryContext", "HubSettings", "Result", "Retryable", "Permanent"]

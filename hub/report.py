@@ -1,0 +1,201 @@
+"""The normalized call report: the one contract every plugin and webhook receiver reads.
+
+docs/report.md describes each field; ``REPORT_JSON_SCHEMA`` below is its machine form and a
+test keeps the two in step with ``CallReport.to_dict``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import Any
+
+
+def isoformat(moment: datetime | None) -> str | None:
+    """UTC ISO 8601 with a ``Z`` suffix and millisecond precision, the platform's own form."""
+    if moment is None:
+        return None
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_datetime(text: str) -> datetime:
+    """Parse an ISO 8601 timestamp; a naive one is taken as UTC."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Call:
+    id: str
+    type: str  # inbound_phone_call | outbound_phone_call | web_call (or what a source sends)
+    direction: str  # inbound | outbound | web
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class PhoneNumber:
+    """A number with its E.164 form; ``number`` is None when the raw value did not parse."""
+
+    number: str | None
+    raw: str | None = None
+    name: str | None = None
+    region: str | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class CallReport:
+    id: str
+    source: str
+    event: str
+    call: Call
+    occurred_at: datetime
+    received_at: datetime
+    phone_number: PhoneNumber
+    customer: PhoneNumber
+    duration_seconds: int | None = None
+    summary: str | None = None
+    analysis: dict | None = None
+    analysis_errors: list[str] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    recording_url: str | None = None
+    assistant: dict | None = None
+    error: str | None = None
+    raw: dict = field(default_factory=dict)
+
+    @cached_property
+    def data(self) -> dict[str, Any]:
+        """The JSON form, built once: rules, templates and mappings all read this."""
+        return {
+            "id": self.id,
+            "source": self.source,
+            "event": self.event,
+            "call": {
+                "id": self.call.id,
+                "type": self.call.type,
+                "direction": self.call.direction,
+                "status": self.call.status,
+            },
+            "occurred_at": isoformat(self.occurred_at),
+            "received_at": isoformat(self.received_at),
+            "phone_number": _number_dict(self.phone_number),
+            "customer": _number_dict(self.customer),
+            "duration_seconds": self.duration_seconds,
+            "summary": self.summary,
+            "analysis": self.analysis,
+            "analysis_errors": list(self.analysis_errors),
+            "messages": [{"role": m.role, "content": m.content} for m in self.messages],
+            "recording_url": self.recording_url,
+            "assistant": self.assistant,
+            "error": self.error,
+            "raw": self.raw,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(self.to_json())
+
+    def to_json(self) -> str:
+        return json.dumps(self.data, separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CallReport":
+        call = data["call"]
+        return cls(
+            id=data["id"],
+            source=data["source"],
+            event=data["event"],
+            call=Call(call["id"], call["type"], call["direction"], call.get("status")),
+            occurred_at=parse_datetime(data["occurred_at"]),
+            received_at=parse_datetime(data["received_at"]),
+            phone_number=PhoneNumber(**data["phone_number"]),
+            customer=PhoneNumber(**data["customer"]),
+            duration_seconds=data.get("duration_seconds"),
+            summary=data.get("summary"),
+            analysis=data.get("analysis"),
+            analysis_errors=list(data.get("analysis_errors") or []),
+            messages=[Message(m["role"], m["content"]) for m in data.get("messages") or []],
+            recording_url=data.get("recording_url"),
+            assistant=data.get("assistant"),
+            error=data.get("error"),
+            raw=data.get("raw") or {},
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "CallReport":
+        return cls.from_dict(json.loads(text))
+
+
+def _number_dict(number: PhoneNumber) -> dict[str, Any]:
+    return {"number": number.number, "raw": number.raw, "name": number.name, "region": number.region}
+
+
+_NUMBER_SCHEMA = {
+    "type": "object",
+    "required": ["number", "raw", "name", "region"],
+    "additionalProperties": False,
+    "properties": {
+        "number": {"type": ["string", "null"], "pattern": r"^\+[1-9]\d{1,14}$",
+                   "description": "E.164, or null when the raw value is empty or did not parse"},
+        "raw": {"type": ["string", "null"], "description": "the value as the platform sent it"},
+        "name": {"type": ["string", "null"]},
+        "region": {"type": ["string", "null"], "description": "ISO 3166-1 alpha-2 region of the number"},
+    },
+}
+_TIMESTAMP = {"type": "string", "format": "date-time", "pattern": r"Z$"}
+
+REPORT_JSON_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://sovereign-hub.invalid/schemas/call-report.json",
+    "title": "Sovereign Hub call report",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["id", "source", "event", "call", "occurred_at", "received_at", "phone_number",
+                 "customer", "duration_seconds", "summary", "analysis", "analysis_errors",
+                 "messages", "recording_url", "assistant", "error", "raw"],
+    "properties": {
+        "id": {"type": "string", "description": "the hub's id for this report"},
+        "source": {"type": "string", "description": "the payload adapter, e.g. hms"},
+        "event": {"type": "string",
+                  "description": "end-of-call-report | status-update | tool-calls | assistant-request"},
+        "call": {
+            "type": "object",
+            "required": ["id", "type", "direction", "status"],
+            "additionalProperties": False,
+            "properties": {
+                "id": {"type": "string"},
+                "type": {"type": "string"},
+                "direction": {"enum": ["inbound", "outbound", "web", "unknown"]},
+                "status": {"type": ["string", "null"]},
+            },
+        },
+        "occurred_at": _TIMESTAMP,
+        "received_at": _TIMESTAMP,
+        "phone_number": _NUMBER_SCHEMA,
+        "customer": _NUMBER_SCHEMA,
+        "duration_seconds": {"type": ["integer", "null"], "minimum": 0},
+        "summary": {"type": ["string", "null"]},
+        "analysis": {"type": ["object", "null"]},
+        "analysis_errors": {"type": "array", "items": {"type": "string"}},
+        "messages": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["role", "content"],
+                "additionalProperties": False,
+                "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
+            },
+        },
+        "recording_url": {"type": ["string", "null"]},
+        "assistant": {"type": ["object", "null"]},
+        "error": {"type": ["string", "null"], "description": "status-update error text"},
+        "raw": {"type": "object", "description": "the payload exactly as received"},
+    },
+}

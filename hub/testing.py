@@ -1,0 +1,235 @@
+"""A pytest plugin for plugin authors (loaded automatically once sovereign-hub is installed).
+
+Fixtures: ``sample_payload``, ``sample_report``, ``make_report``, ``mocked_http``,
+``hub_config``, ``app``, ``client``, ``runner``, ``signed_post``. Helpers:
+``make_destination``, ``deliver``, ``load_sample``, ``normalize_payload``.
+Subclass ``DestinationContract`` to run the checks every destination must pass.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+import time
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+import responses
+
+from .config import load_destination_options
+from .destinations import DeliveryContext, Destination, HubSettings, Result
+from .errors import Permanent, Retryable
+from .normalize import Normalizer
+from .plugins import collect, make_manager
+from .report import CallReport
+from .sources.hms import PayloadSchema, sign
+
+SAMPLES = ("end-of-call-report", "end-of-call-report-full", "end-of-call-report-web-call", "status-update")
+TEST_SECRET = "whsec_test_secret_12345"
+ANY_URL = re.compile(r".*")
+
+
+def load_sample(name: str = "end-of-call-report-full") -> dict:
+    """One of the platform's sample payloads (``SAMPLES``), as a fresh dict."""
+    text = resources.files("hub").joinpath("samples", f"{name}.json").read_text()
+    return json.loads(text)
+
+
+def analysis_schema() -> dict:
+    return json.loads(resources.files("hub").joinpath("samples", "analysis-schema.json").read_text())
+
+
+def normalize_payload(payload: dict, *, default_region: str | None = "NL", report_id: str = "rep_test",
+                      analysis: dict | None = None) -> CallReport:
+    """A payload through the HMS schema and normalizer, as the receiver would."""
+    from .sources.hms import HmsSource
+
+    parsed = PayloadSchema().load(copy.deepcopy(payload))
+    return HmsSource().normalize(parsed, raw=payload, report_id=report_id,
+                                 received_at=datetime(2026, 3, 2, 9, 15, tzinfo=timezone.utc),
+                                 normalizer=Normalizer(default_region, analysis))
+
+
+def make_destination(type_or_cls: str | type[Destination], options: dict[str, Any] | None = None, *,
+                     name: str | None = None, settings: HubSettings | None = None) -> Destination:
+    """A destination built as the hub builds it: options validated by its ``Config`` schema."""
+    if isinstance(type_or_cls, str):
+        registry = collect(make_manager())
+        cls = registry.destinations[type_or_cls]
+    else:
+        cls = type_or_cls
+    name = name or cls.type
+    loaded = load_destination_options(cls, dict(options or {}), f"destinations.{name}")
+    return cls(name, loaded, settings or HubSettings(public_url="https://hub.example.com", default_region="NL"))
+
+
+def deliver(destination: Destination, report: CallReport, *, state: dict | None = None,
+            dry_run: bool = False, attempt: int = 1) -> tuple[Result, DeliveryContext]:
+    """One delivery attempt, as the dispatcher makes it; returns the result and the context."""
+    ctx = destination.context(delivery_id="dlv_test", attempt=attempt, state=state, dry_run=dry_run)
+    return destination.deliver(report, ctx), ctx
+
+
+def signed_headers(body: bytes, secret: str = TEST_SECRET, timestamp: int | None = None,
+                   event: str = "end-of-call-report") -> dict[str, str]:
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    return {"Content-Type": "application/json", "X-Webhook-Event": event,
+            "X-Webhook-Timestamp": ts, "X-Webhook-Signature": sign(secret, ts, body)}
+
+
+@pytest.fixture
+def sample_payload() -> dict:
+    return load_sample("end-of-call-report-full")
+
+
+@pytest.fixture
+def sample_report() -> CallReport:
+    """The full sample (outbound, complaint, follow-up needed), normalized."""
+    return normalize_payload(load_sample("end-of-call-report-full"), analysis=analysis_schema())
+
+
+@pytest.fixture
+def make_report():
+    """``make_report("end-of-call-report", analysis={...})``: a sample with message fields replaced."""
+
+    def build(name: str = "end-of-call-report-full", **message_fields: Any) -> CallReport:
+        payload = load_sample(name)
+        payload["message"].update(message_fields)
+        return normalize_payload(payload)
+
+    return build
+
+
+@pytest.fixture
+def mocked_http():
+    """``responses`` in strict mode: a request nobody mocked fails the test."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield rsps
+
+
+@pytest.fixture
+def hub_config(tmp_path: Path) -> dict:
+    """A configuration dict for ``create_app``: a SQLite file in tmp_path, the test secret.
+
+    Add destinations to ``hub_config["destinations"]`` before asking for ``app``.
+    """
+    return {
+        "store": {"url": f"sqlite:///{tmp_path / 'hub.db'}"},
+        "sources": {"hms": {"secret": TEST_SECRET}},
+        "dispatch": {"workers": 1, "poll_interval": 0.05, "retry_delays": [0.1, 0.2]},
+        "analysis": {"schema": analysis_schema()},
+        "phone": {"default_region": "NL"},
+        "admin": {"token": "test-admin-token-0123456789"},
+        "destinations": {},
+    }
+
+
+@pytest.fixture
+def app(hub_config):
+    """The Flask app over ``hub_config``; the dispatcher is not started (call ``app.hub.run_due()``)."""
+    from .app import create_app
+
+    application = create_app(config_data=hub_config, start_dispatcher=False)
+    application.config["TESTING"] = True
+    yield application
+    application.hub.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def signed_post(client):
+    """``signed_post(payload_or_bytes)``: POST /webhooks/hms with a valid signature."""
+
+    def post(payload: dict | bytes, *, secret: str = TEST_SECRET, timestamp: int | None = None,
+             headers: dict | None = None):
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        all_headers = signed_headers(body, secret, timestamp)
+        all_headers.update(headers or {})
+        return client.post("/webhooks/hms", data=body, headers=all_headers)
+
+    return post
+
+
+class DestinationContract:
+    """Checks every destination type must pass. Subclass it in a test module::
+
+        class TestMyDestination(DestinationContract):
+            destination_type = "mytype"
+            options = {"token": "t0ken-for-tests"}
+
+            def mock_success(self, rsps):
+                rsps.add(responses.POST, "https://api.example.com/things", json={"id": "1"})
+
+    ``is_create(request)`` says which recorded requests create something (default: POST);
+    after a successful delivery, delivering again with the same state must create nothing.
+    """
+
+    destination_type: str | type[Destination] = ""
+    options: dict[str, Any] = {}
+    sample: str = "end-of-call-report-full"
+
+    def mock_success(self, rsps: responses.RequestsMock) -> None:
+        raise NotImplementedError("register the responses of a successful delivery")
+
+    def is_create(self, request) -> bool:
+        return request.method == "POST"
+
+    def build(self) -> Destination:
+        return make_destination(self.destination_type, self.options)
+
+    def report(self) -> CallReport:
+        return normalize_payload(load_sample(self.sample), analysis=analysis_schema())
+
+    def test_unknown_option_is_rejected(self):
+        from .config import ConfigProblems
+
+        with pytest.raises(ConfigProblems) as info:
+            make_destination(self.destination_type, {**self.options, "no_such_option": 1})
+        assert "no_such_option" in str(info.value)
+
+    def test_delivers_and_redelivery_creates_nothing(self):
+        destination = self.build()
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+            self.mock_success(rsps)
+            result, ctx = deliver(destination, self.report())
+            assert isinstance(result, Result)
+            assert ctx.sent, "a successful delivery sends at least one request"
+            again, ctx2 = deliver(destination, self.report(), state=ctx.state, attempt=2)
+            created = [r for r in ctx2.sent if self.is_create(r)]
+            assert created == [], f"redelivery with saved state created again: {created}"
+
+    def test_dry_run_sends_nothing(self):
+        destination = self.build()
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+            _, ctx = deliver(destination, self.report(), dry_run=True)
+            assert rsps.calls == [] or len(rsps.calls) == 0
+        assert ctx.sent, "a dry run lists the requests it would send"
+
+    def test_server_error_is_retryable(self):
+        destination = self.build()
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+            for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+                rsps.add(method, ANY_URL, status=503, body="upstream unavailable")
+            with pytest.raises(Retryable):
+                deliver(destination, self.report())
+
+    def test_unauthorized_is_permanent_and_names_destination(self):
+        destination = self.build()
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+            for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+                rsps.add(method, ANY_URL, status=401, json={"message": "authentication failed"})
+            with pytest.raises(Permanent) as info:
+                deliver(destination, self.report())
+        assert destination.name in str(info.value)
