@@ -2,6 +2,7 @@
 
 Import from here (and ``hub.testing`` in tests), never from a module inside ``hub``.
 """
+from .cli import pass_hub
 from .dates import due_date
 from .destinations import DeliveryContext, Destination, HubSettings, Result
 from .errors import ConfigError, DeliveryError, Permanent, Retryable
@@ -20,6 +21,6 @@ __all__ = [
     "Call", "CallReport", "ConfigError", "DeliveryContext", "DeliveryError", "Destination",
     "EmptyConfig", "HubSettings", "Mapping", "MappingField", "Message", "Permanent", "PhoneNumber",
     "Result", "Retryable", "Rule", "RuleField", "Template", "TemplateField", "TokenBucket",
-    "due_date", "format_duration", "format_phone", "hookimpl", "mask_phone", "raise_for_exception",
+    "due_date", "format_duration", "format_phone", "hookimpl", "mask_phone", "pass_hub", "raise_for_exception",
     "raise_for_response", "redact", "retry_after_seconds",
 ]

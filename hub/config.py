@@ -37,7 +37,8 @@ class ConfigProblems(Exception):
 # --- secrets -------------------------------------------------------------------------
 
 def _is_secret_ref(value: Any) -> bool:
-    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("env", "file")
+    return (isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("env", "file")
+            and isinstance(next(iter(value.values())), str))
 
 
 def resolve_secrets(node: Any, base_dir: Path, problems: list[str], key: str = "") -> Any:

@@ -12,7 +12,6 @@ import json
 import re
 import time
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +24,11 @@ from .errors import Permanent, Retryable
 from .normalize import Normalizer
 from .plugins import collect, make_manager
 from .report import CallReport
+from .samples import NAMES as SAMPLES, analysis_schema, load_sample
 from .sources.hms import PayloadSchema, sign
 
-SAMPLES = ("end-of-call-report", "end-of-call-report-full", "end-of-call-report-web-call", "status-update")
 TEST_SECRET = "whsec_test_secret_12345"
 ANY_URL = re.compile(r".*")
-
-
-def load_sample(name: str = "end-of-call-report-full") -> dict:
-    """One of the platform's sample payloads (``SAMPLES``), as a fresh dict."""
-    text = resources.files("hub").joinpath("samples", f"{name}.json").read_text()
-    return json.loads(text)
-
-
-def analysis_schema() -> dict:
-    return json.loads(resources.files("hub").joinpath("samples", "analysis-schema.json").read_text())
 
 
 def normalize_payload(payload: dict, *, default_region: str | None = "NL", report_id: str = "rep_test",

@@ -1,0 +1,35 @@
+# The two Quickstart commands: `make run` and `make test`. Both install what they need into .venv.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= config.example.toml
+PLUGINS := $(wildcard plugins/*/setup.cfg)
+PLUGIN_DIRS := $(patsubst %/setup.cfg,%,$(PLUGINS))
+
+.PHONY: run test install bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Installs the hub and every bundled plugin, with their test extras.
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[test]" $(foreach p,$(PLUGIN_DIRS),-e "./$(p)[test]")
+
+# Runs the hub on its embedded defaults (SQLite file, in-process dispatcher) on 127.0.0.1:8080.
+# The webhook secret comes from HMS_WEBHOOK_SECRET, or is made once into .webhook-secret.
+run: install
+	@test -n "$$HMS_WEBHOOK_SECRET" || test -s .webhook-secret || \
+	  $(BIN)/python -c "import secrets; print('whsec_' + secrets.token_urlsafe(32))" > .webhook-secret
+	@test -n "$$HMS_WEBHOOK_SECRET" || echo "webhook secret (put it in the assistant's webhook_secret): $$(cat .webhook-secret)"
+	HMS_WEBHOOK_SECRET="$${HMS_WEBHOOK_SECRET:-$$(cat .webhook-secret)}" $(BIN)/sovereign-hub serve -c $(CONFIG)
+
+# Runs the whole test suite (core and every plugin).
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info hub.db hub.db-wal hub.db-shm calls.jsonl

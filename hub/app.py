@@ -1,0 +1,45 @@
+"""The Flask app factory: ``create_app(path)`` for gunicorn, ``create_app(config_data=...)`` in tests."""
+from __future__ import annotations
+
+import os
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from .service import Hub
+
+CONFIG_ENV = "SOVEREIGN_HUB_CONFIG"
+
+
+def error_response(status: int, code: str, message: str, details: dict | None = None):
+    """Every error the hub answers: ``{"error": code, "message": text, "details": {...}}``."""
+    return jsonify({"error": code, "message": message, "details": details or {}}), status
+
+
+def create_app(config_path: str | None = None, *, config_data: dict | None = None, hub: Hub | None = None,
+               start_dispatcher: bool = False) -> Flask:
+    """Build the app over a Hub. ``start_dispatcher`` runs delivery threads in this process
+    (tests and single-process use); ``serve`` runs them in their own process instead."""
+    if hub is None:
+        path = config_path or (None if config_data is not None else os.environ.get(CONFIG_ENV))
+        hub = Hub.from_path(path, data=config_data)
+    app = Flask(__name__)
+    app.hub = hub
+    hub.app = app
+    app.config["MAX_CONTENT_LENGTH"] = hub.config.server["max_body_bytes"]
+    app.json.sort_keys = False
+
+    from .views import meta, webhooks
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(meta.bp)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    hub.pm.hook.register_routes(hub=hub)
+    hub.pm.hook.startup(hub=hub)
+    if start_dispatcher:
+        hub.dispatcher.start(hub.config.dispatch["workers"])
+    return app

@@ -1,0 +1,389 @@
+"""The ``sovereign-hub`` command. Errors are one line and a non-zero exit, never a traceback."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import click
+from marshmallow import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import logs
+from .config import ConfigProblems
+from .plugins import collect, describe, make_manager
+from .samples import NAMES as SAMPLE_NAMES
+from .secrets import mask_phone, redact
+from .store import DEAD, STATUSES
+
+DEFAULT_CONFIG = "config.toml"
+ANALYSIS_PROMPT = [
+    {"role": "system",
+     "content": "Analyze the call transcript according to the provided schema. Return valid JSON matching the schema."},
+    {"role": "user",
+     "content": "Schema: {{schema}}\n\nTranscript: {{transcript}}\n\nCall ended because: {{ended_reason}}"},
+]
+
+
+class HubGroup(click.Group):
+    """Turns the errors a user can cause into one line on stderr and exit code 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ConfigProblems as exc:
+            for line in str(exc).splitlines():
+                click.secho(f"error: {line}", err=True, fg="red")
+            ctx.exit(1)
+        except SQLAlchemyError as exc:
+            click.secho(f"error: the store is not reachable: {redact(str(exc).splitlines()[0])}", err=True, fg="red")
+            ctx.exit(1)
+
+
+def config_option(func):
+    return click.option("-c", "--config", "config_path", envvar="SOVEREIGN_HUB_CONFIG", default=DEFAULT_CONFIG,
+                        show_default=True, type=click.Path(dir_okay=False),
+                        help="The TOML configuration file (or SOVEREIGN_HUB_CONFIG).")(func)
+
+
+def load_hub(config_path: str):
+    from .service import Hub
+
+    return Hub.from_path(config_path)
+
+
+def pass_hub(func):
+    """Decorate a click command: adds ``-c/--config`` and passes the loaded Hub first."""
+
+    @config_option
+    @functools.wraps(func)
+    def wrapper(config_path, *args, **kwargs):
+        hub = load_hub(config_path)
+        try:
+            return func(hub, *args, **kwargs)
+        finally:
+            hub.close()
+
+    return wrapper
+
+
+def parse_since(text: str | None) -> datetime | None:
+    """``24h``, ``7d``, ``30m`` or an ISO date/time, as an aware UTC datetime."""
+    if not text:
+        return None
+    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    if text[-1:] in units and text[:-1].isdigit():
+        return datetime.now(timezone.utc) - timedelta(**{units[text[-1]]: int(text[:-1])})
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use a duration like 24h, 7d, 30m or an ISO date") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+@click.group(cls=HubGroup)
+@click.version_option(package_name="sovereign-hub")
+def cli():
+    """Sovereign Hub: HMS Sovereign call reports, verified, stored and delivered."""
+
+
+# --- running ----------------------------------------------------------------------------
+
+def _die_with_parent():
+    """In a child: get SIGTERM when ``serve`` dies, even by SIGKILL (Linux prctl)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+@cli.command()
+@config_option
+@click.option("--host", help="Listen address (default: [server] host).")
+@click.option("--port", type=int, help="Listen port (default: [server] port).")
+@click.option("--workers", type=int, help="HTTP worker processes (default: [server] workers).")
+def serve(config_path, host, port, workers):
+    """Run the receiver (gunicorn) and the embedded dispatcher, each in its own process."""
+    hub = load_hub(config_path)
+    server, grace = hub.config.server, hub.config.dispatch["shutdown_grace_seconds"]
+    hub.close()
+    host, port, workers = host or server["host"], port or server["port"], workers or server["workers"]
+    metrics_dir = tempfile.mkdtemp(prefix="sovereign-hub-metrics-")
+    env = {**os.environ, "SOVEREIGN_HUB_CONFIG": str(Path(config_path).resolve()),
+           "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    web_cmd = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
+               "--worker-class", "sync", "--graceful-timeout", str(int(grace)), "--timeout", "30",
+               "--log-level", "warning", "hub.wsgi:app"]
+    worker_cmd = [sys.executable, "-m", "hub", "worker", "-c", str(Path(config_path).resolve())]
+    children = [subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent) for cmd in (worker_cmd, web_cmd)]
+    click.echo(f"sovereign-hub listening on http://{host}:{port} (dispatcher pid {children[0].pid}, "
+               f"web pid {children[1].pid})", err=True)
+    stopping = threading.Event()
+
+    def forward(signum, _frame):
+        stopping.set()
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    try:
+        while not stopping.is_set():
+            exited = [c for c in children if c.poll() is not None]
+            if exited:
+                code = exited[0].returncode or 1
+                click.secho(f"error: a hub process exited (code {exited[0].returncode}); stopping", err=True, fg="red")
+                forward(signal.SIGTERM, None)
+                break
+            stopping.wait(0.5)
+        for child in children:
+            try:
+                child.wait(timeout=grace + 10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    sys.exit(code)
+
+
+@cli.command()
+@config_option
+@click.option("--workers", type=int, help="Delivery threads (default: [dispatch] workers).")
+def worker(config_path, workers):
+    """Run the dispatcher only: deliver due deliveries until SIGTERM/SIGINT."""
+    hub = load_hub(config_path)
+    logs.configure(hub.config.logging["level"])
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    hub.dispatcher.start(workers or hub.config.dispatch["workers"])
+    stop.wait()
+    hub.dispatcher.stop(hub.config.dispatch["shutdown_grace_seconds"])
+    hub.close()
+
+
+# --- checking -----------------------------------------------------------------------------
+
+@cli.command("check-config")
+@config_option
+def check_config(config_path):
+    """Validate the configuration: every problem, one line each, naming the key."""
+    hub = load_hub(config_path)
+    try:
+        hub.store.ping()
+    finally:
+        hub.close()
+    for warning in hub.config.warnings:
+        click.secho(f"warning: {warning}", err=True, fg="yellow")
+    enabled = hub.config.enabled_destinations()
+    click.echo(f"{config_path}: OK ({len(enabled)} enabled destination(s): "
+               f"{', '.join(f'{d.name} ({d.type})' for d in enabled) or 'none'})")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plugins(as_json):
+    """List installed plugins: version, hooks, destination types, and any that failed to load."""
+    rows = describe(make_manager())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        if row.get("error"):
+            click.secho(f"{row['name']}: FAILED TO LOAD: {row['error']}", fg="red")
+            continue
+        types = ", ".join(row["destination_types"]) or "-"
+        click.echo(f"{row['name']} {row['version']} ({row['distribution']})  types: {types}  "
+                   f"hooks: {', '.join(row['hooks'])}")
+
+
+# --- reading ------------------------------------------------------------------------------
+
+@cli.group()
+def reports():
+    """Stored reports."""
+
+
+@reports.command("list")
+@pass_hub
+@click.option("--since", help="e.g. 24h, 7d, or an ISO date.")
+@click.option("--limit", type=int, default=50, show_default=True)
+def reports_list(hub, since, limit):
+    """The newest reports first."""
+    for report in hub.store.list_reports(since=parse_since(since), limit=limit):
+        sentiment = (report.analysis or {}).get("sentiment", "-")
+        click.echo(f"{report.id}  {report.received_at:%Y-%m-%d %H:%M:%S}  {report.event:<19} "
+                   f"{report.call.direction:<8} {mask_phone(report.customer.number) or '-':<15} "
+                   f"{report.duration_seconds if report.duration_seconds is not None else '-':>5}s  "
+                   f"sentiment {sentiment}")
+
+
+@reports.command("show")
+@pass_hub
+@click.argument("report_id")
+def reports_show(hub, report_id):
+    """One report as JSON, with its deliveries."""
+    report = hub.store.get_report(report_id)
+    if report is None:
+        raise click.ClickException(f"no report {report_id}")
+    out = report.data | {"deliveries": [d.to_dict() for d in hub.store.list_deliveries(report_id=report_id)]}
+    click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+
+
+@cli.group()
+def deliveries():
+    """Deliveries and their attempts."""
+
+
+@deliveries.command("list")
+@pass_hub
+@click.option("--status", type=click.Choice(STATUSES))
+@click.option("--destination")
+@click.option("--report", "report_id")
+@click.option("--limit", type=int, default=50, show_default=True)
+def deliveries_list(hub, status, destination, report_id, limit):
+    """Newest first; ``--status dead`` lists the dead letters."""
+    for d in hub.store.list_deliveries(status=status, destination=destination, report_id=report_id, limit=limit):
+        click.echo(f"{d.id}  {d.status:<9} {d.destination:<20} report {d.report_id}  attempts {d.attempts}  "
+                   f"{d.last_error or d.result or ''}"[:240])
+
+
+@cli.command()
+@pass_hub
+@click.argument("report_id", required=False)
+@click.option("--destination", help="Only this destination.")
+@click.option("--dead", is_flag=True, help="Every dead delivery (optionally of --destination).")
+def replay(hub, report_id, destination, dead):
+    """Deliver a report again (state kept, so nothing is created twice), or every dead delivery."""
+    if bool(report_id) == dead:
+        raise click.UsageError("give a REPORT_ID or --dead (not both)")
+    if report_id and hub.store.get_report(report_id) is None:
+        raise click.ClickException(f"no report {report_id}")
+    if destination and destination not in hub.config.destinations:
+        raise click.ClickException(f"no destination named {destination!r} in {hub.config.path}")
+    ids = hub.store.requeue(report_id=report_id, destination=destination, dead_only=dead,
+                            create_missing=bool(report_id and destination))
+    click.echo(f"{len(ids)} deliver{'y' if len(ids) == 1 else 'ies'} queued; a running dispatcher picks "
+               f"{'it' if len(ids) == 1 else 'them'} up")
+
+
+# --- sending ------------------------------------------------------------------------------
+
+@cli.command("send-test")
+@pass_hub
+@click.argument("destination")
+@click.option("--dry-run", is_flag=True, help="Build the requests and print them; send nothing.")
+@click.option("--sample", default="end-of-call-report-full", show_default=True,
+              type=click.Choice(SAMPLE_NAMES))
+def send_test(hub, destination, dry_run, sample):
+    """Send a sample report through one destination (not via the store)."""
+    from .errors import DeliveryError
+    from .samples import load_sample
+
+    config = hub.config.destinations.get(destination)
+    if config is None:
+        raise click.ClickException(f"no destination named {destination!r} in {hub.config.path} "
+                                   f"(configured: {', '.join(hub.config.destinations) or 'none'})")
+    raw = load_sample(sample)
+    source = hub.sources["hms"]
+    report = source.normalize(source.schema.load(raw), raw=raw, report_id="send-test", received_at=datetime.now(timezone.utc),
+                              normalizer=hub.normalizer)
+    instance = config.cls(config.name, config.options, hub.settings)
+    ctx = instance.context(delivery_id=f"send-test-{int(time.time())}", dry_run=dry_run)
+    if config.when is not None and not config.when.matches(report):
+        click.secho(f"note: the rule when = {config.when.expression!r} does not match this sample; "
+                    f"sending anyway", err=True, fg="yellow")
+    try:
+        result = instance.deliver(report, ctx)
+    except DeliveryError as exc:
+        raise click.ClickException(f"{'permanent' if exc.__class__.__name__ == 'Permanent' else 'retryable'} "
+                                   f"error: {exc.reason}") from None
+    finally:
+        instance.close()
+    if dry_run:
+        click.echo(json.dumps([r.to_dict() for r in ctx.sent], indent=2, ensure_ascii=False))
+    click.echo(f"{'dry run: ' if dry_run else ''}{result.message}", err=dry_run)
+
+
+def _payloads(path: Path):
+    """One payload, a JSON array of payloads, or JSON lines."""
+    text = path.read_text()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return data if isinstance(data, list) else [data]
+
+
+@cli.command()
+@pass_hub
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--source", default="hms", show_default=True)
+def ingest(hub, files, source):
+    """Feed saved payloads through the receiver's path (minus the signature check)."""
+    if source not in hub.sources:
+        raise click.ClickException(f"no source named {source!r}")
+    src = hub.sources[source]
+    items = []
+    for path in files:
+        try:
+            items.extend((path, n, payload) for n, payload in enumerate(_payloads(path), 1))
+        except ValueError as exc:
+            raise click.ClickException(f"{path}: not JSON or JSON lines ({exc})") from None
+    counts: dict[str, int] = {}
+    problems = []
+    with click.progressbar(items, label="ingesting", file=sys.stderr, show_pos=True) as bar:
+        for path, n, payload in bar:
+            try:
+                parsed = src.schema.load(payload)
+            except ValidationError as exc:
+                problems.append(f"{path}#{n}: invalid payload: {json.dumps(exc.messages)}")
+                counts["invalid"] = counts.get("invalid", 0) + 1
+                continue
+            status = hub.ingest(source, parsed, payload).status
+            counts[status] = counts.get(status, 0) + 1
+    for problem in problems:
+        click.secho(problem, err=True, fg="red")
+    click.echo(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    if problems:
+        sys.exit(1)
+
+
+@cli.command("analysis-plan")
+@config_option
+def analysis_plan(config_path):
+    """Print the analysis_plan JSON to paste into the assistant, built from [analysis]."""
+    from .service import Hub
+
+    hub = Hub.from_path(config_path)
+    analysis = hub.config.analysis
+    hub.close()
+    if not analysis["schema"]:
+        raise click.ClickException(f"{config_path}: [analysis] schema is not set; add the JSON Schema the "
+                                   f"assistant should fill in")
+    plan = {"analysis_plan": {
+        "structured_data_plan": {"enabled": True, "schema": analysis["schema"],
+                                 "messages": analysis["messages"] or ANALYSIS_PROMPT},
+        "min_messages_threshold": analysis["min_messages_threshold"],
+    }}
+    click.echo(json.dumps(plan, indent=2))
+
+
+def main():
+    pm = make_manager()
+    collect(pm)
+    pm.hook.register_commands(cli=cli)
+    cli(prog_name="sovereign-hub")

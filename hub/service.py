@@ -1,0 +1,137 @@
+"""The Hub: configuration, plugins, store and dispatcher wired together.
+
+The web layer, the CLI and the worker each build one; it knows nothing of HTTP requests.
+Plugins get it in hooks (``report_received(report, hub)``) and in commands (``pass_hub``).
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from . import logs
+from .config import DestinationConfig, HubConfig, load_config
+from .destinations import Destination
+from .dispatch import Dispatcher, RetryPolicy
+from .normalize import Normalizer
+from .plugins import collect, make_manager
+from .report import CallReport
+from .secrets import mask_phone
+from .store import Accepted, Store, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What the receiver answers: accepted (new), duplicate, or ignored (no destination wants it)."""
+
+    status: str
+    report_id: str
+    deliveries: list[tuple[str, str]]
+
+
+class Hub:
+    def __init__(self, config: HubConfig, pm=None, registry=None):
+        self.config = config
+        self.pm = pm or make_manager()
+        self.registry = registry or collect(self.pm)
+        self.settings = config.settings
+        self.store = Store(config.store["url"], sqlite_synchronous=config.store["sqlite_synchronous"])
+        self.normalizer = Normalizer(config.phone["default_region"], config.analysis["schema"])
+        self.sources = self.registry.sources
+        for name, settings in config.sources.items():
+            self.sources[name].configure(settings)
+        self._destinations: dict[str, Destination] | None = None
+        self.dispatcher = Dispatcher(
+            self.store, _LazyDestinations(self),
+            RetryPolicy(config.dispatch["retry_delays"], config.max_attempts, config.dispatch["jitter"]),
+            lease_seconds=config.dispatch["lease_seconds"], poll_interval=config.dispatch["poll_interval"],
+            on_finished=self._delivery_finished)
+        self.app = None  # set by create_app, for register_routes
+        for warning in config.warnings:
+            logs.event(log, "config.warning", logging.WARNING, message=warning)
+
+    @classmethod
+    def from_path(cls, path: str | None, *, data: dict | None = None) -> "Hub":
+        pm = make_manager()
+        registry = collect(pm)
+        return cls(load_config(path, registry, data=data), pm, registry)
+
+    # --- destinations ----------------------------------------------------------------
+
+    @property
+    def destinations(self) -> dict[str, Destination]:
+        """Instances of every enabled destination, built on first use (per process)."""
+        if self._destinations is None:
+            self._destinations = {d.name: d.cls(d.name, d.options, self.settings)
+                                  for d in self.config.enabled_destinations()}
+        return self._destinations
+
+    def destination(self, name: str) -> Destination:
+        """The configured destination ``name``; ``KeyError`` naming the configured ones."""
+        try:
+            return self.destinations[name]
+        except KeyError:
+            known = ", ".join(sorted(self.destinations)) or "none"
+            raise KeyError(f"no enabled destination named {name!r} (configured: {known})") from None
+
+    def route(self, report: CallReport) -> list[DestinationConfig]:
+        """The enabled destinations that want this report: its event listed, its rule true."""
+        return [d for d in self.config.enabled_destinations()
+                if report.event in d.events and (d.when is None or d.when.matches(report))]
+
+    # --- the ack path ------------------------------------------------------------------
+
+    def ingest(self, source_name: str, payload: dict, raw: dict, *, received_at: datetime | None = None) -> Ingested:
+        """Normalize a validated payload, store it with its deliveries in one transaction."""
+        source = self.sources[source_name]
+        report = source.normalize(payload, raw=raw, report_id=str(uuid.uuid4()),
+                                  received_at=received_at or utcnow(), normalizer=self.normalizer)
+        targets = self.route(report)
+        accepted: Accepted = self.store.insert_report(report, [d.name for d in targets])
+        if accepted.duplicate:
+            status = "duplicate"
+        elif not targets and report.event != "end-of-call-report":
+            status = "ignored"
+        else:
+            status = "accepted"
+        logs.event(log, f"report.{status}", report_id=accepted.report_id, source=source_name,
+                   event=report.event, call_id=report.call.id, customer=mask_phone(report.customer.number),
+                   deliveries=[name for name, _ in accepted.deliveries])
+        if not accepted.duplicate:
+            self.pm.hook.report_received(report=report, hub=self)
+            if targets:
+                self.dispatcher.wake()
+        return Ingested(status, accepted.report_id, accepted.deliveries)
+
+    def _delivery_finished(self, delivery, report) -> None:
+        self.pm.hook.delivery_finished(delivery=delivery, report=report, hub=self)
+
+    # --- reading, for plugins' commands and the CLI --------------------------------------
+
+    def reports(self, since: datetime | None = None, until: datetime | None = None, *,
+                limit: int | None = None) -> list[CallReport]:
+        return self.store.list_reports(since=since, until=until, limit=limit)
+
+    def deliveries(self, status: str | None = None, since: datetime | None = None, *,
+                   destination: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        return [d.to_dict() for d in self.store.list_deliveries(status=status, since=since,
+                                                                destination=destination, limit=limit)]
+
+    def close(self) -> None:
+        for destination in (self._destinations or {}).values():
+            destination.close()
+        self.store.close()
+
+
+class _LazyDestinations:
+    """Lets the dispatcher look destinations up without building them before they are needed."""
+
+    def __init__(self, hub: Hub):
+        self._hub = hub
+
+    def get(self, name: str, default=None):
+        return self._hub.destinations.get(name, default)

@@ -1,0 +1,357 @@
+"""The store: reports, their deliveries and every attempt (SQLAlchemy Core; SQLite or PostgreSQL).
+
+Knows nothing of Flask or HTTP. The delivery row is the record of truth: a delivery is
+``pending`` (due at ``next_attempt_at``), ``running`` (leased to a worker until
+``lease_until``), ``succeeded`` or ``dead``. A lease that runs out makes the row claimable
+again, which is how a killed worker's delivery is picked up after a restart.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from .report import CallReport
+
+PENDING, RUNNING, SUCCEEDED, DEAD = "pending", "running", "succeeded", "dead"
+STATUSES = (PENDING, RUNNING, SUCCEEDED, DEAD)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(sa.TypeDecorator):
+    """Stored as naive UTC (sortable text on SQLite), returned as aware UTC."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+metadata = sa.MetaData()
+
+reports = sa.Table(
+    "reports", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("source", sa.String(50), nullable=False),
+    sa.Column("event", sa.String(50), nullable=False),
+    sa.Column("call_id", sa.String(200), nullable=False),
+    sa.Column("occurred_at", UTCDateTime, nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("customer_number", sa.String(32), index=True),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.UniqueConstraint("source", "call_id", "event", name="uq_reports_source_call_event"),
+)
+
+deliveries = sa.Table(
+    "deliveries", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("report_id", sa.String(36), sa.ForeignKey("reports.id"), nullable=False, index=True),
+    sa.Column("destination", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("lease_until", UTCDateTime),
+    sa.Column("lease_owner", sa.String(100)),
+    sa.Column("state", sa.Text, nullable=False, default="{}"),
+    sa.Column("last_error", sa.Text),
+    sa.Column("result", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("report_id", "destination", name="uq_deliveries_report_destination"),
+    sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
+)
+
+attempts = sa.Table(
+    "attempts", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", sa.String(36), sa.ForeignKey("deliveries.id"), nullable=False, index=True),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),  # succeeded | retry | dead
+    sa.Column("http_status", sa.Integer),
+    sa.Column("error", sa.Text),
+)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: str
+    report_id: str
+    destination: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    lease_until: datetime | None
+    lease_owner: str | None
+    state: dict[str, Any]
+    last_error: str | None
+    result: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row) -> "Delivery":
+        values = dict(row._mapping)
+        values["state"] = json.loads(values["state"] or "{}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        for key in ("next_attempt_at", "lease_until", "created_at", "updated_at"):
+            out[key] = out[key].isoformat() if out[key] else None
+        return out
+
+
+@dataclass(frozen=True)
+class Accepted:
+    report_id: str
+    duplicate: bool
+    deliveries: list[tuple[str, str]]  # (destination, status)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try, as ``Store.finish`` records it."""
+
+    started_at: datetime
+    duration_ms: float
+    outcome: str
+    http_status: int | None = None
+    error: str | None = None
+
+
+def _sqlite_pragmas(synchronous: str):
+    def on_connect(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return on_connect
+
+
+def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas(sqlite_synchronous))
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+class Store:
+    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL", create: bool = True):
+        self.url = url
+        self.engine = make_engine(url, sqlite_synchronous=sqlite_synchronous)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        if create:
+            metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    # --- the ack path ------------------------------------------------------------------
+
+    def insert_report(self, report: CallReport, destinations: Iterable[str]) -> Accepted:
+        """Store the report and one pending delivery per destination in ONE transaction.
+
+        The same (source, call id, event) a second time changes nothing and answers with
+        the first report's id.
+        """
+        now = utcnow()
+        names = list(destinations)
+        rows = [{"id": str(uuid.uuid4()), "report_id": report.id, "destination": name, "status": PENDING,
+                 "attempts": 0, "next_attempt_at": now, "state": "{}", "created_at": now, "updated_at": now}
+                for name in names]
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(reports.insert().values(
+                    id=report.id, source=report.source, event=report.event, call_id=report.call.id,
+                    occurred_at=report.occurred_at, received_at=report.received_at,
+                    customer_number=report.customer.number, data=report.to_json()))
+                if rows:
+                    conn.execute(deliveries.insert(), rows)
+        except IntegrityError:
+            with self.engine.connect() as conn:
+                existing = conn.execute(sa.select(reports.c.id).where(
+                    reports.c.source == report.source, reports.c.call_id == report.call.id,
+                    reports.c.event == report.event)).scalar()
+            if existing is None:  # not a duplicate after all: let the caller see the real error
+                raise
+            return Accepted(existing, True, [])
+        return Accepted(report.id, False, [(name, PENDING) for name in names])
+
+    # --- the dispatcher's side -------------------------------------------------------
+
+    def _due_clause(self, now: datetime):
+        d = deliveries.c
+        return sa.or_(sa.and_(d.status == PENDING, d.next_attempt_at <= now),
+                      sa.and_(d.status == RUNNING, d.lease_until < now))
+
+    def has_due(self, now: datetime | None = None) -> bool:
+        """A read-only look, so idle workers poll without taking SQLite's write lock."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(deliveries.c.id).where(self._due_clause(now or utcnow())).limit(1)).first() is not None
+
+    def claim(self, owner: str, lease_seconds: float, *, delivery_id: str | None = None) -> Delivery | None:
+        """Atomically lease one due delivery (or the given one, if due) to ``owner``."""
+        now = utcnow()
+        pick = sa.select(deliveries.c.id).where(self._due_clause(now))
+        if delivery_id is not None:
+            pick = pick.where(deliveries.c.id == delivery_id)
+        pick = pick.order_by(deliveries.c.next_attempt_at).limit(1)
+        if self.is_postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        stmt = (deliveries.update()
+                .where(deliveries.c.id == pick.scalar_subquery())
+                .values(status=RUNNING, lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds),
+                        attempts=deliveries.c.attempts + 1, updated_at=now)
+                .returning(*deliveries.c))
+        with self.engine.begin() as conn:
+            row = conn.execute(stmt).first()
+        return Delivery.from_row(row) if row else None
+
+    def finish(self, delivery: Delivery, owner: str, *, status: str, state: dict, attempt: Attempt,
+               next_attempt_at: datetime | None = None, result: str | None = None) -> bool:
+        """Record an attempt and the delivery's new status, if ``owner`` still holds the lease.
+
+        Returns False when the lease was lost (expired and taken by another worker): the
+        other worker's outcome is the one that counts.
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id == delivery.id, deliveries.c.lease_owner == owner,
+                       deliveries.c.status == RUNNING)
+                .values(status=status, state=json.dumps(state), lease_owner=None, lease_until=None,
+                        next_attempt_at=next_attempt_at or now, updated_at=now,
+                        last_error=attempt.error, result=result if result is not None else deliveries.c.result)
+            ).rowcount
+            if updated:
+                conn.execute(attempts.insert().values(
+                    delivery_id=delivery.id, number=delivery.attempts, started_at=attempt.started_at,
+                    duration_ms=attempt.duration_ms, outcome=attempt.outcome,
+                    http_status=attempt.http_status, error=attempt.error))
+        return bool(updated)
+
+    def release(self, owner: str) -> int:
+        """Give back every lease of ``owner`` (a clean shutdown): the attempt never happened."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            return conn.execute(
+                deliveries.update()
+                .where(deliveries.c.lease_owner == owner, deliveries.c.status == RUNNING)
+                .values(status=PENDING, lease_owner=None, lease_until=None, next_attempt_at=now,
+                        attempts=deliveries.c.attempts - 1, updated_at=now)
+            ).rowcount
+
+    # --- replay --------------------------------------------------------------------
+
+    def requeue(self, *, report_id: str | None = None, destination: str | None = None,
+                dead_only: bool = False, create_missing: bool = False) -> list[str]:
+        """Make deliveries due now with a fresh attempt budget; their state is kept, so a
+        replay updates what exists instead of creating it again. Returns the delivery ids."""
+        now = utcnow()
+        d = deliveries.c
+        conditions = [d.status != RUNNING]
+        if report_id:
+            conditions.append(d.report_id == report_id)
+        if destination:
+            conditions.append(d.destination == destination)
+        if dead_only:
+            conditions.append(d.status == DEAD)
+        with self.engine.begin() as conn:
+            ids = list(conn.execute(sa.select(d.id).where(*conditions)).scalars())
+            if ids:
+                conn.execute(deliveries.update().where(d.id.in_(ids)).values(
+                    status=PENDING, attempts=0, next_attempt_at=now, updated_at=now))
+            if create_missing and report_id and destination and not ids:
+                exists = conn.execute(sa.select(d.id).where(d.report_id == report_id,
+                                                            d.destination == destination)).first()
+                if not exists:
+                    new_id = str(uuid.uuid4())
+                    conn.execute(deliveries.insert().values(
+                        id=new_id, report_id=report_id, destination=destination, status=PENDING, attempts=0,
+                        next_attempt_at=now, state="{}", created_at=now, updated_at=now))
+                    ids.append(new_id)
+        return ids
+
+    # --- reading -------------------------------------------------------------------
+
+    def get_report(self, report_id: str) -> CallReport | None:
+        with self.engine.connect() as conn:
+            data = conn.execute(sa.select(reports.c.data).where(reports.c.id == report_id)).scalar()
+        return CallReport.from_json(data) if data else None
+
+    def list_reports(self, *, since: datetime | None = None, until: datetime | None = None,
+                     customer: str | None = None, limit: int | None = 100, offset: int = 0) -> list[CallReport]:
+        query = sa.select(reports.c.data).order_by(reports.c.received_at.desc(), reports.c.id)
+        if since:
+            query = query.where(reports.c.received_at >= since)
+        if until:
+            query = query.where(reports.c.received_at < until)
+        if customer:
+            query = query.where(reports.c.customer_number == customer)
+        if limit:
+            query = query.limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            return [CallReport.from_json(data) for data in conn.execute(query).scalars()]
+
+    def get_delivery(self, delivery_id: str) -> Delivery | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id)).first()
+        return Delivery.from_row(row) if row else None
+
+    def list_deliveries(self, *, status: str | None = None, destination: str | None = None,
+                        report_id: str | None = None, since: datetime | None = None,
+                        limit: int | None = 100) -> list[Delivery]:
+        query = sa.select(deliveries).order_by(deliveries.c.updated_at.desc(), deliveries.c.id)
+        if status:
+            query = query.where(deliveries.c.status == status)
+        if destination:
+            query = query.where(deliveries.c.destination == destination)
+        if report_id:
+            query = query.where(deliveries.c.report_id == report_id)
+        if since:
+            query = query.where(deliveries.c.updated_at >= since)
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [Delivery.from_row(row) for row in conn.execute(query)]
+
+    def list_attempts(self, delivery_id: str) -> list[dict[str, Any]]:
+        query = sa.select(attempts).where(attempts.c.delivery_id == delivery_id).order_by(attempts.c.number)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def delivery_counts(self) -> dict[tuple[str, str], int]:
+        """``{(destination, status): n}``, for the queue-depth gauge and stats."""
+        query = sa.select(deliveries.c.destination, deliveries.c.status, sa.func.count()).group_by(
+            deliveries.c.destination, deliveries.c.status)
+        with self.engine.connect() as conn:
+            return {(dest, status): n for dest, status, n in conn.execute(query)}

@@ -1,0 +1,1 @@
+"""HTTP views; each module is one blueprint."""

@@ -1,0 +1,70 @@
+"""``POST /webhooks/<source>``: limits, signature, parse, validate, store, answer. Nothing slower."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from flask import Blueprint, current_app, jsonify, request
+from marshmallow import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from .. import logs, metrics
+from ..app import error_response
+from ..sources import SignatureError
+
+bp = Blueprint("webhooks", __name__)
+log = logging.getLogger(__name__)
+
+
+def _reject(source: str, status: int, code: str, message: str, details: dict | None = None):
+    metrics.REPORTS.labels(source, "rejected").inc()
+    logs.event(log, "report.rejected", logging.WARNING, source=source, http_status=status, error=code)
+    return error_response(status, code, message, details)
+
+
+@bp.post("/webhooks/<source_name>")
+def receive(source_name: str):
+    hub = current_app.hub
+    source = hub.sources.get(source_name)
+    if source is None:
+        return error_response(404, "unknown_source", f"No source named {source_name!r} is installed.",
+                              {"installed": sorted(hub.sources)})
+    limit = hub.config.server["max_body_bytes"]
+    if request.content_length is not None and request.content_length > limit:
+        return _reject(source_name, 413, "body_too_large", f"The body is larger than {limit} bytes.",
+                       {"max_body_bytes": limit})
+    if request.mimetype != "application/json":
+        return _reject(source_name, 415, "unsupported_media_type",
+                       "The body must be sent as Content-Type: application/json.",
+                       {"content_type": request.content_type})
+    body = request.get_data(cache=False)
+    try:
+        source.verify(body, request.headers, time.time())
+    except SignatureError as exc:
+        return _reject(source_name, 401, exc.code, exc.message)
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return _reject(source_name, 400, "invalid_json", f"The body is not valid JSON: {exc}")
+    try:
+        payload = source.schema.load(raw)
+    except ValidationError as exc:
+        return _reject(source_name, 422, "invalid_payload", "The payload does not match the expected schema.",
+                       {"fields": exc.messages})
+    header_event = request.headers.get("X-Webhook-Event")
+    if header_event and header_event != source.event_of(payload):
+        return _reject(source_name, 422, "event_mismatch",
+                       f"X-Webhook-Event says {header_event!r} but message.type is {source.event_of(payload)!r}.")
+    try:
+        result = hub.ingest(source_name, payload, raw)
+    except SQLAlchemyError:
+        log.exception("store unavailable")
+        metrics.REPORTS.labels(source_name, "error").inc()
+        return error_response(503, "store_unavailable", "The report could not be stored; send it again later.")
+    metrics.REPORTS.labels(source_name, result.status).inc()
+    answer = {"status": result.status, "report_id": result.report_id}
+    if result.status == "accepted":
+        answer["deliveries"] = [{"destination": name, "status": status} for name, status in result.deliveries]
+        return jsonify(answer), 202
+    return jsonify(answer), 200

@@ -1,0 +1,6 @@
+"""The WSGI entry point gunicorn loads: the configuration path comes from SOVEREIGN_HUB_CONFIG."""
+from . import logs
+from .app import create_app
+
+app = create_app()
+logs.configure(app.hub.config.logging["level"])

@@ -1,0 +1,121 @@
+"""A thin layer over HubSpot's CRM v3 endpoints, sending through the delivery context.
+
+Every request goes through ``ctx.send`` (rate limiter, timeout, recording, dry run); this
+module only knows paths, bodies and HubSpot's own error shapes (429 rate-limit headers,
+409 "Existing ID", missing scopes).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from hub import Retryable, raise_for_response, retry_after_seconds
+
+DEFAULT_BASE_URL = "https://api.hubapi.com"
+
+# HubSpot-defined association type ids (v4, category HUBSPOT_DEFINED), from -> to.
+ASSOCIATION_TYPES: dict[tuple[str, str], int] = {
+    ("calls", "contacts"): 194,
+    ("calls", "companies"): 182,
+    ("calls", "deals"): 206,
+    ("tasks", "contacts"): 204,
+    ("tasks", "companies"): 192,
+    ("tasks", "deals"): 216,
+    ("deals", "contacts"): 3,
+    ("deals", "companies"): 5,
+}
+
+# Seconds to wait after a 429 when HubSpot sends no usable header.
+SEARCH_BACKOFF = 1.0
+DAILY_BACKOFF = 3600.0
+_EXISTING_ID = re.compile(r"Existing ID:\s*(\d+)")
+
+
+def association(from_type: str, to_type: str, to_id: str) -> dict[str, Any]:
+    """One entry of a create request's ``associations`` array."""
+    return {"to": {"id": str(to_id)},
+            "types": [{"associationCategory": "HUBSPOT_DEFINED",
+                       "associationTypeId": ASSOCIATION_TYPES[(from_type, to_type)]}]}
+
+
+def rate_limit_wait(response) -> tuple[float, str]:
+    """How long to wait after a 429, and which HubSpot limit was hit.
+
+    ``Retry-After`` wins when present. Otherwise the body's ``policyName`` and the
+    ``X-HubSpot-RateLimit-*`` headers say whether the daily or the rolling (10 s)
+    window ran out; the search endpoints send neither, so a short pause is used.
+    """
+    headers = response.headers
+    policy = ""
+    try:
+        body = response.json()
+        policy = str(body.get("policyName") or "") if isinstance(body, dict) else ""
+    except ValueError:
+        pass
+    explicit = retry_after_seconds(headers.get("Retry-After"))
+    if explicit is not None:
+        return explicit, policy or "Retry-After"
+    if policy == "DAILY" or headers.get("X-HubSpot-RateLimit-Daily-Remaining") == "0":
+        return DAILY_BACKOFF, "DAILY"
+    interval = headers.get("X-HubSpot-RateLimit-Interval-Milliseconds")
+    if interval and interval.isdigit():
+        return int(interval) / 1000.0, policy or "TEN_SECONDLY_ROLLING"
+    return SEARCH_BACKOFF, policy or "SEARCH"
+
+
+class HubSpotApi:
+    """CRM objects, search and properties for one delivery attempt."""
+
+    def __init__(self, destination, ctx):
+        self.destination = destination
+        self.ctx = ctx
+        self.base_url = destination.config["base_url"].rstrip("/")
+        self.headers = {"Authorization": f"Bearer {destination.config['token']}",
+                        "Content-Type": "application/json"}
+
+    def _send(self, method: str, path: str, *, bucket: str | None = None, fake: Any = None,
+              json: Any = None, params: dict | None = None):
+        response = self.ctx.send(method, f"{self.base_url}{path}", bucket=bucket, check=False,
+                                 dry_run_response=fake, headers=self.headers, json=json, params=params)
+        self.check(response)
+        return response
+
+    def check(self, response) -> None:
+        name = self.destination.name
+        if response.status_code == 429:
+            wait, policy = rate_limit_wait(response)
+            raise Retryable(f"destination {name!r}: HubSpot rate limit reached ({policy}); "
+                            f"retrying in {wait:g}s", retry_after=wait, http_status=429)
+        raise_for_response(response, name, auth_hint=self.destination.auth_hint)
+
+    def search(self, object_type: str, body: dict) -> list[dict]:
+        """POST /crm/v3/objects/{type}/search through the search limiter; the results."""
+        response = self._send("POST", f"/crm/v3/objects/{object_type}/search", bucket="search",
+                              json=body, fake={"total": 0, "results": []})
+        return response.json().get("results") or []
+
+    def create(self, object_type: str, properties: dict, associations: list | None = None) -> str:
+        """POST /crm/v3/objects/{type}; the new record's id."""
+        body: dict[str, Any] = {"properties": properties}
+        if associations:
+            body["associations"] = associations
+        fake = {"id": f"dry-run-{object_type}", "properties": properties}
+        url = f"{self.base_url}/crm/v3/objects/{object_type}"
+        response = self.ctx.send("POST", url, check=False, dry_run_response=fake,
+                                 headers=self.headers, json=body)
+        if response.status_code == 409 and object_type == "contacts":
+            existing = _EXISTING_ID.search(response.text or "")
+            if existing:  # a unique property (email) already belongs to a contact: use it
+                return existing.group(1)
+        self.check(response)
+        return str(response.json()["id"])
+
+    def update(self, object_type: str, object_id: str, properties: dict) -> None:
+        """PATCH /crm/v3/objects/{type}/{id}."""
+        self._send("PATCH", f"/crm/v3/objects/{object_type}/{object_id}", json={"properties": properties},
+                   fake={"id": object_id, "properties": properties})
+
+    def property_definitions(self, object_type: str, fake: list[dict]) -> list[dict]:
+        """GET /crm/v3/properties/{type}: every property's name, type and options."""
+        response = self._send("GET", f"/crm/v3/properties/{object_type}", fake={"results": fake})
+        return response.json().get("results") or []

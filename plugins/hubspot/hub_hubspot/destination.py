@@ -1,0 +1,108 @@
+"""The ``hubspot`` destination type: its configuration schema and the class the hub loads."""
+from __future__ import annotations
+
+from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+
+from hub import Destination, Mapping, MappingField, Rule, RuleField, Template, TemplateField
+
+from .client import DEFAULT_BASE_URL
+from .flow import Delivery
+from .mapping import (DEFAULT_CALL_BODY, DEFAULT_CALL_TITLE, DEFAULT_DEAL_DESCRIPTION, DEFAULT_DEAL_NAME,
+                      DEFAULT_TASK_BODY, DEFAULT_TASK_SUBJECT, PRIORITIES, TASK_TYPES)
+from .properties import PropertyCache
+
+SCOPES = ("crm.objects.contacts.read", "crm.objects.contacts.write", "crm.schemas.contacts.read")
+DEAL_SCOPES = ("crm.objects.deals.read", "crm.objects.deals.write")
+
+
+class IdField(fields.Field):
+    """A HubSpot id written as a number or a string of digits (owner, company, pipeline ids)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+            raise ValidationError("must be a HubSpot id (digits), e.g. 12345678")
+        return str(value).strip()
+
+
+def _template(source: str):
+    return lambda: Template(source)
+
+
+class CallSchema(Schema):
+    title = TemplateField(load_default=_template(DEFAULT_CALL_TITLE))
+    body = TemplateField(load_default=_template(DEFAULT_CALL_BODY))
+    company_id = RuleField(load_default=None)
+    deal_id = RuleField(load_default=None)
+
+
+class FollowUpSchema(Schema):
+    enabled = fields.Boolean(load_default=True)
+    when = RuleField(load_default=lambda: Rule("analysis.follow_up_needed"))
+    subject = TemplateField(load_default=_template(DEFAULT_TASK_SUBJECT))
+    body = TemplateField(load_default=_template(DEFAULT_TASK_BODY))
+    due_in_days = fields.Integer(load_default=1, validate=validate.Range(0, 365))
+    business_days = fields.Boolean(load_default=False)
+    owner_id = IdField(load_default=None)
+    priority = MappingField(load_default=lambda: Mapping({"HIGH": "analysis.sentiment <= 2"}))
+    default_priority = fields.String(load_default="MEDIUM", validate=validate.OneOf(PRIORITIES))
+    type = fields.String(load_default="CALL", validate=validate.OneOf(TASK_TYPES))
+
+    @validates("priority")
+    def levels_known(self, value, **kwargs):
+        unknown = [level for level in value.rules if level not in PRIORITIES]
+        if unknown:
+            raise ValidationError(f"unknown priority {', '.join(unknown)} (use {', '.join(PRIORITIES)})")
+
+
+class DealSchema(Schema):
+    when = RuleField(load_default=None)
+    pipeline = fields.String(load_default="default", validate=validate.Length(min=1))
+    stage = fields.String(load_default=None, validate=validate.Length(min=1))
+    name = TemplateField(load_default=_template(DEFAULT_DEAL_NAME))
+    description = TemplateField(load_default=_template(DEFAULT_DEAL_DESCRIPTION))
+    amount = RuleField(load_default=None)
+    close_in_days = fields.Integer(load_default=None, validate=validate.Range(0, 3650))
+    owner_id = IdField(load_default=None)
+
+    @validates_schema
+    def stage_when_enabled(self, data, **kwargs):
+        if data.get("when") is not None and not data.get("stage"):
+            raise ValidationError('set the deal stage id for new deals, e.g. stage = "appointmentscheduled"',
+                                  "stage")
+
+
+class HubSpotConfig(Schema):
+    token = fields.String(required=True, validate=validate.Length(min=1))
+    base_url = fields.Url(load_default=DEFAULT_BASE_URL, schemes={"http", "https"}, require_tld=False)
+    default_region = fields.String(load_default=None, validate=validate.Regexp(r"^[A-Z]{2}$",
+                                   error="must be a two-letter region code, e.g. NL"))
+    create_contacts = fields.Boolean(load_default=True)
+    contact_id = RuleField(load_default=None)
+    owner_id = IdField(load_default=None)
+    properties = MappingField(load_default=lambda: Mapping({}))
+    call = fields.Nested(CallSchema, load_default=lambda: CallSchema().load({}))
+    follow_up = fields.Nested(FollowUpSchema, load_default=lambda: FollowUpSchema().load({}))
+    deal = fields.Nested(DealSchema, load_default=lambda: DealSchema().load({}))
+
+
+class HubSpotDestination(Destination):
+    """Log each call on the caller's HubSpot contact; update properties; create tasks and deals."""
+
+    type = "hubspot"
+    Config = HubSpotConfig
+    description = ("Log the call on the caller's HubSpot contact (found by phone, created if new), update "
+                   "contact properties, create a follow-up task and a deal when their rules hold")
+    default_when = None
+    # HubSpot private apps: 100 requests / 10 s (Free, Starter) per app; search: 4 requests / s per token.
+    rate_limits = {"default": (9.0, 10.0), "search": (4.0, 4.0)}
+    timeout = 20.0
+    auth_hint = (f"Check the private app token (token = {{ env = \"HUBSPOT_TOKEN\" }}) and its scopes: "
+                 f"{', '.join(SCOPES)}; with [deal] also {', '.join(DEAL_SCOPES)}. "
+                 "HubSpot: Settings > Integrations > Private Apps > your app > Scopes.")
+
+    def __init__(self, name, config, settings=None):
+        super().__init__(name, config, settings)
+        self.property_cache = PropertyCache()
+
+    def deliver(self, report, ctx):
+        return Delivery(self, report, ctx).run()

@@ -1,0 +1,217 @@
+"""One delivery to HubSpot: contact, properties, call, task, deal, each exactly once.
+
+``ctx.state`` is the delivery's memory, saved after every attempt:
+
+* ``contact_id``, ``call_id``, ``task_id``, ``deal_id``: written the moment HubSpot returns
+  them, so a retry resumes at the step that failed.
+* ``<kind>_pending``: set just before a create is sent. A retry that finds it set (the
+  request may have reached HubSpot with its answer lost) searches for the record before
+  creating it again.
+* ``pass`` / ``done``: which steps finished in the current pass. A pass ends with
+  ``completed = true``; delivering a completed report again (a replay) starts a new pass
+  in which every record already created is updated (PATCH), never created twice.
+"""
+from __future__ import annotations
+
+from hub import Result, mask_phone
+
+from .client import HubSpotApi, association
+from .mapping import call_properties, deal_properties, epoch_ms, task_due, task_properties
+from .phone import confirmed, contact_search_body
+from .properties import prepare
+
+# Kept as they are on a replay: someone in HubSpot may have moved them on since.
+KEEP_ON_UPDATE = {"tasks": {"hs_task_status"}, "deals": {"pipeline", "dealstage"}}
+
+
+class Delivery:
+    def __init__(self, destination, report, ctx):
+        self.dest = destination
+        self.config = destination.config
+        self.report = report
+        self.ctx = ctx
+        self.state = ctx.state
+        self.api = HubSpotApi(destination, ctx)
+        self.report_url = destination.settings.report_url(report.id)
+        self.region = self.config["default_region"] or destination.settings.default_region
+        self.done_phrases: list[str] = []
+        self.problems: list[str] = []
+
+    # --- pass bookkeeping -------------------------------------------------------------
+
+    def _start_pass(self) -> None:
+        if self.state.get("completed"):
+            self.state["pass"] = self.state.get("pass", 1) + 1
+            self.state["completed"] = False
+        self.state.setdefault("pass", 1)
+        self.state.setdefault("done", {})
+
+    def _done(self, step: str) -> bool:
+        return self.state["done"].get(step) == self.state["pass"]
+
+    def _mark(self, step: str) -> None:
+        self.state["done"][step] = self.state["pass"]
+
+    # --- the flow ---------------------------------------------------------------------
+
+    def run(self) -> Result:
+        self._start_pass()
+        contact_id = self.contact()
+        if contact_id is False:
+            self.state["completed"] = True
+            masked = mask_phone(self.report.customer.number)
+            return Result(f"skipped: no HubSpot contact has {masked} and create_contacts = false",
+                          {"skipped": "no_contact"})
+        self.contact_properties(contact_id)
+        self.call(contact_id)
+        follow_up, deal = self.config["follow_up"], self.config["deal"]
+        if follow_up["enabled"] and follow_up["when"].matches(self.report):
+            self.task(contact_id)
+        if deal["when"] is not None and deal["when"].matches(self.report):
+            self.deal(contact_id)
+        self.state["completed"] = True
+        message = "; ".join(self.done_phrases)
+        if self.problems:
+            message += f"; {len(self.problems)} value(s) not sent: " + " | ".join(self.problems)
+        data = {k: self.state.get(k) for k in ("contact_id", "call_id", "task_id", "deal_id")}
+        data["problems"] = self.problems
+        return Result(message, data)
+
+    # --- contact ----------------------------------------------------------------------
+
+    def contact(self):
+        """The contact id, None for a call without a number, False to skip the report."""
+        state = self.state
+        if "contact_id" in state:
+            if state["contact_id"]:
+                self.done_phrases.append(f"contact {state['contact_id']} ({state.get('contact_source')})")
+            return state["contact_id"]
+        rule = self.config["contact_id"]
+        given = rule.search(self.report) if rule is not None else None
+        number = self.report.customer.number
+        if given not in (None, ""):
+            return self._remember_contact(str(given), "from the report")
+        if not number:
+            state["contact_id"], state["contact_source"] = None, "none: no caller number"
+            self.done_phrases.append("no contact (the call has no caller number)")
+            return None
+        results = self.api.search("contacts", contact_search_body(number))
+        hits = confirmed(results, number, self.region)
+        if hits:
+            chosen = str(hits[0]["id"])
+            if len(hits) > 1:
+                state["contact_note"] = (f"{len(hits)} contacts have this number; logged on contact {chosen}, "
+                                         f"the most recently updated.")
+            return self._remember_contact(chosen, "found by phone")
+        if not self.config["create_contacts"]:
+            return False
+        properties = {"phone": number}
+        properties.update(self._mapped_properties())
+        state["contact_pending"] = True
+        contact_id = self.api.create("contacts", properties)
+        state.pop("contact_pending", None)
+        self._mark("contact_properties")  # created with them
+        return self._remember_contact(contact_id, "created")
+
+    def _remember_contact(self, contact_id: str, source: str) -> str:
+        self.state["contact_id"], self.state["contact_source"] = contact_id, source
+        self.done_phrases.append(f"contact {contact_id} ({source})")
+        return contact_id
+
+    def _mapped_properties(self) -> dict[str, str]:
+        mapping = self.config["properties"]
+        values = mapping.evaluate(self.report) if mapping else {}
+        if not values:
+            return {}
+        accepted, problems = prepare(values, self._definitions())
+        self.problems.extend(problems)
+        return accepted
+
+    def _definitions(self) -> dict[str, dict]:
+        if self.ctx.dry_run:  # show the request; assume text properties (a dry run learns nothing)
+            fake = [{"name": name, "type": "string", "fieldType": "text"} for name in self.config["properties"].rules]
+            return {d["name"]: d for d in self.api.property_definitions("contacts", fake)}
+        return self.dest.property_cache.get(lambda: self.api.property_definitions("contacts", []))
+
+    def contact_properties(self, contact_id) -> None:
+        if not contact_id or self._done("contact_properties"):
+            return
+        accepted = self._mapped_properties()
+        if accepted:
+            self.api.update("contacts", contact_id, accepted)
+            self.done_phrases.append(f"contact properties updated ({', '.join(accepted)})")
+        self._mark("contact_properties")
+
+    # --- call, task, deal -------------------------------------------------------------
+
+    def _company_deal(self, kind: str) -> list[dict]:
+        links = []
+        for key, to_type in (("company_id", "companies"), ("deal_id", "deals")):
+            rule = self.config["call"][key]
+            value = rule.search(self.report) if rule is not None else None
+            if value not in (None, "") and (kind, to_type) != ("deals", "deals"):
+                links.append(association(kind, to_type, str(value)))
+        return links
+
+    def call(self, contact_id) -> None:
+        props = call_properties(self.report, self.config["call"], report_url=self.report_url,
+                                owner_id=self.config["owner_id"], note=self.state.get("contact_note"))
+        lookup = [{"propertyName": "hs_timestamp", "operator": "EQ", "value": epoch_ms(self.report.occurred_at)}]
+        lookup.append({"propertyName": "associations.contact", "operator": "EQ", "value": str(contact_id)}
+                      if contact_id else {"propertyName": "hs_call_title", "operator": "EQ",
+                                          "value": props["hs_call_title"]})
+        self._record("call", "calls", contact_id, props, lookup, self._company_deal("calls"))
+
+    def task(self, contact_id) -> None:
+        follow_up = self.config["follow_up"]
+        owner = follow_up["owner_id"] or self.config["owner_id"]
+        props = task_properties(self.report, follow_up, report_url=self.report_url, owner_id=owner)
+        lookup = [{"propertyName": "hs_timestamp", "operator": "EQ",
+                   "value": epoch_ms(task_due(self.report, follow_up))},
+                  {"propertyName": "hs_task_subject", "operator": "EQ", "value": props["hs_task_subject"]}]
+        if contact_id:
+            lookup.append({"propertyName": "associations.contact", "operator": "EQ", "value": str(contact_id)})
+        links = self._company_deal("tasks")
+        if self.state.get("deal_id"):
+            links.append(association("tasks", "deals", self.state["deal_id"]))
+        self._record("task", "tasks", contact_id, props, lookup, links)
+
+    def deal(self, contact_id) -> None:
+        deal = self.config["deal"]
+        props, problems = deal_properties(self.report, deal, report_url=self.report_url,
+                                          owner_id=deal["owner_id"] or self.config["owner_id"])
+        self.problems.extend(problems)
+        lookup = [{"propertyName": "dealname", "operator": "EQ", "value": props["dealname"]},
+                  {"propertyName": "pipeline", "operator": "EQ", "value": props["pipeline"]}]
+        if contact_id:
+            lookup.append({"propertyName": "associations.contact", "operator": "EQ", "value": str(contact_id)})
+        self._record("deal", "deals", contact_id, props, lookup, self._company_deal("deals"))
+
+    def _record(self, kind: str, object_type: str, contact_id, props: dict, lookup: list, links: list) -> None:
+        """Create the record once; on a replay update it; on a retry skip what is done."""
+        key = f"{kind}_id"
+        if self._done(kind):
+            self.done_phrases.append(f"{kind} {self.state[key]} (done before)")
+            return
+        if self.state.get(key):
+            keep = KEEP_ON_UPDATE.get(object_type, set())
+            self.api.update(object_type, self.state[key], {k: v for k, v in props.items() if k not in keep})
+            self._mark(kind)
+            self.done_phrases.append(f"{kind} {self.state[key]} updated")
+            return
+        if self.state.get(f"{kind}_pending"):
+            found = self.api.search(object_type, {"filterGroups": [{"filters": lookup}],
+                                                  "properties": ["hs_object_id"], "limit": 1})
+            if found:
+                self.state[key] = str(found[0]["id"])
+                self.state.pop(f"{kind}_pending")
+                self._mark(kind)
+                self.done_phrases.append(f"{kind} {self.state[key]} (found, created by an earlier attempt)")
+                return
+        if contact_id:
+            links = [association(object_type, "contacts", contact_id), *links]
+        self.state[f"{kind}_pending"] = True
+        self.state[key] = self.api.create(object_type, props, links)
+        self.state.pop(f"{kind}_pending")
+        self._mark(kind)
+        self.done_phrases.append(f"{kind} {self.state[key]} created")

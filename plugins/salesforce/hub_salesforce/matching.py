@@ -1,0 +1,98 @@
+"""Finding the Contact or Lead behind a caller's number.
+
+Salesforce phone fields keep what a person typed (``+31 6 2345 6789``, ``06-23456789``,
+``0031623456789``). SOSL ``IN PHONE FIELDS`` is asked for the digit forms a number is
+usually typed in, and every candidate it returns is confirmed here by parsing its phone
+fields with ``phonenumbers`` and comparing E.164 forms: the search index is fuzzy and
+lags behind writes, so a search hit alone is never trusted.
+
+When several records carry the number, the rule is: the configured object order first
+(default Contact before Lead), then the most recently modified record.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import phonenumbers
+
+PHONE_FIELDS = {
+    "Contact": ["Phone", "MobilePhone", "HomePhone", "OtherPhone", "AssistantPhone"],
+    "Lead": ["Phone", "MobilePhone"],
+}
+EXTRA_FIELDS = {"Contact": ["Name", "AccountId"], "Lead": ["Name", "Company"]}
+FILTERS = {"Lead": "IsConverted = false"}
+LIMIT = 20
+# SOSL reserved characters, escaped with a backslash inside FIND {...}
+_SOSL_RESERVED = re.compile(r"""([?&|!{}\[\]()^~*:\\"'+\-])""")
+
+
+@dataclass(frozen=True)
+class Match:
+    id: str
+    sobject: str  # Contact | Lead
+    name: str | None
+    account_id: str | None
+    field: str  # the phone field that matched
+    candidates: int  # how many records carried the number
+
+    def describe(self) -> str:
+        extra = f", chosen among {self.candidates} records with this number" if self.candidates > 1 else ""
+        return f"{self.sobject} {self.id} ({self.field}{extra})"
+
+
+def escape_sosl(term: str) -> str:
+    """Backslash the characters SOSL reserves in a search term."""
+    return _SOSL_RESERVED.sub(r"\\\1", term)
+
+
+def search_terms(e164: str) -> list[str]:
+    """The digit forms a number is typed in: international, national with trunk prefix, bare national."""
+    parsed = phonenumbers.parse(e164, None)
+    national = str(parsed.national_number)
+    with_trunk = re.sub(r"\D", "", phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL))
+    terms = [f"{parsed.country_code}{national}", with_trunk, national]
+    return list(dict.fromkeys(t for t in terms if len(t) >= 4))
+
+
+def build_sosl(e164: str, objects: list[str]) -> str:
+    terms = " OR ".join(escape_sosl(t) for t in search_terms(e164))
+    returning = []
+    for sobject in objects:
+        columns = ", ".join(["Id", *EXTRA_FIELDS[sobject], *PHONE_FIELDS[sobject], "LastModifiedDate"])
+        where = f" WHERE {FILTERS[sobject]}" if sobject in FILTERS else ""
+        returning.append(f"{sobject}({columns}{where} ORDER BY LastModifiedDate DESC LIMIT {LIMIT})")
+    return f"FIND {{{terms}}} IN PHONE FIELDS RETURNING {', '.join(returning)}"
+
+
+def to_e164(value: object, region: str | None) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def choose(records: list[dict], e164: str, objects: list[str], region: str | None) -> Match | None:
+    """The record whose phone field is the caller's number, by the documented order; None if none is."""
+    confirmed: list[tuple[int, str, dict, str]] = []
+    for record in records:
+        sobject = (record.get("attributes") or {}).get("type")
+        if sobject not in objects or not record.get("Id"):
+            continue
+        for field in PHONE_FIELDS[sobject]:
+            if to_e164(record.get(field), region) == e164:
+                confirmed.append((objects.index(sobject), record.get("LastModifiedDate") or "", record, field))
+                break
+    if not confirmed:
+        return None
+    # object order ascending, then LastModifiedDate descending (ISO 8601 strings sort as times)
+    confirmed.sort(key=lambda c: c[1], reverse=True)
+    confirmed.sort(key=lambda c: c[0])
+    _, _, record, field = confirmed[0]
+    sobject = record["attributes"]["type"]
+    return Match(record["Id"], sobject, record.get("Name"), record.get("AccountId"), field, len(confirmed))

@@ -1,0 +1,92 @@
+"""The ``slack`` destination type: its configuration and one delivery attempt."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, post_load, validates, validates_schema
+
+from hub import Destination, MappingField, Result, TemplateField
+
+from .client import TOKEN_FIX, WEBHOOK_FIX, post_message, post_webhook
+from .message import build_message
+
+# <!here>, <!channel>, <!everyone>, <!subteam^S0123ABC>, <@U0123ABC>; "@here" is shorthand.
+_MENTION = re.compile(r"^<(!here|!channel|!everyone|!subteam\^[A-Z0-9]+|@[UW][A-Z0-9]+)>$")
+_SHORTHAND = {"@here": "<!here>", "@channel": "<!channel>", "@everyone": "<!everyone>"}
+
+
+class SlackConfig(Schema):
+    webhook_url = fields.Url(load_default=None, schemes={"https"},
+                             metadata={"description": "incoming-webhook URL (secret); or token + channel"})
+    token = fields.String(load_default=None, metadata={"description": "bot token xoxb-… with chat:write"})
+    channel = fields.String(load_default=None, validate=validate.Length(min=1),
+                            metadata={"description": "channel ID (C0123ABCD) or name, with token"})
+    mentions = fields.List(fields.String(), load_default=list,
+                           metadata={"description": '["@here"], ["<!subteam^S0123ABC>"], ["<@U0123ABC>"]'})
+    header = TemplateField(load_default=None)
+    summary = TemplateField(load_default=None)
+    text = TemplateField(load_default=None)
+    analysis_fields = MappingField(load_default=None)
+    sentiment_max = fields.Integer(load_default=10, validate=validate.Range(min=1))
+    show_recording = fields.Boolean(load_default=True)
+
+    @validates("token")
+    def token_looks_like_slack(self, value, **kwargs):
+        if value is not None and not value.startswith("xox"):
+            raise ValidationError("must be a Slack token (a bot token starts with xoxb-); " + TOKEN_FIX)
+
+    @validates("mentions")
+    def mentions_are_slack_syntax(self, value, **kwargs):
+        bad = [m for m in value if not _MENTION.match(_SHORTHAND.get(m, m))]
+        if bad:
+            raise ValidationError(f"not a Slack mention: {', '.join(bad)}; write \"@here\", \"@channel\", "
+                                  "\"<!subteam^S0123ABC>\" (a user group) or \"<@U0123ABC>\" (a user)")
+
+    @validates_schema
+    def one_mode(self, data, **kwargs):
+        webhook, token, channel = data.get("webhook_url"), data.get("token"), data.get("channel")
+        if webhook and (token or channel):
+            raise ValidationError("give either webhook_url, or token and channel, not both", "webhook_url")
+        if not webhook and not token:
+            raise ValidationError("required: an incoming-webhook URL, or set token and channel instead. "
+                                  + WEBHOOK_FIX, "webhook_url")
+        if token and not channel:
+            raise ValidationError("required with token: the channel ID to post to (e.g. C0123ABCD)", "channel")
+
+    @post_load
+    def expand_shorthand(self, data, **kwargs):
+        data["mentions"] = [_SHORTHAND.get(m, m) for m in data["mentions"]]
+        return data
+
+
+class SlackDestination(Destination):
+    type = "slack"
+    Config = SlackConfig
+    description = "Post a Block Kit alert per call to a Slack channel (incoming webhook or bot token)"
+    # Slack allows about one message a second per channel; one destination posts to one channel.
+    rate_limits = {"default": (1.0, 1.0)}
+    timeout = 10.0
+    auth_hint = TOKEN_FIX
+
+    @property
+    def where(self) -> str:
+        return f"channel {self.config['channel']}" if self.config["token"] else "the webhook's channel"
+
+    def post(self, message: dict[str, Any], ctx) -> dict[str, Any]:
+        """Send one message the configured way; returns the state to keep (posted, ts)."""
+        if self.config["token"]:
+            return post_message(ctx, self.config["token"], self.config["channel"], message, self.name)
+        return post_webhook(ctx, self.config["webhook_url"], message, self.name)
+
+    def deliver(self, report, ctx) -> Result:
+        if ctx.state.get("posted"):
+            return Result(f"already posted to {self.where} (ts {ctx.state.get('ts') or 'n/a'}); not posted again",
+                          dict(ctx.state))
+        if report.event == "status-update" and report.call.status != "ended-with-error" and not report.error:
+            return Result(f"status-update {report.call.status!r} is not an error: nothing posted", {})
+        message = build_message(report, self.config, self.settings)
+        ctx.state.update(self.post(message, ctx))
+        verb = "would post" if ctx.dry_run else "posted"
+        return Result(f"{verb} to {self.where}" + (f" (ts {ctx.state['ts']})" if ctx.state.get("ts") else ""),
+                      dict(ctx.state))
