@@ -13,6 +13,7 @@ from .ratelimit import TokenBucket
 from .report import Call, CallReport, Message, PhoneNumber
 from .rules import Mapping, Rule
 from .secrets import mask_phone, redact
+from .sources import SignatureError, Source, SourceConfig
 from .templates import Template, format_duration, format_phone
 
 __version__ = "0.1.0"
@@ -20,7 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Call", "CallReport", "ConfigError", "DeliveryContext", "DeliveryError", "Destination",
     "EmptyConfig", "HubSettings", "Mapping", "MappingField", "Message", "Permanent", "PhoneNumber",
-    "Result", "Retryable", "Rule", "RuleField", "Template", "TemplateField", "TokenBucket",
+    "Result", "Retryable", "Rule", "RuleField", "SignatureError", "Source", "SourceConfig", "Template", "TemplateField", "TokenBucket",
     "due_date", "format_duration", "format_phone", "hookimpl", "mask_phone", "pass_hub", "raise_for_exception",
     "raise_for_response", "redact", "retry_after_seconds",
 ]

@@ -26,7 +26,9 @@ def create_app(config_path: str | None = None, *, config_data: dict | None = Non
     app = Flask(__name__)
     app.hub = hub
     hub.app = app
-    app.config["MAX_CONTENT_LENGTH"] = hub.config.server["max_body_bytes"]
+    # One byte over the limit, so the receiver can tell "exactly the limit" from "more" on a
+    # chunked body (werkzeug cuts such a stream at MAX_CONTENT_LENGTH without an error).
+    app.config["MAX_CONTENT_LENGTH"] = hub.config.server["max_body_bytes"] + 1
     app.json.sort_keys = False
 
     from .views import meta, webhooks

@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import logs
 from .config import ConfigProblems
+from .errors import UnknownDestination
 from .plugins import collect, describe, make_manager
 from .samples import NAMES as SAMPLE_NAMES
 from .secrets import mask_phone, redact
@@ -43,6 +44,9 @@ class HubGroup(click.Group):
         except ConfigProblems as exc:
             for line in str(exc).splitlines():
                 click.secho(f"error: {line}", err=True, fg="red")
+            ctx.exit(1)
+        except UnknownDestination as exc:
+            click.secho(f"error: {exc}", err=True, fg="red")
             ctx.exit(1)
         except SQLAlchemyError as exc:
             click.secho(f"error: the store is not reachable: {redact(str(exc).splitlines()[0])}", err=True, fg="red")

@@ -175,9 +175,13 @@ class HubConfig:
 def load_destination_options(cls: type[Destination], options: dict[str, Any], key: str) -> dict[str, Any]:
     """Validate one destination's own keys with its type's ``Config`` schema."""
     try:
-        return cls.Config().load(options)
+        loaded = cls.Config().load(options)
     except ValidationError as exc:
         raise ConfigProblems(flatten_errors(exc.messages, key)) from None
+    for option in cls.secret_options:
+        if isinstance(loaded.get(option), str):
+            register_secret(loaded[option])
+    return loaded
 
 
 def _load_destination(name: str, table: Any, registry: Registry, known_events: set[str],
@@ -268,15 +272,18 @@ def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dic
         except ValidationError as exc:
             problems.extend(flatten_errors(exc.messages, f"sources.{name}"))
     warnings = []
-    for name, settings in sources.items():
-        if not settings.get("secret"):
-            if settings.get("allow_unsigned"):
-                warnings.append(f"sources.{name}: allow_unsigned = true: webhooks are accepted WITHOUT a "
-                                f"signature check; anyone who can reach the hub can inject calls")
-            else:
-                problems.append(f"sources.{name}.secret: no webhook secret is set; set secret = "
-                                f'{{ env = "HMS_WEBHOOK_SECRET" }} to the assistant\'s webhook_secret '
-                                f"(or allow_unsigned = true, for local testing only)")
+    for name in sorted(set(sources_table) | {"hms"}):
+        table = sources_table.get(name) or {}
+        key = f"sources.{name}.secret"
+        if table.get("secret") or any(p.startswith(key) for p in problems):
+            continue
+        if table.get("allow_unsigned") is True:
+            warnings.append(f"sources.{name}: allow_unsigned = true: webhooks are accepted WITHOUT a "
+                            f"signature check; anyone who can reach the hub can inject calls")
+        else:
+            problems.append(f"{key}: no webhook secret is set; set secret = "
+                            f'{{ env = "HMS_WEBHOOK_SECRET" }} to the assistant\'s webhook_secret '
+                            f"(or allow_unsigned = true, for local testing only)")
 
     schema = loaded["analysis"]["schema"]
     if schema is not None:

@@ -1,6 +1,7 @@
 """What a destination type is, and what the dispatcher hands it for one delivery attempt."""
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -12,6 +13,10 @@ from .errors import Permanent, Retryable
 from .fields import EmptyConfig
 from .http import DryRunResponse, RecordedRequest, make_session, raise_for_exception, raise_for_response
 from .ratelimit import TokenBucket
+
+
+_SHARED_BUCKETS: dict[tuple, TokenBucket] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -53,13 +58,26 @@ class Destination:
     timeout: ClassVar[float] = 15.0
     #: added to a 401/403 message: which credential or scope to fix
     auth_hint: ClassVar[str] = ""
+    #: option names whose values are secrets even when written literally (redacted everywhere)
+    secret_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, config: dict[str, Any], settings: HubSettings | None = None):
         self.name = name
         self.config = config
         self.settings = settings or HubSettings()
         self.http = make_session()
-        self.limiters = {bucket: TokenBucket(rate, burst) for bucket, (rate, burst) in self.rate_limits.items()}
+        key = (self.type, self.limiter_key())
+        with _SHARED_LOCK:
+            self.limiters = {bucket: _SHARED_BUCKETS.setdefault((*key, bucket), TokenBucket(rate, burst))
+                             for bucket, (rate, burst) in self.rate_limits.items()}
+
+    def limiter_key(self) -> str:
+        """Destinations of one type that return the same key share their rate-limit buckets.
+
+        The default is the configured name; an API whose limits count per credential
+        (HubSpot's count per token) returns a digest of that credential instead.
+        """
+        return self.name
 
     def deliver(self, report, ctx: "DeliveryContext") -> Result:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -99,13 +117,14 @@ class DeliveryContext:
         return self.sent[-1].status if self.sent else None
 
     def send(self, method: str, url: str, *, bucket: str | None = None, check: bool = True,
-             dry_run_response: Any = None, **kwargs: Any) -> requests.Response:
+             dry_run_response: Any = None, record_body: Any = None, **kwargs: Any) -> requests.Response:
         """Send one request through the destination's session.
 
         Waits for a token of ``bucket`` (or of ``"default"`` when the type declares one),
         applies the type's timeout, records the request, and with ``check`` maps a non-2xx
         answer or a network failure to ``Retryable``/``Permanent``. In a dry run nothing is
         sent: the answer is 200 with ``dry_run_response`` as JSON (``{}`` unless given).
+        ``record_body`` replaces the body in ``ctx.sent`` (to mask a credential sent in a form).
         """
         dest = self.destination
         limiter = dest.limiters.get(bucket or "default")
@@ -115,6 +134,8 @@ class DeliveryContext:
         request = requests.Request(method.upper(), url, **{k: v for k, v in kwargs.items() if k != "timeout"})
         prepared = dest.http.prepare_request(request)
         record = RecordedRequest.from_prepared(prepared)
+        if record_body is not None:
+            record.body = record_body
         self.sent.append(record)
         if self.dry_run:
             response = DryRunResponse({} if dry_run_response is None else dry_run_response).build(prepared)

@@ -38,3 +38,10 @@ class ConfigError(Exception):
         super().__init__(f"{key}: {message}" if key else message)
         self.key = key
         self.message = message
+
+
+class UnknownDestination(KeyError):
+    """A destination name that is not configured (and enabled); the message lists the ones that are."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -15,6 +15,7 @@ from . import logs
 from .config import DestinationConfig, HubConfig, load_config
 from .destinations import Destination
 from .dispatch import Dispatcher, RetryPolicy
+from .errors import UnknownDestination
 from .normalize import Normalizer
 from .plugins import collect, make_manager
 from .report import CallReport
@@ -71,12 +72,12 @@ class Hub:
         return self._destinations
 
     def destination(self, name: str) -> Destination:
-        """The configured destination ``name``; ``KeyError`` naming the configured ones."""
+        """The configured destination ``name``; ``UnknownDestination`` (a KeyError) lists the others."""
         try:
             return self.destinations[name]
         except KeyError:
             known = ", ".join(sorted(self.destinations)) or "none"
-            raise KeyError(f"no enabled destination named {name!r} (configured: {known})") from None
+            raise UnknownDestination(f"no enabled destination named {name!r} (configured: {known})") from None
 
     def route(self, report: CallReport) -> list[DestinationConfig]:
         """The enabled destinations that want this report: its event listed, its rule true."""
@@ -99,7 +100,7 @@ class Hub:
         else:
             status = "accepted"
         logs.event(log, f"report.{status}", report_id=accepted.report_id, source=source_name,
-                   event=report.event, call_id=report.call.id, customer=mask_phone(report.customer.number),
+                   event_type=report.event, call_id=report.call.id, customer=mask_phone(report.customer.number),
                    deliveries=[name for name, _ in accepted.deliveries])
         if not accepted.duplicate:
             self.pm.hook.report_received(report=report, hub=self)

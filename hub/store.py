@@ -239,15 +239,19 @@ class Store:
                next_attempt_at: datetime | None = None, result: str | None = None) -> bool:
         """Record an attempt and the delivery's new status, if ``owner`` still holds the lease.
 
-        Returns False when the lease was lost (expired and taken by another worker): the
-        other worker's outcome is the one that counts.
+        Returns False when the lease was lost (expired and taken by another worker, or given
+        back by ``release``): the other worker's outcome is the one that counts. The claim's
+        ``attempts`` and ``lease_until`` fence the lease, because ``owner`` alone is shared by
+        every thread of one dispatcher: a thread whose lease ran out and was re-claimed by a
+        sibling thread must not overwrite the sibling's outcome.
         """
         now = utcnow()
         with self.engine.begin() as conn:
             updated = conn.execute(
                 deliveries.update()
                 .where(deliveries.c.id == delivery.id, deliveries.c.lease_owner == owner,
-                       deliveries.c.status == RUNNING)
+                       deliveries.c.status == RUNNING, deliveries.c.attempts == delivery.attempts,
+                       deliveries.c.lease_until == delivery.lease_until)
                 .values(status=status, state=json.dumps(state), lease_owner=None, lease_until=None,
                         next_attempt_at=next_attempt_at or now, updated_at=now,
                         last_error=attempt.error, result=result if result is not None else deliveries.c.result)
@@ -286,10 +290,10 @@ class Store:
         if dead_only:
             conditions.append(d.status == DEAD)
         with self.engine.begin() as conn:
-            ids = list(conn.execute(sa.select(d.id).where(*conditions)).scalars())
-            if ids:
-                conn.execute(deliveries.update().where(d.id.in_(ids)).values(
-                    status=PENDING, attempts=0, next_attempt_at=now, updated_at=now))
+            # One UPDATE ... RETURNING, not a SELECT then an UPDATE by id: in between, a worker
+            # could claim one of the rows, and resetting it under the worker would deliver it twice.
+            ids = list(conn.execute(deliveries.update().where(*conditions).values(
+                status=PENDING, attempts=0, next_attempt_at=now, updated_at=now).returning(d.id)).scalars())
             if create_missing and report_id and destination and not ids:
                 exists = conn.execute(sa.select(d.id).where(d.report_id == report_id,
                                                             d.destination == destination)).first()
@@ -355,3 +359,52 @@ class Store:
             deliveries.c.destination, deliveries.c.status)
         with self.engine.connect() as conn:
             return {(dest, status): n for dest, status, n in conn.execute(query)}
+
+    # --- reading for the admin API and dashboard (read-only) ---------------------------
+
+    def deliveries_by_report(self, report_ids: Iterable[str]) -> dict[str, list[Delivery]]:
+        """``{report_id: [Delivery, ...]}`` for many reports in one query (the dashboard's list)."""
+        ids = list(report_ids)
+        found: dict[str, list[Delivery]] = {report_id: [] for report_id in ids}
+        if not ids:
+            return found
+        query = sa.select(deliveries).where(deliveries.c.report_id.in_(ids)).order_by(
+            deliveries.c.report_id, deliveries.c.destination)
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                found[row.report_id].append(Delivery.from_row(row))
+        return found
+
+    def report_days(self, since: datetime, until: datetime | None = None) -> dict[str, dict[str, Any]]:
+        """Per UTC day (``"YYYY-MM-DD"``) of ``received_at``: ``{"reports": n, "average_sentiment": x}``.
+
+        Reads only ``received_at`` and ``analysis.sentiment`` (extracted in SQL), never the whole
+        report. A sentiment that is not a number (an analysis that broke its schema) is left out
+        of the average; a day with no numeric sentiment averages to None. Days with no report
+        are absent: the caller fills the gaps.
+        """
+        if self.is_postgres:
+            as_json, path = sa.cast(reports.c.data, sa.JSON), sa.literal_column("'{analysis,sentiment}'")
+            kind = sa.func.json_typeof(as_json.op("#>")(path))
+            number = sa.cast(as_json.op("#>>")(path), sa.Float)
+        else:
+            kind = sa.func.json_type(reports.c.data, "$.analysis.sentiment")
+            number = sa.func.json_extract(reports.c.data, "$.analysis.sentiment")
+        # Only JSON numbers count (a boolean or text means the analysis broke its schema).
+        sentiment = sa.case((kind.in_(["number", "integer", "real"]), number), else_=None)
+        query = sa.select(reports.c.received_at, sentiment).where(reports.c.received_at >= since)
+        if until:
+            query = query.where(reports.c.received_at < until)
+        counts: dict[str, int] = {}
+        sums: dict[str, tuple[float, int]] = {}
+        with self.engine.connect() as conn:
+            for received_at, value in conn.execute(query):
+                day = received_at.date().isoformat()
+                counts[day] = counts.get(day, 0) + 1
+                if value is not None:
+                    total, n = sums.get(day, (0.0, 0))
+                    sums[day] = (total + float(value), n + 1)
+        return {day: {"reports": n,
+                      "average_sentiment": (sums[day][0] / sums[day][1]) if day in sums else None}
+                for day, n in sorted(counts.items())}
+

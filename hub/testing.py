@@ -144,7 +144,8 @@ def signed_post(client):
     def post(payload: dict | bytes, *, secret: str = TEST_SECRET, timestamp: int | None = None,
              headers: dict | None = None):
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        all_headers = signed_headers(body, secret, timestamp)
+        event = payload.get("message", {}).get("type") if isinstance(payload, dict) else None
+        all_headers = signed_headers(body, secret, timestamp, event or "end-of-call-report")
         all_headers.update(headers or {})
         return client.post("/webhooks/hms", data=body, headers=all_headers)
 

@@ -42,6 +42,7 @@ class WebhookDestination(Destination):
     type = "webhook"
     Config = WebhookConfig
     description = "POST the normalized report as JSON to a URL (Zapier, n8n, Make, your own service)"
+    secret_options = ("url", "secret")  # a catch-hook URL is as good as a password
 
     def deliver(self, report, ctx):
         body = report.to_json().encode()

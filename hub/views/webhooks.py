@@ -31,14 +31,16 @@ def receive(source_name: str):
         return error_response(404, "unknown_source", f"No source named {source_name!r} is installed.",
                               {"installed": sorted(hub.sources)})
     limit = hub.config.server["max_body_bytes"]
-    if request.content_length is not None and request.content_length > limit:
-        return _reject(source_name, 413, "body_too_large", f"The body is larger than {limit} bytes.",
-                       {"max_body_bytes": limit})
+    too_large = (413, "body_too_large", f"The body is larger than {limit} bytes.", {"max_body_bytes": limit})
+    if (request.content_length or 0) > limit:
+        return _reject(source_name, *too_large)
     if request.mimetype != "application/json":
         return _reject(source_name, 415, "unsupported_media_type",
                        "The body must be sent as Content-Type: application/json.",
                        {"content_type": request.content_type})
-    body = request.get_data(cache=False)
+    body = request.stream.read(limit + 1)  # chunked bodies carry no Content-Length: count them too
+    if len(body) > limit:
+        return _reject(source_name, *too_large)
     try:
         source.verify(body, request.headers, time.time())
     except SignatureError as exc:

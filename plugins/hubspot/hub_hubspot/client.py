@@ -99,7 +99,7 @@ class HubSpotApi:
         body: dict[str, Any] = {"properties": properties}
         if associations:
             body["associations"] = associations
-        fake = {"id": f"dry-run-{object_type}", "properties": properties}
+        fake = {"id": f"dry-run-{object_type.rstrip('s')}", "properties": properties}
         url = f"{self.base_url}/crm/v3/objects/{object_type}"
         response = self.ctx.send("POST", url, check=False, dry_run_response=fake,
                                  headers=self.headers, json=body)

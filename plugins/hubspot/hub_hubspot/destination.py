@@ -1,6 +1,8 @@
 """The ``hubspot`` destination type: its configuration schema and the class the hub loads."""
 from __future__ import annotations
 
+import hashlib
+
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 from hub import Destination, Mapping, MappingField, Rule, RuleField, Template, TemplateField
@@ -31,8 +33,6 @@ def _template(source: str):
 class CallSchema(Schema):
     title = TemplateField(load_default=_template(DEFAULT_CALL_TITLE))
     body = TemplateField(load_default=_template(DEFAULT_CALL_BODY))
-    company_id = RuleField(load_default=None)
-    deal_id = RuleField(load_default=None)
 
 
 class FollowUpSchema(Schema):
@@ -77,9 +77,13 @@ class HubSpotConfig(Schema):
     default_region = fields.String(load_default=None, validate=validate.Regexp(r"^[A-Z]{2}$",
                                    error="must be a two-letter region code, e.g. NL"))
     create_contacts = fields.Boolean(load_default=True)
+    find_existing = fields.String(load_default="always", validate=validate.OneOf(["always", "after-failure"]))
     contact_id = RuleField(load_default=None)
     owner_id = IdField(load_default=None)
+    company_id = RuleField(load_default=None)
+    deal_id = RuleField(load_default=None)
     properties = MappingField(load_default=lambda: Mapping({}))
+    new_contact_properties = MappingField(load_default=lambda: Mapping({}))
     call = fields.Nested(CallSchema, load_default=lambda: CallSchema().load({}))
     follow_up = fields.Nested(FollowUpSchema, load_default=lambda: FollowUpSchema().load({}))
     deal = fields.Nested(DealSchema, load_default=lambda: DealSchema().load({}))
@@ -100,9 +104,15 @@ class HubSpotDestination(Destination):
                  f"{', '.join(SCOPES)}; with [deal] also {', '.join(DEAL_SCOPES)}. "
                  "HubSpot: Settings > Integrations > Private Apps > your app > Scopes.")
 
+    secret_options = ("token",)
+
     def __init__(self, name, config, settings=None):
         super().__init__(name, config, settings)
         self.property_cache = PropertyCache()
+
+    def limiter_key(self) -> str:
+        """HubSpot counts limits per token: destinations sharing a token share the buckets."""
+        return hashlib.sha256(self.config["token"].encode()).hexdigest()
 
     def deliver(self, report, ctx):
         return Delivery(self, report, ctx).run()

@@ -36,6 +36,7 @@ class Delivery:
         self.region = self.config["default_region"] or destination.settings.default_region
         self.done_phrases: list[str] = []
         self.problems: list[str] = []
+        self._property_definitions: dict[str, dict] | None = None
 
     # --- pass bookkeeping -------------------------------------------------------------
 
@@ -65,10 +66,10 @@ class Delivery:
         self.contact_properties(contact_id)
         self.call(contact_id)
         follow_up, deal = self.config["follow_up"], self.config["deal"]
+        if deal["when"] is not None and deal["when"].matches(self.report):
+            self.deal(contact_id)  # before the task, so the task is linked to the new deal
         if follow_up["enabled"] and follow_up["when"].matches(self.report):
             self.task(contact_id)
-        if deal["when"] is not None and deal["when"].matches(self.report):
-            self.deal(contact_id)
         self.state["completed"] = True
         message = "; ".join(self.done_phrases)
         if self.problems:
@@ -103,9 +104,12 @@ class Delivery:
                 state["contact_note"] = (f"{len(hits)} contacts have this number; logged on contact {chosen}, "
                                          f"the most recently updated.")
             return self._remember_contact(chosen, "found by phone")
+        if results:
+            self.done_phrases.append(f"{len(results)} search hit(s) not the same number, ignored")
         if not self.config["create_contacts"]:
             return False
         properties = {"phone": number}
+        properties.update(self._mapped_properties("new_contact_properties"))
         properties.update(self._mapped_properties())
         state["contact_pending"] = True
         contact_id = self.api.create("contacts", properties)
@@ -118,8 +122,8 @@ class Delivery:
         self.done_phrases.append(f"contact {contact_id} ({source})")
         return contact_id
 
-    def _mapped_properties(self) -> dict[str, str]:
-        mapping = self.config["properties"]
+    def _mapped_properties(self, key: str = "properties") -> dict[str, str]:
+        mapping = self.config[key]
         values = mapping.evaluate(self.report) if mapping else {}
         if not values:
             return {}
@@ -128,10 +132,15 @@ class Delivery:
         return accepted
 
     def _definitions(self) -> dict[str, dict]:
-        if self.ctx.dry_run:  # show the request; assume text properties (a dry run learns nothing)
-            fake = [{"name": name, "type": "string", "fieldType": "text"} for name in self.config["properties"].rules]
-            return {d["name"]: d for d in self.api.property_definitions("contacts", fake)}
-        return self.dest.property_cache.get(lambda: self.api.property_definitions("contacts", []))
+        if self._property_definitions is None:
+            if self.ctx.dry_run:  # show the request; assume text properties (a dry run learns nothing)
+                names = [*self.config["new_contact_properties"].rules, *self.config["properties"].rules]
+                fake = [{"name": name, "type": "string", "fieldType": "text"} for name in names]
+                found = {d["name"]: d for d in self.api.property_definitions("contacts", fake)}
+            else:
+                found = self.dest.property_cache.get(lambda: self.api.property_definitions("contacts", []))
+            self._property_definitions = found
+        return self._property_definitions
 
     def contact_properties(self, contact_id) -> None:
         if not contact_id or self._done("contact_properties"):
@@ -147,7 +156,7 @@ class Delivery:
     def _company_deal(self, kind: str) -> list[dict]:
         links = []
         for key, to_type in (("company_id", "companies"), ("deal_id", "deals")):
-            rule = self.config["call"][key]
+            rule = self.config[key]
             value = rule.search(self.report) if rule is not None else None
             if value not in (None, "") and (kind, to_type) != ("deals", "deals"):
                 links.append(association(kind, to_type, str(value)))
@@ -194,19 +203,22 @@ class Delivery:
             self.done_phrases.append(f"{kind} {self.state[key]} (done before)")
             return
         if self.state.get(key):
-            keep = KEEP_ON_UPDATE.get(object_type, set())
-            self.api.update(object_type, self.state[key], {k: v for k, v in props.items() if k not in keep})
+            self._update(kind, object_type, props)
             self._mark(kind)
-            self.done_phrases.append(f"{kind} {self.state[key]} updated")
             return
-        if self.state.get(f"{kind}_pending"):
+        pending = bool(self.state.get(f"{kind}_pending"))
+        if pending or self._look_first():
             found = self.api.search(object_type, {"filterGroups": [{"filters": lookup}],
                                                   "properties": ["hs_object_id"], "limit": 1})
             if found:
                 self.state[key] = str(found[0]["id"])
-                self.state.pop(f"{kind}_pending")
+                self.state.pop(f"{kind}_pending", None)
+                if pending:  # our own create of a moment ago, answer lost: it holds these values
+                    self.done_phrases.append(f"{kind} {self.state[key]} (found, created by an earlier attempt)")
+                else:  # delivered before without this state (a replay): bring it up to date
+                    self._update(kind, object_type, props)
+                    self.done_phrases[-1] += " (found by search)"
                 self._mark(kind)
-                self.done_phrases.append(f"{kind} {self.state[key]} (found, created by an earlier attempt)")
                 return
         if contact_id:
             links = [association(object_type, "contacts", contact_id), *links]
@@ -215,3 +227,12 @@ class Delivery:
         self.state.pop(f"{kind}_pending")
         self._mark(kind)
         self.done_phrases.append(f"{kind} {self.state[key]} created")
+
+    def _update(self, kind: str, object_type: str, props: dict) -> None:
+        keep = KEEP_ON_UPDATE.get(object_type, set())
+        self.api.update(object_type, self.state[f"{kind}_id"], {k: v for k, v in props.items() if k not in keep})
+        self.done_phrases.append(f"{kind} {self.state[f'{kind}_id']} updated")
+
+    def _look_first(self) -> bool:
+        """Search before creating? Not for a contact created in this delivery: it has no records yet."""
+        return self.config["find_existing"] == "always" and self.state.get("contact_source") != "created"

@@ -13,12 +13,12 @@ from typing import Any
 
 from hub import due_date
 
-from .properties import ConversionError, _number
+from .properties import ConversionError, number_text
 
 # From the HubSpot user's side: the customer calling in, or a web visitor starting a call, is INBOUND.
 DIRECTIONS = {"inbound": "INBOUND", "outbound": "OUTBOUND", "web": "INBOUND"}
 CALL_STATUSES = {"ended": "COMPLETED", "completed": "COMPLETED", "busy": "BUSY", "no-answer": "NO_ANSWER",
-                 "failed": "FAILED", "canceled": "CANCELED", "cancelled": "CANCELED"}
+                 "failed": "FAILED", "ended-with-error": "FAILED", "canceled": "CANCELED", "cancelled": "CANCELED"}
 PRIORITIES = ("HIGH", "MEDIUM", "LOW", "NONE")
 TASK_TYPES = ("CALL", "EMAIL", "TODO")
 
@@ -27,17 +27,17 @@ DEFAULT_CALL_TITLE = (
     "{% if customer.number %} with {{ customer.number|phone }}{% endif %}"
 )
 DEFAULT_CALL_BODY = """{{ summary or 'No summary.' }}
-{% if analysis %}
 
-{% for key, value in analysis.items() %}
+{% for key, value in (analysis or {}).items() %}
 {{ key|replace('_', ' ')|capitalize }}: {% if value is sameas true %}yes{% elif value is sameas false %}no{% else %}{{ value }}{% endif %}
 
 {% endfor %}
-{% endif %}
 {% if analysis_errors %}
 Analysis problems: {{ analysis_errors|join('; ') }}
 {% endif %}
+{% if duration_seconds is not none %}
 Duration: {{ duration_seconds|duration }}
+{% endif %}
 Report: {{ report_url }}"""
 DEFAULT_TASK_SUBJECT = (
     "Follow up{% if analysis and analysis.intent %} ({{ analysis.intent }}){% endif %}: "
@@ -142,7 +142,7 @@ def deal_properties(report, deal: dict, *, report_url: str, owner_id: str | None
         amount: Any = deal["amount"].search(report)
         if amount is not None:
             try:
-                props["amount"] = _number(amount)
+                props["amount"] = number_text(amount)
             except ConversionError as exc:
                 problems.append(f"deal.amount: not sent, {exc}")
     if deal["close_in_days"] is not None:

@@ -43,7 +43,7 @@ class PropertyCache:
         return definitions
 
 
-def _number(value: Any) -> str:
+def number_text(value: Any) -> str:
     if isinstance(value, bool):
         raise ConversionError(f"{value!r} is a boolean, the property is a number")
     if isinstance(value, int):
@@ -52,7 +52,7 @@ def _number(value: Any) -> str:
         return repr(value) if not value.is_integer() else str(int(value))
     if isinstance(value, str):
         try:
-            return _number(float(value.strip())) if "." in value or "e" in value.lower() else str(int(value.strip()))
+            return number_text(float(value.strip())) if "." in value or "e" in value.lower() else str(int(value.strip()))
         except ValueError:
             pass
     raise ConversionError(f"{value!r} is not a number")
@@ -114,7 +114,7 @@ def convert(value: Any, definition: dict) -> str:
     """``value`` in the form HubSpot documents for the property's type."""
     kind = definition.get("type")
     if kind == "number":
-        return _number(value)
+        return number_text(value)
     if kind == "bool":
         return _bool(value)
     if kind == "date":

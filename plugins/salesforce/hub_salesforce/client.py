@@ -25,6 +25,7 @@ class SalesforceClient:
         self.tokens = tokens
         self.ctx = ctx
         self.version = normalized_version(destination.config["api_version"])
+        self.token = None  # the token this attempt uses (one login per attempt at most, even in a dry run)
 
     def path(self, suffix: str) -> str:
         return f"/services/data/{self.version}/{suffix.lstrip('/')}"
@@ -33,7 +34,7 @@ class SalesforceClient:
                 bucket: str | None = None, dry_run_response: Any = None, **kwargs: Any):
         """Send one REST request; return the response when its status is in ``ok`` or ``allow``."""
         for attempt in (1, 2):
-            token = self.tokens.get(self.ctx)
+            token = self.token = self.token or self.tokens.get(self.ctx)
             headers = {"Authorization": f"Bearer {token.access_token}", "Accept": "application/json"}
             response = self.ctx.send(method, token.instance_url + self.path(suffix), bucket=bucket, check=False,
                                      headers=headers, dry_run_response=dry_run_response, **kwargs)
@@ -44,6 +45,7 @@ class SalesforceClient:
                                  retry_after=response.headers.get("Retry-After"))
             except SessionExpired as exc:
                 self.tokens.invalidate(token)
+                self.token = None
                 if attempt == 2:
                     raise Permanent(f"destination {self.name!r}: Salesforce refused a freshly issued token "
                                     f"({exc}). Fix: check that the connected/external client app's OAuth scopes "
@@ -67,8 +69,9 @@ class SalesforceClient:
         if response.status_code == 404 or self.ctx.dry_run:
             return None
         body = response.json()
-        if isinstance(body, list):  # 300: several records share the external id; take the first
-            body = body[0] if body else None
+        if response.status_code == 300:  # several records share the external id: a list of their URLs
+            first = body[0] if isinstance(body, list) and body else None
+            return {"Id": first.rstrip("/").rsplit("/", 1)[-1]} if isinstance(first, str) else None
         return body if isinstance(body, dict) and body.get("Id") else None
 
     def composite(self, subrequests: list[dict[str, Any]], *, what: str) -> dict[str, dict[str, Any]]:
@@ -93,6 +96,8 @@ class SalesforceClient:
                 raise_for_errors(int(first.get("httpStatusCode") or 400), _errors(first), self.name,
                                  what=f"{what} ({first.get('referenceId')}; nothing was saved)")
             except SessionExpired as exc:
+                if self.token is not None:
+                    self.tokens.invalidate(self.token)
                 raise Retryable(f"destination {self.name!r}: Salesforce ended the session during {what} "
                                 f"({exc}); nothing was saved, retrying with a new token", retry_after=5) from None
         return results

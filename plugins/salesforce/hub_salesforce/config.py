@@ -7,6 +7,7 @@ instead of failing deliveries later.
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from hub import MappingField, RuleField, Template, TemplateField
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
@@ -15,7 +16,7 @@ DEFAULT_API_VERSION = "66.0"
 
 DEFAULT_SUBJECT = "{{ 'Inbound' if call.direction == 'inbound' else 'Outbound' if call.direction == 'outbound' " \
                   "else 'Web' }} call{% if analysis and analysis.intent %}: {{ analysis.intent }}{% endif %}"
-DEFAULT_DESCRIPTION = """{{ summary }}
+DEFAULT_DESCRIPTION = """{{ summary or '' }}
 {% if analysis %}
 
 Analysis:
@@ -33,10 +34,12 @@ Report: {{ report_url }}"""
 DEFAULT_LAST_NAME = "{{ customer.name or ('Caller ' ~ (customer.number | phone)) }}"
 DEFAULT_COMPANY = "Unknown (phone caller)"
 DEFAULT_FOLLOW_UP_SUBJECT = "Follow up: {{ analysis.intent if analysis and analysis.intent else 'call' }}" \
-                            " with {{ customer.number | phone }}"
-DEFAULT_FOLLOW_UP_DESCRIPTION = "{{ summary }}\n\nReport: {{ report_url }}"
-DEFAULT_OPPORTUNITY_NAME = "{{ customer.number | phone }} - call {{ occurred_at | datetime('%Y-%m-%d') }}"
+                            "{% if customer.number %} with {{ customer.number | phone }}{% endif %}"
+DEFAULT_FOLLOW_UP_DESCRIPTION = "{{ summary or '' }}\n\nReport: {{ report_url }}"
+DEFAULT_OPPORTUNITY_NAME = "{{ (customer.number | phone) or customer.name or 'Caller' }} - call " \
+                           "{{ occurred_at | datetime('%Y-%m-%d') }}"
 
+GENERIC_LOGIN_HOSTS = {"login.salesforce.com", "test.salesforce.com"}
 SALESFORCE_ID = re.compile(r"^[a-zA-Z0-9]{15}([a-zA-Z0-9]{3})?$")
 API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 VERSION = re.compile(r"^v?(\d{2,3}\.\d)$")
@@ -134,9 +137,14 @@ class SalesforceConfig(Schema):
                 problem = _private_key_problem(key)
                 if problem:
                     problems["private_key"] = problem
-        elif not data.get("client_secret"):
-            problems["client_secret"] = ("the client credentials flow needs the consumer secret: "
-                                         'client_secret = { env = "SALESFORCE_CLIENT_SECRET" }')
+        else:
+            if not data.get("client_secret"):
+                problems["client_secret"] = ("the client credentials flow needs the consumer secret: "
+                                             'client_secret = { env = "SALESFORCE_CLIENT_SECRET" }')
+            host = urlsplit(data.get("login_url") or "").hostname or ""
+            if host in GENERIC_LOGIN_HOSTS:
+                problems["login_url"] = ("the client credentials flow only works on the org's My Domain URL, "
+                                         "e.g. https://acme.my.salesforce.com (Setup > My Domain)")
         for section in ("follow_up", "opportunity"):
             owner = (data.get(section) or {}).get("owner_id")
             if owner is not None and not SALESFORCE_ID.match(owner):

@@ -92,6 +92,10 @@ def raise_for_errors(status: int, errors: list[dict[str, Any]], destination: str
         raise Retryable(f"{where}: HTTP {status}: {text}", retry_after=wait, http_status=status)
     if status == 403 or codes & PERMISSION_ERRORS:
         raise Permanent(f"{where}: {text}. Fix: {PERMISSION_FIX}.", http_status=status)
+    if "DUPLICATES_DETECTED" in codes:
+        raise Permanent(f"{where}: {text}. Fix: a duplicate rule matched an existing record the phone search did "
+                        f"not confirm; link the caller with who_id, set create = \"none\", or let the duplicate "
+                        f"rule allow API inserts.", http_status=status)
     field_names = sorted({f for e in errors for f in (e.get("fields") or [])})
     if codes & FIELD_ERRORS or field_names:
         fix = (f"fix field{'s' if len(field_names) > 1 else ''} {', '.join(field_names)} in the destination's "

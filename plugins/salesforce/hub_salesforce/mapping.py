@@ -105,7 +105,6 @@ def opportunity(report, section: dict[str, Any], *, account_id: str, fallback_ow
         "AccountId": account_id,
         "StageName": section["stage"],
         "CloseDate": due_date(start, section["close_in_days"]).isoformat(),
-        "LeadSource": "Phone Inquiry",
     }
     owner = section["owner_id"] or fallback_owner
     if owner:

@@ -38,7 +38,7 @@ class Match:
 
     def describe(self) -> str:
         extra = f", chosen among {self.candidates} records with this number" if self.candidates > 1 else ""
-        return f"{self.sobject} {self.id} ({self.field}{extra})"
+        return f"matched by {self.field}{extra}"
 
 
 def escape_sosl(term: str) -> str:

@@ -70,7 +70,8 @@ WEBHOOK_ERRORS: dict[str, str] = {
     "no_service": "the webhook was removed or disabled: " + WEBHOOK_FIX,
     "no_team": "the workspace of the webhook is gone: " + WEBHOOK_FIX,
     "no_active_hooks": "the webhook was removed or disabled: " + WEBHOOK_FIX,
-    "posting_to_general_channel_denied": "only admins may post to this channel: " + WEBHOOK_FIX,
+    "posting_to_general_channel_denied": "only admins may post to this channel: make the webhook for "
+                                         "another channel, or ask a Slack admin",
 }
 
 
@@ -82,11 +83,10 @@ def post_webhook(ctx, url: str, message: dict[str, Any], destination: str) -> di
         return {"posted": True, "via": "webhook"}
     words = (response.text or "").split()
     code = words[0] if words else ""
-    if code in WEBHOOK_ERRORS and status != 429 and status < 500:
-        raise Permanent(f"destination {destination!r}: Slack webhook answered {status} {code}: "
-                        f"{WEBHOOK_ERRORS[code]}", http_status=status)
-    raise_for_response(response, destination, auth_hint=WEBHOOK_FIX)
-    return {}  # pragma: no cover - raise_for_response raises for every non-2xx status
+    if code not in WEBHOOK_ERRORS or status == 429 or status >= 500:
+        raise_for_response(response, destination, auth_hint=WEBHOOK_FIX)  # raises for every non-2xx
+    raise Permanent(f"destination {destination!r}: Slack webhook answered {status} {code}: "
+                    f"{WEBHOOK_ERRORS[code]}", http_status=status)
 
 
 def post_message(ctx, token: str, channel: str, message: dict[str, Any], destination: str) -> dict[str, Any]:

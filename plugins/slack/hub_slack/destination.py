@@ -1,6 +1,7 @@
 """The ``slack`` destination type: its configuration and one delivery attempt."""
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -68,6 +69,12 @@ class SlackDestination(Destination):
     rate_limits = {"default": (1.0, 1.0)}
     timeout = 10.0
     auth_hint = TOKEN_FIX
+    secret_options = ("token", "webhook_url")
+
+    def limiter_key(self) -> str:
+        """Destinations posting to one channel share its one-message-a-second bucket."""
+        target = self.config["channel"] if self.config["token"] else self.config["webhook_url"]
+        return hashlib.sha256(target.encode()).hexdigest()
 
     @property
     def where(self) -> str:

@@ -61,6 +61,10 @@ def _list_section(title: str, lines: list[str]) -> dict | None:
     return bk.section("\n".join([f"*{title}*", *shown]))
 
 
+def _attempts(count: Any) -> str:
+    return f"{count} attempt" + ("" if count == 1 else "s")
+
+
 def summarize(reports: list, dead: list[dict]) -> dict[str, Any]:
     """The figures of the digest (also handy for tests and other outputs)."""
     calls = [r for r in reports if r.event == "end-of-call-report"]
@@ -101,7 +105,7 @@ def build_digest(reports: list, dead: list[dict], *, since: datetime, until: dat
     ]
     dead_by_destination = Counter(d.get("destination") for d in figures["dead"])
     dead_lines = [f"• *{bk.escape(d.get('destination'))}* (<{settings.report_url(d.get('report_id'))}|report>, "
-                  f"{d.get('attempts')} attempts): {bk.truncate(bk.escape(d.get('last_error') or 'no error text'), 200)}"
+                  f"{_attempts(d.get('attempts'))}): {bk.truncate(bk.escape(d.get('last_error') or 'no error text'), 200)}"
                   for d in figures["dead"]]
     follow_up_ids = {r.id for r in figures["follow_ups"]}
     blocks = [

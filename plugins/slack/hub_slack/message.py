@@ -40,6 +40,11 @@ def caller(report) -> str:
     return f"{customer.name} ({number})" if customer.name else number
 
 
+def local_time(moment) -> str:
+    """A time each reader sees in their own time zone (Slack's date token), UTC as the fallback."""
+    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time}}|{moment:%Y-%m-%d %H:%M} UTC>"
+
+
 def sentiment_dot(value: Any, scale_max: int) -> str:
     """A coloured dot for a sentiment: numbers by their share of the scale, words by meaning."""
     if isinstance(value, bool) or value is None:
@@ -81,14 +86,15 @@ def analysis_pairs(report, config: dict) -> list[tuple[str, str]]:
     scale_max = config.get("sentiment_max", 10)
     mapping = config.get("analysis_fields")
     if mapping:
-        values = [(label, rule.search(report)) for label, rule in mapping.rules.items()]
+        values = [(label, rule.search(report), rule.expression.strip() in ("analysis.sentiment", "sentiment"))
+                  for label, rule in mapping.rules.items()]
     else:
         analysis = report.analysis or {}
         keys = sorted(analysis, key=lambda k: k != SENTIMENT_KEY)  # sentiment first, others as given
-        values = [(label_for(k), analysis[k]) for k in keys]
+        values = [(label_for(k), analysis[k], k == SENTIMENT_KEY) for k in keys]
     pairs = []
-    for label, value in values:
-        if label.lower() == SENTIMENT_KEY and value is not None and not isinstance(value, (dict, list)):
+    for label, value, is_sentiment in values:
+        if is_sentiment and value is not None and not isinstance(value, (dict, list)):
             suffix = f" / {scale_max}" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
             pairs.append((label, f"{sentiment_dot(value, scale_max)} *{bk.escape(value)}*{suffix}"))
         else:
@@ -116,13 +122,14 @@ def template_extras(report, config: dict, settings) -> dict[str, Any]:
 def build_message(report, config: dict, settings) -> dict:
     """The message for one report; every text kept within Slack's limits."""
     extras = template_extras(report, config, settings)
-    title = (config.get("header") or DEFAULT_HEADER).render(report, **extras)
-    body = (config.get("summary") or DEFAULT_SUMMARY).render(report, **extras)
-    fallback = (config.get("text") or DEFAULT_TEXT).render(report, title=title, **extras)
+    # A template that renders nothing must not yield an empty text object (Slack rejects those).
+    title = (config.get("header") or DEFAULT_HEADER).render(report, **extras) or "Call report"
+    body = (config.get("summary") or DEFAULT_SUMMARY).render(report, **extras) or "_No summary._"
+    fallback = (config.get("text") or DEFAULT_TEXT).render(report, title=title, **extras) or title
     mentions = extras["mentions"]
     report_url = extras["report_url"]
 
-    facts = [f":calendar: {report.occurred_at:%Y-%m-%d %H:%M} UTC"]
+    facts = [f":calendar: {local_time(report.occurred_at)}"]
     if report.duration_seconds is not None:
         facts.append(f":stopwatch: {format_duration(report.duration_seconds)}")
     line = report.phone_number

@@ -4,9 +4,14 @@ All five types share one follow-up model (``followup.py``); each tracker module 
 """
 import hub
 
+from .asana import AsanaDestination
 from .jira import JiraDestination
+from .linear import LinearDestination
+from .todoist import TodoistDestination
+from .trello import TrelloDestination
 
-DESTINATIONS = (JiraDestination,)
+DESTINATIONS = (JiraDestination, AsanaDestination, LinearDestination, TodoistDestination,
+                TrelloDestination)
 
 
 @hub.hookimpl

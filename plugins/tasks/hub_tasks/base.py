@@ -48,6 +48,15 @@ class TrackerDestination(hub.Destination):
 
     vendor: ClassVar[str] = ""
     default_when = "analysis.follow_up_needed"
+    #: the options whose values the tracker counts its rate limits by (the credential)
+    limit_options: ClassVar[tuple[str, ...]] = ()
+
+    def limiter_key(self) -> str:
+        """Trackers count limits per credential: destinations sharing one share the buckets."""
+        if not self.limit_options:
+            return self.name
+        credential = "\0".join(str(self.config[option]) for option in self.limit_options)
+        return hashlib.sha256(credential.encode()).hexdigest()
 
     def deliver(self, report, ctx: hub.DeliveryContext) -> hub.Result:
         state = ctx.state
@@ -70,7 +79,8 @@ class TrackerDestination(hub.Destination):
         state["create_sent"] = True
         created = self.create(follow_up, ctx)
         state.update(created.as_state())
-        return hub.Result(f"created {self.vendor} task {self._label(state)} ({follow_up.priority} priority, "
+        verb = "would create" if ctx.dry_run else "created"
+        return hub.Result(f"{verb} {self.vendor} task {self._label(state)} ({follow_up.priority} priority, "
                           f"due {follow_up.due_iso})", dict(state))
 
     def create(self, follow_up: FollowUp, ctx: hub.DeliveryContext) -> CreatedTask:  # pragma: no cover
@@ -108,6 +118,16 @@ class TrackerDestination(hub.Destination):
         if status in (401, 403) or status in (408, 425, 429) or status >= 500 or not problem:
             hub.raise_for_response(response, self.name, auth_hint=self.auth_hint, retry_after=retry_after)
         self.reject(problem, fix=fix, http_status=status)
+
+    def endpoint(self, path: str) -> str:
+        """``base_url`` (configurable, so tests can point at a local server) joined with ``path``."""
+        return self.config["base_url"].rstrip("/") + path
+
+    def answer_id(self, response: requests.Response, record: Any, field: str = "id") -> str:
+        """The created object's id from a 2xx answer; an answer without one is permanent."""
+        if not isinstance(record, dict) or not record.get(field):
+            self.reject(f"no {field} in the answer: {response.text[:200]}", http_status=response.status_code)
+        return str(record[field])
 
     def reject(self, problem: str, *, fix: str = "", http_status: int | None = None) -> None:
         where = f"destination {self.name!r}: {self.vendor} rejected the task"

@@ -117,18 +117,29 @@ def priority_level(report: hub.CallReport, config: dict[str, Any]) -> str:
     return config["default_priority"]
 
 
+def render(config: dict[str, Any], key: str, report: hub.CallReport, extra: dict[str, Any]) -> str:
+    """Render the operator's template ``key``; any failure is permanent and names the key."""
+    try:
+        return config[key].render(report, **extra)
+    except hub.Permanent as exc:
+        raise hub.Permanent(f"{exc.reason}; fix the {key!r} key") from None
+    except Exception as exc:  # noqa: BLE001 - Jinja lets TypeError & co. from a template through
+        raise hub.Permanent(f"template could not be rendered ({type(exc).__name__}: {exc}); "
+                            f"fix the {key!r} key") from None
+
+
 def build_follow_up(report: hub.CallReport, config: dict[str, Any], settings: hub.HubSettings) -> FollowUp:
     """The follow-up for one report; a template that cannot render raises ``Permanent``."""
     due = hub.due_date(report.occurred_at, config["due_in_days"], business_days=config["business_days"])
     level = priority_level(report, config)
     report_url = settings.report_url(report.id)
     extra = {"report_url": report_url, "due": due.isoformat(), "priority": level}
-    title = config["title"].render(report, **extra)
+    title = render(config, "title", report, extra)
     if not title:
         raise hub.Permanent("the title template rendered an empty string; fix the 'title' key")
     return FollowUp(
         title=" ".join(title.split())[:255],
-        description=config["description"].render(report, **extra),
+        description=render(config, "description", report, extra),
         due=due,
         priority=level,
         assignee=config["assignee"],

@@ -8,7 +8,7 @@ from marshmallow import ValidationError, fields, validate, validates
 import hub
 
 from .adf import to_adf
-from .base import CreatedTask, TrackerDestination, json_or_none
+from .base import CreatedTask, TrackerDestination, idempotency_uuid, json_or_none
 from .followup import FollowUp, FollowUpConfig, level_table
 
 #: Jira's default priority scheme; "none" sends no priority (the project default applies)
@@ -30,6 +30,7 @@ class JiraConfig(FollowUpConfig):
     issue_type = fields.String(load_default="Task", validate=validate.Length(min=1))
     priority_names = level_table(DEFAULT_PRIORITY_NAMES, fields.String(validate=validate.Length(min=1)))
     fields_ = hub.MappingField(data_key="fields", attribute="fields", load_default=None)
+    dedupe_label = fields.Boolean(load_default=True)
 
     @validates("labels")
     def labels_have_no_spaces(self, value, **kwargs):
@@ -38,8 +39,13 @@ class JiraConfig(FollowUpConfig):
             raise ValidationError(f"Jira labels cannot contain spaces: {', '.join(map(repr, spaced))}")
 
 
-def issue_payload(follow_up: FollowUp, config: dict[str, Any]) -> dict[str, Any]:
-    """The body of ``POST /rest/api/3/issue`` for one follow-up."""
+def delivery_label(destination_name: str, delivery_id: str) -> str:
+    """A label fixed per delivery (``hub-`` + 16 hex), so a retry can search for what it created."""
+    return "hub-" + idempotency_uuid(destination_name, delivery_id).replace("-", "")[:16]
+
+
+def issue_payload(follow_up: FollowUp, config: dict[str, Any], marker: str | None = None) -> dict[str, Any]:
+    """The body of ``POST /rest/api/3/issue`` for one follow-up (``marker``: the delivery label)."""
     project = config["project"]
     issue_fields: dict[str, Any] = {
         "project": {"id": project} if project.isdigit() else {"key": project},
@@ -51,8 +57,9 @@ def issue_payload(follow_up: FollowUp, config: dict[str, Any]) -> dict[str, Any]
     priority = config["priority_names"].get(follow_up.priority)
     if priority:
         issue_fields["priority"] = {"name": priority}
-    if follow_up.labels:
-        issue_fields["labels"] = list(follow_up.labels)
+    labels = list(follow_up.labels) + ([marker] if marker else [])
+    if labels:
+        issue_fields["labels"] = labels
     if follow_up.assignee:
         issue_fields["assignee"] = {"accountId": follow_up.assignee}
     issue_fields.update(follow_up.extra)
@@ -75,7 +82,9 @@ class JiraDestination(TrackerDestination):
     vendor = "Jira"
     Config = JiraConfig
     description = "Open a Jira Cloud issue for each call that needs a follow-up"
-    rate_limits = {"default": (5, 10)}
+    rate_limits = {"default": (10, 50)}  # Jira Cloud publishes no fixed figure; it answers 429 + Retry-After
+    limit_options = ("base_url", "email")
+    secret_options = ("api_token",)
     auth_hint = ("Check 'email' and 'api_token' (an Atlassian API token of that account); the account "
                  "needs the Browse projects and Create issues permissions in the project.")
 
@@ -83,17 +92,38 @@ class JiraDestination(TrackerDestination):
         mapping = self.config["fields"]
         return mapping.evaluate(report) if mapping else {}
 
+    def marker(self, ctx: hub.DeliveryContext) -> str | None:
+        return delivery_label(self.name, ctx.delivery_id) if self.config["dedupe_label"] else None
+
+    def post(self, ctx: hub.DeliveryContext, path: str, body: dict, dry_run_response: dict):
+        return self.send(ctx, "POST", self.endpoint(path), json=body, dry_run_response=dry_run_response,
+                         auth=(self.config["email"], self.config["api_token"]),
+                         headers={"Accept": "application/json"})
+
     def create(self, follow_up: FollowUp, ctx: hub.DeliveryContext) -> CreatedTask:
-        base = self.config["base_url"].rstrip("/")
-        response = self.send(
-            ctx, "POST", f"{base}/rest/api/3/issue", json=issue_payload(follow_up, self.config),
-            auth=(self.config["email"], self.config["api_token"]), headers={"Accept": "application/json"},
-            dry_run_response={"id": "10000", "key": f"{self.config['project']}-1",
-                              "self": f"{base}/rest/api/3/issue/10000"})
+        response = self.post(ctx, "/rest/api/3/issue", issue_payload(follow_up, self.config, self.marker(ctx)),
+                             {"id": "10000", "key": f"{self.config['project']}-1",
+                              "self": self.endpoint("/rest/api/3/issue/10000")})
         self.fail(response, error_problem(json_or_none(response)),
                   fix="Check the project's create screen for that field")
-        created = json_or_none(response) or {}
-        if not created.get("id"):
-            self.reject(f"no issue id in the answer: {response.text[:200]}", http_status=response.status_code)
-        key = created.get("key")
-        return CreatedTask(id=str(created["id"]), key=key, url=f"{base}/browse/{key}" if key else None)
+        return self.issue(response, json_or_none(response))
+
+    def issue(self, response, record: Any) -> CreatedTask:
+        key = record.get("key") if isinstance(record, dict) else None
+        return CreatedTask(id=self.answer_id(response, record), key=key,
+                           url=self.endpoint(f"/browse/{key}") if key else None)
+
+    def find_existing(self, follow_up: FollowUp, ctx: hub.DeliveryContext) -> CreatedTask | None:
+        """Search for the delivery label: the issue an attempt created before its answer was lost.
+
+        Jira's search index can lag a few seconds behind a create; retries come later than that.
+        """
+        marker = self.marker(ctx)
+        if marker is None:
+            return None
+        jql = f'project = "{self.config["project"]}" AND labels = "{marker}"'
+        response = self.post(ctx, "/rest/api/3/search/jql", {"jql": jql, "fields": ["summary"], "maxResults": 1},
+                             {"issues": []})
+        self.fail(response, error_problem(json_or_none(response)), fix="Check 'project'")
+        issues = (json_or_none(response) or {}).get("issues") or []
+        return self.issue(response, issues[0]) if issues else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,9 @@ class OpenAPIChecker:
         """Raise if the request (a ``requests.PreparedRequest``) breaks the description."""
         from openapi_core.contrib.requests import RequestsOpenAPIRequest
 
-        self.openapi.validate_request(RequestsOpenAPIRequest(prepared))
+        with warnings.catch_warnings():  # Asana's document still uses allowEmptyValue
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.openapi.validate_request(RequestsOpenAPIRequest(prepared))
 
     def response(self, prepared, response) -> None:
         """Raise if a mocked answer is not one the description allows (keeps the mocks honest)."""
@@ -62,7 +65,9 @@ def tasks_asana_spec() -> OpenAPIChecker:
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with _spec_file("asana/asana_oas.yaml").open() as handle:
-        return OpenAPIChecker(yaml.load(handle, Loader=loader))
+        spec = yaml.load(handle, Loader=loader)
+    # YAML reads response codes (201) as integers and examples as dates; OpenAPI wants JSON's types
+    return OpenAPIChecker(json.loads(json.dumps(spec, default=str)))
 
 
 class GraphQLChecker:

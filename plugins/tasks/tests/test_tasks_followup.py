@@ -96,6 +96,15 @@ def test_template_error_at_delivery_is_permanent_and_names_destination(sample_re
             deliver(destination, sample_report)
         assert len(rsps.calls) == 0
     assert "'support-jira'" in str(info.value) and "template" in str(info.value)
+    assert "fix the 'title' key" in str(info.value)
+
+
+def test_type_error_in_a_template_is_permanent_and_names_the_key(sample_report):
+    destination = make_destination("jira", {**JIRA, "description": "{{ duration_seconds + summary }}"})
+    with pytest.raises(hub.Permanent) as info:
+        deliver(destination, sample_report)
+    assert "TypeError" in str(info.value) and "fix the 'description' key" in str(info.value)
+    assert "'jira'" in str(info.value)
 
 
 def test_empty_title_is_permanent(sample_report):

@@ -1,0 +1,503 @@
+"""The HubSpot flow, request by request, against a portal mocked with ``responses``.
+
+Paths, bodies and association type ids follow HubSpot's CRM v3 reference: objects
+(``/crm/v3/objects/{contacts,calls,tasks,deals}``), search (``.../search`` with
+``filterGroups``), properties (``GET /crm/v3/properties/contacts``), and the v4
+HUBSPOT_DEFINED association types call->contact 194, task->contact 204, task->deal 216,
+deal->contact 3, call->company 182.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import requests
+import responses
+
+from hub import Permanent, Retryable, TokenBucket
+from hub.testing import deliver, make_destination
+
+API = "https://api.hubapi.com"
+TOKEN = "pat-eu1-test-token-0000"
+NUMBER = "+31623456789"
+
+DEFINITIONS = [
+    {"name": "phone", "type": "string", "fieldType": "phonenumber"},
+    {"name": "last_call_sentiment", "type": "number", "fieldType": "number"},
+    {"name": "last_call_intent", "type": "enumeration", "fieldType": "select",
+     "options": [{"label": "Complaint", "value": "complaint"}, {"label": "Sales", "value": "sales"}]},
+    {"name": "last_call_resolved", "type": "bool", "fieldType": "booleancheckbox",
+     "options": [{"label": "Yes", "value": "true"}, {"label": "No", "value": "false"}]},
+    {"name": "last_call_at", "type": "datetime", "fieldType": "date"},
+    {"name": "hs_calculated_phone_number", "type": "string", "fieldType": "text", "calculated": True,
+     "modificationMetadata": {"readOnlyValue": True}},
+]
+PROPERTIES = {"last_call_sentiment": "analysis.sentiment", "last_call_intent": "analysis.intent",
+              "last_call_resolved": "analysis.resolved", "last_call_at": "occurred_at"}
+OPTIONS = {
+    "token": TOKEN,
+    "owner_id": 4242,
+    "properties": PROPERTIES,
+    "deal": {"when": "analysis.intent == 'complaint'", "pipeline": "default", "stage": "appointmentscheduled",
+             "amount": "`1500`", "close_in_days": 30},
+}
+CALL_ASSOC = [{"to": {"id": "501"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 194}]}]
+
+
+class Portal:
+    """A HubSpot portal behind ``responses``: hands out ids, can fail a request once."""
+
+    def __init__(self, rsps, *, contacts=None, found=None):
+        self.contacts = contacts or []  # search hits for the phone lookup
+        self.found = found or {}        # object type -> hits of a lookup search
+        self.fail: dict[tuple[str, str], object] = {}
+        self.created: list[tuple[str, dict]] = []
+        self.ids = {"contacts": 501, "calls": 701, "deals": 801, "tasks": 901}
+        rsps.add_callback(responses.GET, re.compile(rf"{API}/crm/v3/properties/contacts"), callback=self.handle)
+        for method in ("POST", "PATCH"):
+            rsps.add_callback(method, re.compile(rf"{API}/crm/v3/objects/.*"), callback=self.handle)
+
+    def handle(self, request):
+        path = request.path_url
+        failure = self.fail.pop((request.method, path), None)
+        if isinstance(failure, Exception):
+            raise failure
+        if failure is not None:
+            status, headers, body = failure
+            return status, headers, json.dumps(body)
+        body = json.loads(request.body) if request.body else None
+        if request.method == "GET":
+            return 200, {}, json.dumps({"results": DEFINITIONS})
+        object_type = path.split("/")[4]
+        if path.endswith("/search"):
+            hits = self.contacts if object_type == "contacts" else self.found.get(object_type, [])
+            return 200, {}, json.dumps({"total": len(hits), "results": hits})
+        if request.method == "PATCH":
+            return 200, {}, json.dumps({"id": path.rsplit("/", 1)[1], "properties": body["properties"]})
+        new_id = str(self.ids[object_type])
+        self.ids[object_type] += 1
+        self.created.append((object_type, body))
+        return 201, {}, json.dumps({"id": new_id, "properties": body["properties"]})
+
+    def count(self, object_type):
+        return sum(1 for kind, _ in self.created if kind == object_type)
+
+
+def sent(ctx, method, suffix):
+    return [r for r in ctx.sent if r.method == method and r.url.endswith(suffix)]
+
+
+def contact(cid, **props):
+    return {"id": cid, "properties": {"hs_object_id": cid, **props}}
+
+
+@pytest.fixture
+def hubspot():
+    return make_destination("hubspot", OPTIONS, name="crm")
+
+
+def test_new_caller_full_flow_every_request(hubspot, sample_report, mocked_http):
+    portal = Portal(mocked_http)
+    result, ctx = deliver(hubspot, sample_report)
+
+    assert [(r.method, r.url.removeprefix(API)) for r in ctx.sent] == [
+        ("POST", "/crm/v3/objects/contacts/search"),
+        ("GET", "/crm/v3/properties/contacts"),
+        ("POST", "/crm/v3/objects/contacts"),
+        ("POST", "/crm/v3/objects/calls"),
+        ("POST", "/crm/v3/objects/deals"),
+        ("POST", "/crm/v3/objects/tasks"),
+    ]
+    real = mocked_http.calls[0].request
+    assert real.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert real.headers["Content-Type"] == "application/json"
+    assert all(r.headers["Authorization"] == "[secret]" for r in ctx.sent)
+
+    search = ctx.sent[0].body
+    assert search["filterGroups"] == [
+        {"filters": [{"propertyName": "hs_searchable_calculated_phone_number", "operator": "EQ", "value": "623456789"}]},
+        {"filters": [{"propertyName": "hs_searchable_calculated_mobile_number", "operator": "EQ", "value": "623456789"}]},
+        {"filters": [{"propertyName": "hs_searchable_calculated_phone_number", "operator": "EQ", "value": "0623456789"}]},
+        {"filters": [{"propertyName": "hs_searchable_calculated_mobile_number", "operator": "EQ", "value": "0623456789"}]},
+    ]
+    assert {"phone", "mobilephone", "hs_calculated_phone_number", "hs_calculated_mobile_number"} <= set(search["properties"])
+    assert search["sorts"] == [{"propertyName": "lastmodifieddate", "direction": "DESCENDING"}]
+    assert search["limit"] <= 200
+
+    assert ctx.sent[2].body == {"properties": {
+        "phone": NUMBER, "last_call_sentiment": "2", "last_call_intent": "complaint",
+        "last_call_resolved": "false", "last_call_at": "2026-03-02T09:14:07.512Z"}}
+
+    call = ctx.sent[3].body
+    props = call["properties"]
+    assert props["hs_timestamp"] == "2026-03-02T09:14:07.512Z"
+    assert props["hs_call_title"] == "Outbound call with +31 6 23456789"
+    assert props["hs_call_duration"] == "312000"
+    assert props["hs_call_direction"] == "OUTBOUND"
+    assert props["hs_call_status"] == "COMPLETED"
+    assert props["hs_call_from_number"] == "+31850835037"
+    assert props["hs_call_to_number"] == NUMBER
+    assert props["hs_call_recording_url"] == "https://recordings.example.com/0b7e9a52.mp3"
+    assert props["hubspot_owner_id"] == "4242"
+    body = props["hs_call_body"]
+    assert body.startswith("Customer reported that the invoice for February was charged twice")
+    for line in ("Sentiment: 2", "Intent: complaint", "Resolved: no", "Follow up needed: yes",
+                 "Duration: 5m 12s", "Report: https://hub.example.com/reports/rep_test"):
+        assert f"<br>{line}" in body
+    assert call["associations"] == CALL_ASSOC
+
+    deal = ctx.sent[4].body
+    assert deal["properties"] == {
+        "dealname": "Complaint opportunity: +31 6 23456789", "pipeline": "default",
+        "dealstage": "appointmentscheduled", "amount": "1500", "closedate": "2026-04-01T00:00:00.000Z",
+        "hubspot_owner_id": "4242",
+        "description": deal["properties"]["description"]}
+    assert deal["properties"]["description"].endswith("Report: https://hub.example.com/reports/rep_test")
+    assert deal["associations"] == [
+        {"to": {"id": "501"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 3}]}]
+
+    task = ctx.sent[5].body
+    assert task["properties"] == {
+        "hs_timestamp": "2026-03-03T09:14:07.512Z",
+        "hs_task_subject": "Follow up (complaint): +31 6 23456789",
+        "hs_task_body": task["properties"]["hs_task_body"],
+        "hs_task_status": "NOT_STARTED", "hs_task_priority": "HIGH", "hs_task_type": "CALL",
+        "hubspot_owner_id": "4242"}
+    assert "Report: https://hub.example.com/reports/rep_test" in task["properties"]["hs_task_body"]
+    assert task["associations"] == [
+        {"to": {"id": "501"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 204}]},
+        {"to": {"id": "801"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 216}]}]
+
+    assert ctx.state["contact_id"] == "501" and ctx.state["call_id"] == "701"
+    assert ctx.state["deal_id"] == "801" and ctx.state["task_id"] == "901" and ctx.state["completed"]
+    assert result.message.startswith("contact 501 (created); call 701 created; deal 801 created; task 901 created")
+    assert result.data["problems"] == []
+
+
+def test_existing_contact_found_by_phone_is_updated_not_created(hubspot, sample_report, mocked_http):
+    portal = Portal(mocked_http, contacts=[
+        contact("88", phone="06 11111111"),  # a search hit that is not this number
+        contact("51", phone="06-23456789", lastmodifieddate="2026-02-01T10:00:00Z"),
+        contact("12", mobilephone="+31 6 2345 6789", lastmodifieddate="2025-01-01T10:00:00Z"),
+    ])
+    result, ctx = deliver(hubspot, sample_report)
+    assert portal.count("contacts") == 0
+    patch = sent(ctx, "PATCH", "/crm/v3/objects/contacts/51")
+    assert len(patch) == 1
+    assert patch[0].body == {"properties": {"last_call_sentiment": "2", "last_call_intent": "complaint",
+                                            "last_call_resolved": "false", "last_call_at": "2026-03-02T09:14:07.512Z"}}
+    call = sent(ctx, "POST", "/crm/v3/objects/calls")[0].body
+    assert call["associations"][0]["to"] == {"id": "51"}
+    assert "2 contacts have this number; logged on contact 51, the most recently updated." in call["properties"]["hs_call_body"]
+    assert result.data["contact_id"] == "51"
+    assert "contact 51 (found by phone)" in result.message
+
+
+def test_not_found_and_create_contacts_false_is_a_clear_skip(sample_report, mocked_http):
+    hubspot = make_destination("hubspot", {"token": TOKEN, "create_contacts": False}, name="crm")
+    Portal(mocked_http, contacts=[contact("88", phone="+1 212 555 0100")])
+    result, ctx = deliver(hubspot, sample_report)
+    assert [r.method for r in ctx.sent] == ["POST"] and ctx.sent[0].url.endswith("/contacts/search")
+    assert result.message == "skipped: no HubSpot contact has +316*****789 and create_contacts = false"
+    assert result.data == {"skipped": "no_contact"}
+
+
+def test_web_call_is_logged_without_a_contact(make_report, mocked_http):
+    hubspot = make_destination("hubspot", {"token": TOKEN}, name="crm")
+    portal = Portal(mocked_http)
+    report = make_report("end-of-call-report-web-call")
+    result, ctx = deliver(hubspot, report)
+    assert not sent(ctx, "POST", "/contacts/search") and portal.count("contacts") == 0
+    call = sent(ctx, "POST", "/crm/v3/objects/calls")[0].body
+    assert "associations" not in call
+    assert call["properties"]["hs_call_direction"] == "INBOUND"
+    assert call["properties"]["hs_call_title"].startswith("Web call")
+    assert "hs_call_from_number" not in call["properties"]
+    assert "no contact (the call has no caller number)" in result.message
+
+
+def test_contact_id_from_the_report_skips_the_search(sample_report, mocked_http):
+    hubspot = make_destination("hubspot", {"token": TOKEN, "contact_id": "assistant.metadata.crm_contact_id",
+                                           "company_id": "`\"9001\"`", "follow_up": {"enabled": False}}, name="crm")
+    Portal(mocked_http)
+    _, ctx = deliver(hubspot, sample_report)
+    assert not sent(ctx, "POST", "/contacts/search")
+    call = sent(ctx, "POST", "/crm/v3/objects/calls")[0].body
+    assert call["associations"] == [
+        {"to": {"id": "51"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 194}]},
+        {"to": {"id": "9001"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 182}]}]
+    assert not sent(ctx, "POST", "/crm/v3/objects/tasks")
+
+
+def test_values_that_do_not_fit_are_reported_not_sent(sample_report, mocked_http):
+    hubspot = make_destination("hubspot", {"token": TOKEN, "properties": {
+        "last_call_sentiment": "analysis.intent",      # text into a number
+        "last_call_intent": "`\"refund\"`",              # not an option
+        "last_call_sentimnet": "analysis.sentiment",   # typo
+        "hs_calculated_phone_number": "customer.number",  # read-only
+        "last_call_resolved": "analysis.resolved",
+    }, "follow_up": {"enabled": False}}, name="crm")
+    Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
+    result, ctx = deliver(hubspot, sample_report)
+    assert sent(ctx, "PATCH", "/contacts/51")[0].body == {"properties": {"last_call_resolved": "false"}}
+    problems = result.data["problems"]
+    assert "properties.last_call_sentiment: not sent, 'complaint' is not a number (HubSpot type number)" in problems
+    assert any(p.startswith("properties.last_call_intent: not sent, 'refund' is not one of its options") for p in problems)
+    assert "properties.last_call_sentimnet: the portal has no contact property 'last_call_sentimnet'; did you mean 'last_call_sentiment'?" in problems
+    assert "properties.hs_calculated_phone_number: 'hs_calculated_phone_number' is read-only in HubSpot" in problems
+    assert "4 value(s) not sent" in result.message
+
+
+def test_property_definitions_are_fetched_once_per_destination(hubspot, sample_report, mocked_http):
+    Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
+    deliver(hubspot, sample_report)
+    _, ctx = deliver(hubspot, sample_report)
+    assert not sent(ctx, "GET", "/crm/v3/properties/contacts")
+    assert len([c for c in mocked_http.calls if c.request.method == "GET"]) == 1
+
+
+def test_new_contact_properties_are_set_only_on_creation(sample_report, mocked_http):
+    definitions = [{"name": "lifecyclestage", "type": "enumeration", "fieldType": "radio",
+                    "options": [{"label": "Lead", "value": "lead"}, {"label": "Customer", "value": "customer"}]}]
+    hubspot = make_destination("hubspot", {"token": TOKEN, "new_contact_properties": {"lifecyclestage": "'Lead'"},
+                                           "follow_up": {"enabled": False}}, name="crm")
+    mocked_http.add(responses.GET, f"{API}/crm/v3/properties/contacts", json={"results": definitions})
+    portal = Portal(mocked_http)
+    _, ctx = deliver(hubspot, sample_report)
+    assert sent(ctx, "POST", "/crm/v3/objects/contacts")[0].body == {
+        "properties": {"phone": NUMBER, "lifecyclestage": "lead"}}
+    portal.contacts = [contact("501", phone=NUMBER)]
+    _, again = deliver(hubspot, sample_report)  # a later call from the same, now known, number
+    assert not sent(again, "PATCH", "/crm/v3/objects/contacts/501") and portal.count("contacts") == 1
+
+
+def test_contact_conflict_409_uses_the_existing_id(sample_report, mocked_http):
+    hubspot = make_destination("hubspot", {"token": TOKEN, "follow_up": {"enabled": False}}, name="crm")
+    portal = Portal(mocked_http)
+    portal.fail[("POST", "/crm/v3/objects/contacts")] = (
+        409, {}, {"status": "error", "message": "Contact already exists. Existing ID: 3001", "category": "CONFLICT"})
+    _, ctx = deliver(hubspot, sample_report)
+    assert ctx.state["contact_id"] == "3001"
+    assert sent(ctx, "POST", "/crm/v3/objects/calls")[0].body["associations"][0]["to"] == {"id": "3001"}
+
+
+# --- failure at each step, then a retry with the saved state -------------------------
+
+STEPS = [("POST", "/crm/v3/objects/contacts/search"), ("GET", "/crm/v3/properties/contacts"),
+         ("POST", "/crm/v3/objects/contacts"), ("POST", "/crm/v3/objects/calls"),
+         ("POST", "/crm/v3/objects/deals"), ("POST", "/crm/v3/objects/tasks")]
+
+
+@pytest.mark.parametrize("step", STEPS, ids=lambda s: f"{s[0]} {s[1]}")
+def test_failure_at_each_step_then_retry_creates_each_record_once(hubspot, sample_report, mocked_http, step):
+    portal = Portal(mocked_http)
+    portal.fail[step] = (503, {}, {"status": "error", "message": "internal error"})
+    ctx = hubspot.context(delivery_id="dlv_test", attempt=1)
+    with pytest.raises(Retryable) as info:
+        hubspot.deliver(sample_report, ctx)
+    assert "destination 'crm'" in str(info.value)
+    # the dispatcher saves the state of the failed attempt and hands it to the retry
+    _, retry = deliver(hubspot, sample_report, state=ctx.state, attempt=2)
+    assert retry.state["completed"] is True
+    for object_type in ("contacts", "calls", "deals", "tasks"):
+        assert portal.count(object_type) == 1, object_type
+    finished = {path for method, path in STEPS[:STEPS.index(step)] if method == "POST" and not path.endswith("/search")}
+    assert not [r for r in retry.sent if r.method == "POST" and r.url.removeprefix(API) in finished]
+
+
+def test_lost_answer_to_a_create_is_found_not_created_again(hubspot, sample_report, mocked_http):
+    """HubSpot created the call but the answer never came back (timeout)."""
+    portal = Portal(mocked_http, found={"calls": [{"id": "777", "properties": {"hs_object_id": "777"}}]})
+    portal.fail[("POST", "/crm/v3/objects/calls")] = requests.ReadTimeout("read timed out")
+    ctx = hubspot.context(delivery_id="dlv_test", attempt=1)
+    with pytest.raises(Retryable):
+        hubspot.deliver(sample_report, ctx)
+    assert ctx.state["call_pending"] is True and "call_id" not in ctx.state
+    _, ctx2 = deliver(hubspot, sample_report, state=ctx.state, attempt=2)
+    lookup = sent(ctx2, "POST", "/crm/v3/objects/calls/search")
+    assert len(lookup) == 1
+    assert lookup[0].body == {"filterGroups": [{"filters": [
+        {"propertyName": "hs_timestamp", "operator": "EQ", "value": "1772442847512"},
+        {"propertyName": "associations.contact", "operator": "EQ", "value": "501"}]}],
+        "properties": ["hs_object_id"], "limit": 1}
+    assert not sent(ctx2, "POST", "/crm/v3/objects/calls")
+    assert ctx2.state["call_id"] == "777" and "call_pending" not in ctx2.state
+    assert sent(ctx2, "POST", "/crm/v3/objects/tasks")[0].body["associations"][0]["to"] == {"id": "501"}
+
+
+def test_lost_task_answer_not_found_is_created_once(hubspot, sample_report, mocked_http):
+    portal = Portal(mocked_http)
+    portal.fail[("POST", "/crm/v3/objects/tasks")] = requests.ConnectionError("reset")
+    ctx = hubspot.context(delivery_id="dlv_test", attempt=1)
+    with pytest.raises(Retryable):
+        hubspot.deliver(sample_report, ctx)
+    _, ctx2 = deliver(hubspot, sample_report, state=ctx.state, attempt=2)
+    lookup = sent(ctx2, "POST", "/crm/v3/objects/tasks/search")[0].body["filterGroups"][0]["filters"]
+    assert lookup == [
+        {"propertyName": "hs_timestamp", "operator": "EQ", "value": "1772529247512"},
+        {"propertyName": "hs_task_subject", "operator": "EQ", "value": "Follow up (complaint): +31 6 23456789"},
+        {"propertyName": "associations.contact", "operator": "EQ", "value": "501"}]
+    assert portal.count("tasks") == 1 and ctx2.state["task_id"] == "901"
+
+
+def test_replay_updates_every_record_and_creates_nothing(hubspot, sample_report, mocked_http):
+    portal = Portal(mocked_http)
+    _, first = deliver(hubspot, sample_report)
+    created = list(portal.created)
+    result, ctx = deliver(hubspot, sample_report, state=first.state)
+    assert portal.created == created
+    assert [(r.method, r.url.removeprefix(API)) for r in ctx.sent] == [
+        ("PATCH", "/crm/v3/objects/contacts/501"), ("PATCH", "/crm/v3/objects/calls/701"),
+        ("PATCH", "/crm/v3/objects/deals/801"), ("PATCH", "/crm/v3/objects/tasks/901")]
+    assert ctx.sent[1].body["properties"]["hs_call_duration"] == "312000"
+    assert "dealstage" not in ctx.sent[2].body["properties"] and "pipeline" not in ctx.sent[2].body["properties"]
+    assert "hs_task_status" not in ctx.sent[3].body["properties"]
+    assert ctx.sent[3].body["properties"]["hs_task_subject"] == "Follow up (complaint): +31 6 23456789"
+    assert ctx.state["pass"] == 2 and ctx.state["completed"] is True
+    assert "call 701 updated" in result.message
+
+
+def test_replay_failing_midway_resumes_with_updates_only(hubspot, sample_report, mocked_http):
+    portal = Portal(mocked_http)
+    _, first = deliver(hubspot, sample_report)
+    portal.fail[("PATCH", "/crm/v3/objects/deals/801")] = (502, {}, {"message": "bad gateway"})
+    ctx = hubspot.context(delivery_id="dlv_test", attempt=1, state=first.state)
+    with pytest.raises(Retryable):
+        hubspot.deliver(sample_report, ctx)
+    _, ctx2 = deliver(hubspot, sample_report, state=ctx.state, attempt=2)
+    assert [(r.method, r.url.removeprefix(API)) for r in ctx2.sent] == [
+        ("PATCH", "/crm/v3/objects/deals/801"), ("PATCH", "/crm/v3/objects/tasks/901")]
+    assert portal.count("calls") == 1
+
+
+def test_replay_without_the_old_state_finds_and_updates_instead_of_creating(hubspot, sample_report, mocked_http):
+    """A replay that arrives as a new delivery (no state): the contact is found by phone,
+    the call, deal and task by the lookup searches, and each is updated."""
+    portal = Portal(mocked_http, contacts=[contact("51", phone=NUMBER)], found={
+        "calls": [{"id": "701", "properties": {}}], "deals": [{"id": "801", "properties": {}}],
+        "tasks": [{"id": "901", "properties": {}}]})
+    result, ctx = deliver(hubspot, sample_report)
+    assert portal.created == []
+    assert [(r.method, r.url.removeprefix(API)) for r in ctx.sent] == [
+        ("POST", "/crm/v3/objects/contacts/search"), ("GET", "/crm/v3/properties/contacts"),
+        ("PATCH", "/crm/v3/objects/contacts/51"),
+        ("POST", "/crm/v3/objects/calls/search"), ("PATCH", "/crm/v3/objects/calls/701"),
+        ("POST", "/crm/v3/objects/deals/search"), ("PATCH", "/crm/v3/objects/deals/801"),
+        ("POST", "/crm/v3/objects/tasks/search"), ("PATCH", "/crm/v3/objects/tasks/901")]
+    assert ctx.sent[3].body == {"filterGroups": [{"filters": [
+        {"propertyName": "hs_timestamp", "operator": "EQ", "value": "1772442847512"},
+        {"propertyName": "associations.contact", "operator": "EQ", "value": "51"}]}],
+        "properties": ["hs_object_id"], "limit": 1}
+    assert ctx.sent[5].body["filterGroups"][0]["filters"] == [
+        {"propertyName": "dealname", "operator": "EQ", "value": "Complaint opportunity: +31 6 23456789"},
+        {"propertyName": "pipeline", "operator": "EQ", "value": "default"},
+        {"propertyName": "associations.contact", "operator": "EQ", "value": "51"}]
+    assert "dealstage" not in ctx.sent[6].body["properties"]
+    assert "hs_task_status" not in ctx.sent[8].body["properties"]
+    assert "call 701 updated (found by search)" in result.message
+
+
+def test_find_existing_after_failure_only_searches_for_the_contact(sample_report, mocked_http):
+    hubspot = make_destination("hubspot", {"token": TOKEN, "find_existing": "after-failure"}, name="crm")
+    portal = Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
+    _, ctx = deliver(hubspot, sample_report)
+    assert [r.url.removeprefix(API) for r in sent(ctx, "POST", "/search")] == ["/crm/v3/objects/contacts/search"]
+    assert portal.count("calls") == 1 and portal.count("tasks") == 1
+
+
+# --- errors ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_errors_are_permanent_and_name_destination_and_scopes(hubspot, sample_report, mocked_http, status):
+    portal = Portal(mocked_http)
+    portal.fail[("POST", "/crm/v3/objects/contacts/search")] = (status, {}, {
+        "status": "error", "category": "MISSING_SCOPES" if status == 403 else "INVALID_AUTHENTICATION",
+        "message": "This app hasn't been granted all required scopes to make this call."})
+    with pytest.raises(Permanent) as info:
+        deliver(hubspot, sample_report)
+    text = str(info.value)
+    assert "destination 'crm'" in text and f"HTTP {status}" in text
+    for scope in ("crm.objects.contacts.read", "crm.objects.contacts.write", "crm.schemas.contacts.read",
+                  "crm.objects.deals.write"):
+        assert scope in text
+    assert TOKEN not in text
+
+
+@pytest.mark.parametrize("headers, body, wait, policy", [
+    ({"X-HubSpot-RateLimit-Interval-Milliseconds": "10000", "X-HubSpot-RateLimit-Max": "100",
+      "X-HubSpot-RateLimit-Remaining": "0"},
+     {"status": "error", "errorType": "RATE_LIMIT", "policyName": "TEN_SECONDLY_ROLLING"}, 10.0, "TEN_SECONDLY_ROLLING"),
+    ({"X-HubSpot-RateLimit-Daily": "250000", "X-HubSpot-RateLimit-Daily-Remaining": "0"},
+     {"status": "error", "errorType": "RATE_LIMIT", "policyName": "DAILY"}, 3600.0, "DAILY"),
+    ({"Retry-After": "7"}, {"status": "error", "errorType": "RATE_LIMIT"}, 7.0, "Retry-After"),
+    ({}, {"status": "error", "message": "You have reached your secondly limit."}, 1.0, "SEARCH"),
+])
+def test_429_honours_hubspot_rate_limit_headers(hubspot, sample_report, mocked_http, headers, body, wait, policy):
+    portal = Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
+    portal.fail[("POST", "/crm/v3/objects/calls")] = (429, headers, body)
+    with pytest.raises(Retryable) as info:
+        deliver(hubspot, sample_report)
+    assert info.value.retry_after == wait and info.value.http_status == 429
+    assert f"destination 'crm': HubSpot rate limit reached ({policy})" in str(info.value)
+
+
+def test_bad_request_is_permanent_with_hubspot_words(hubspot, sample_report, mocked_http):
+    portal = Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
+    portal.fail[("POST", "/crm/v3/objects/deals")] = (400, {}, {
+        "status": "error", "message": "Property values were not valid: dealstage", "category": "VALIDATION_ERROR"})
+    with pytest.raises(Permanent) as info:
+        deliver(hubspot, sample_report)
+    assert "destination 'crm'" in str(info.value) and "dealstage" in str(info.value)
+
+
+# --- the search limiter ---------------------------------------------------------------
+
+def test_search_requests_go_through_the_search_limiter(sample_report, mocked_http):
+    hubspot = make_destination("hubspot", {"token": TOKEN, "follow_up": {"enabled": False}}, name="crm")
+    assert hubspot.rate_limits["search"] == (4.0, 4.0)
+    now = [0.0]
+    waits: list[float] = []
+
+    def sleep(seconds):
+        waits.append(seconds)
+        now[0] += seconds
+
+    hubspot.limiters["search"] = TokenBucket(*hubspot.rate_limits["search"], clock=lambda: now[0], sleep=sleep)
+    hubspot.limiters["default"] = TokenBucket(1000, 1000)
+    Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
+    for _ in range(6):  # six deliveries at the same instant: contact search + call lookup each
+        _, ctx = deliver(hubspot, sample_report)
+    assert len(sent(ctx, "POST", "/search")) == 2
+    # 12 searches at 4/s with a burst of 4: the last 8 wait a quarter second each
+    assert waits == [pytest.approx(0.25)] * 8
+    assert now[0] == pytest.approx(2.0)
+
+
+# --- dry run --------------------------------------------------------------------------
+
+def test_dry_run_sends_nothing_and_lists_the_exact_requests(hubspot, sample_report, mocked_http):
+    result, ctx = deliver(hubspot, sample_report, dry_run=True)
+    assert len(mocked_http.calls) == 0
+    assert [(r.method, r.url.removeprefix(API)) for r in ctx.sent] == STEPS
+    assert ctx.sent[2].body == {"properties": {"phone": NUMBER, "last_call_sentiment": "2",
+                                               "last_call_intent": "complaint", "last_call_resolved": "false",
+                                               "last_call_at": "2026-03-02T09:14:07.512Z"}}
+    assert ctx.sent[3].body["associations"][0]["to"] == {"id": "dry-run-contact"}
+    assert all(r.headers["Authorization"] == "[secret]" for r in ctx.sent)
+    assert "call dry-run-call created" in result.message
+
+
+def test_dry_run_with_both_property_tables_reads_definitions_once(sample_report, mocked_http):
+    hubspot = make_destination("hubspot", {"token": TOKEN, "new_contact_properties": {"lifecyclestage": "'lead'"},
+                                           "properties": {"last_call_intent": "analysis.intent"}}, name="crm")
+    _, ctx = deliver(hubspot, sample_report, dry_run=True)
+    assert len(sent(ctx, "GET", "/crm/v3/properties/contacts")) == 1
+    assert sent(ctx, "POST", "/crm/v3/objects/contacts")[0].body == {
+        "properties": {"phone": NUMBER, "lifecyclestage": "lead", "last_call_intent": "complaint"}}
+
+
+def test_base_url_is_configurable(sample_report, mocked_http):
+    hubspot = make_destination("hubspot", {"token": TOKEN, "base_url": "http://127.0.0.1:8999/"}, name="crm")
+    _, ctx = deliver(hubspot, sample_report, dry_run=True)
+    assert ctx.sent[0].url == "http://127.0.0.1:8999/crm/v3/objects/contacts/search"

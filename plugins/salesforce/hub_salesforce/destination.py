@@ -1,0 +1,175 @@
+"""The ``salesforce`` destination: each call logged as a completed Call task on the caller's
+Contact or Lead, with an optional follow-up task and Opportunity.
+
+One attempt, in order:
+1. ``call_id_field`` set and no task id in the state: look the call task up by that
+   External ID. Found means an earlier attempt committed everything (see 4) and only
+   its state was lost: nothing is written again.
+2. Who called: ``who_id`` from the report if configured, else SOSL over the phone fields of
+   ``search_objects``, confirmed by E.164 comparison (``matching``).
+3. Not found: a new Lead or Contact (``create``), or none.
+4. One Composite request with ``allOrNone``: the new Lead/Contact, the call task (upserted
+   by ``call_id_field`` when set), the follow-up task and the Opportunity with its contact
+   role, linked by ``@{reference.id}``. Either all of them exist afterwards or none does,
+   so a failed attempt leaves nothing half-made and the created ids enter ``ctx.state``
+   together, the moment Salesforce returns them.
+"""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from hub import Destination, Permanent, Result, mask_phone
+
+from . import mapping
+from .auth import TokenCache
+from .client import SalesforceClient
+from .config import SALESFORCE_ID, SalesforceConfig
+from .matching import build_sosl, choose
+
+ID_PREFIXES = {"003": "Contact", "00Q": "Lead"}
+
+
+class SalesforceDestination(Destination):
+    type = "salesforce"
+    Config = SalesforceConfig
+    description = "log each call as a completed Call task on the matching Salesforce Contact or Lead"
+    rate_limits = {"default": (10.0, 20.0), "search": (5.0, 5.0)}
+    timeout = 30.0
+    auth_hint = ("Check client_id/client_secret (or username/private_key for the JWT flow) and that the "
+                 "integration user has API Enabled and access to Task, Contact and Lead.")
+
+    def __init__(self, name, config, settings=None):
+        super().__init__(name, config, settings)
+        self.tokens = TokenCache(self)
+
+    def deliver(self, report, ctx) -> Result:
+        client = SalesforceClient(self, self.tokens, ctx)
+        state = ctx.state
+        report_url = self.settings.report_url(report.id)
+        notes: list[str] = []
+
+        if self.config["call_id_field"] and not state.get("call_task_id"):
+            existing = client.get_by_external_id("Task", self.config["call_id_field"], report.call.id,
+                                                 ["Id", "WhoId"])
+            if existing:
+                state["call_task_id"] = existing["Id"]
+                who_id = existing.get("WhoId")
+                if who_id:
+                    state["who"] = {"id": who_id, "sobject": ID_PREFIXES.get(who_id[:3]), "how": "found on the task"}
+                state["recovered"] = True
+                return self._result(state, ["call task already in Salesforce (found by "
+                                            f"{self.config['call_id_field']}); nothing written again"])
+
+        who = state.get("who")
+        if who is None:  # not found before: ask again, the search index may have caught up
+            who = self._find_who(report, client)
+            if who is not None:
+                state["who"] = who
+
+        subrequests = self._pending(report, state, who, report_url, notes)
+        if subrequests:
+            results = client.composite(subrequests, what="the call log")
+            self._remember(results, state)
+        return self._result(state, notes)
+
+    # --- steps ----------------------------------------------------------------------
+
+    def _find_who(self, report, client: SalesforceClient) -> dict[str, Any] | None:
+        explicit = mapping.rule_value(self.config["who_id"], report)
+        if explicit:
+            sobject = ID_PREFIXES.get(explicit[:3])
+            if not SALESFORCE_ID.match(explicit) or sobject is None:
+                raise Permanent(f"destination {self.name!r}: who_id ({self.config['who_id'].expression}) gave "
+                                f"{explicit!r}, which is not a Contact (003...) or Lead (00Q...) Id. Fix the "
+                                f"expression or what the assistant puts in the report.")
+            return {"id": explicit, "sobject": sobject, "how": "given by who_id"}
+        number = report.customer.number
+        if not number:
+            return None
+        objects = self.config["search_objects"]
+        records = client.search(build_sosl(number, objects))
+        match = choose(records, number, objects, self.settings.default_region)
+        if match is None:
+            return None
+        return {"id": match.id, "sobject": match.sobject, "account_id": match.account_id,
+                "how": match.describe()}
+
+    def _pending(self, report, state: dict, who: dict | None, report_url: str, notes: list[str]) -> list[dict]:
+        """The subrequests for every record this delivery still has to create."""
+        config = self.config
+        subrequests: list[dict[str, Any]] = []
+        who_ref = who["id"] if who else None
+        if who is None:
+            if not report.customer.number:
+                notes.append("no caller number (web call): the task is not linked to a person")
+            elif config["create"] == "none":
+                notes.append(f"no Contact or Lead has {mask_phone(report.customer.number)}; create = \"none\"")
+            else:
+                sobject = config["create"].capitalize()
+                subrequests.append({"method": "POST", "url": f"sobjects/{sobject}", "referenceId": "newWho",
+                                    "body": mapping.new_person(report, config, sobject, report_url)})
+                who_ref = "@{newWho.id}"
+        what_id = mapping.rule_value(config["what_id"], report)
+
+        if not state.get("call_task_id"):
+            body = mapping.call_task(report, config, who_id=who_ref, what_id=what_id, report_url=report_url)
+            if config["call_id_field"]:
+                url = f"sobjects/Task/{config['call_id_field']}/{quote(report.call.id, safe='')}"
+                subrequests.append({"method": "PATCH", "url": url, "referenceId": "callTask", "body": body})
+            else:
+                subrequests.append({"method": "POST", "url": "sobjects/Task", "referenceId": "callTask",
+                                    "body": body})
+
+        follow_up = config["follow_up"]
+        if follow_up and not state.get("follow_up_task_id") and follow_up["when"].matches(report):
+            subrequests.append({"method": "POST", "url": "sobjects/Task", "referenceId": "followUp",
+                                "body": mapping.follow_up_task(report, follow_up, who_id=who_ref, what_id=what_id,
+                                                               fallback_owner=config["owner_id"],
+                                                               report_url=report_url)})
+
+        section = config["opportunity"]
+        if section and not state.get("opportunity_id") and section["when"].matches(report):
+            account_id = (who or {}).get("account_id")
+            if not account_id:
+                notes.append("no opportunity: the caller is not a Contact with an Account")
+            else:
+                subrequests.append({"method": "POST", "url": "sobjects/Opportunity", "referenceId": "opportunity",
+                                    "body": mapping.opportunity(report, section, account_id=account_id,
+                                                                fallback_owner=config["owner_id"],
+                                                                report_url=report_url)})
+                subrequests.append({"method": "POST", "url": "sobjects/OpportunityContactRole",
+                                    "referenceId": "contactRole",
+                                    "body": mapping.contact_role(section, contact_id=who["id"],
+                                                                 opportunity_ref="@{opportunity.id}")})
+        return subrequests
+
+    def _remember(self, results: dict[str, dict], state: dict) -> None:
+        def created(ref: str) -> str | None:
+            body = (results.get(ref) or {}).get("body")
+            return body.get("id") if isinstance(body, dict) else None
+
+        if "newWho" in results:
+            sobject = self.config["create"].capitalize()
+            state["who"] = {"id": created("newWho"), "sobject": sobject, "how": f"created {sobject}",
+                            "created": True}
+        for ref, key in (("callTask", "call_task_id"), ("followUp", "follow_up_task_id"),
+                         ("opportunity", "opportunity_id"), ("contactRole", "contact_role_id")):
+            if ref in results:
+                state[key] = created(ref)
+
+    def _result(self, state: dict, notes: list[str]) -> Result:
+        who = state.get("who")
+        parts = [f"call task {state.get('call_task_id')}"]
+        if who and who.get("id"):
+            parts[0] += f" on {who.get('sobject') or 'record'} {who['id']} ({who.get('how')})"
+        if state.get("follow_up_task_id"):
+            parts.append(f"follow-up task {state['follow_up_task_id']}")
+        if state.get("opportunity_id"):
+            parts.append(f"opportunity {state['opportunity_id']}")
+        message = "; ".join(parts + notes)
+        data = {k: state.get(k) for k in ("call_task_id", "follow_up_task_id", "opportunity_id", "contact_role_id")
+                if state.get(k)}
+        if who:
+            data["who"] = who
+        return Result(message, data)

@@ -1,0 +1,183 @@
+"""Checks the Slack tests share: Slack's Web API description and Block Kit's documented limits.
+
+Only fixtures of this plugin live here (no hub.testing fixture is redefined). The checks are
+written apart from the plugin's own builders, so a builder that forgets a limit is caught.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+SPEC = Path(__file__).resolve().parents[4] / "shared" / "specs" / "slack" / "slack_web_openapi_v2.json"
+if not SPEC.exists():  # the checkout may sit elsewhere; /work/shared is where the specs are kept
+    SPEC = Path("/work/shared/specs/slack/slack_web_openapi_v2.json")
+
+# Block Kit limits, from api.slack.com/reference/block-kit (blocks, block-elements, composition-objects).
+LIMITS = {
+    "blocks": 50, "section.text": 3000, "section.fields": 10, "field.text": 2000, "header.text": 150,
+    "context.elements": 10, "actions.elements": 25, "button.text": 75, "button.url": 3000,
+    "button.value": 2000, "action_id": 255, "block_id": 255, "text_object": 3000, "message.text": 40000,
+}
+
+
+def _units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def block_kit_problems(message: dict) -> list[str]:
+    """Every way ``message`` breaks Block Kit's documented limits (empty list: valid)."""
+    problems: list[str] = []
+
+    def text_object(obj, where, limit, kinds=("plain_text", "mrkdwn")):
+        if not isinstance(obj, dict) or obj.get("type") not in kinds:
+            problems.append(f"{where}: not a {'/'.join(kinds)} text object")
+            return
+        text = obj.get("text")
+        if not isinstance(text, str) or not text:
+            problems.append(f"{where}: text must be a non-empty string")
+        elif _units(text) > limit:
+            problems.append(f"{where}: {_units(text)} characters > {limit}")
+        extra = set(obj) - {"type", "text", "emoji", "verbatim"}
+        if extra:
+            problems.append(f"{where}: unknown keys {sorted(extra)}")
+
+    text = message.get("text")
+    if not isinstance(text, str) or not text.strip():
+        problems.append("text: the top-level fallback text is missing (Slack wants it with blocks)")
+    elif _units(text) > LIMITS["message.text"]:
+        problems.append(f"text: {_units(text)} characters > {LIMITS['message.text']}")
+    blocks = message.get("blocks")
+    if not isinstance(blocks, list) or not blocks:
+        problems.append("blocks: must be a non-empty list")
+        return problems
+    if len(blocks) > LIMITS["blocks"]:
+        problems.append(f"blocks: {len(blocks)} > {LIMITS['blocks']}")
+    for i, block in enumerate(blocks):
+        where = f"blocks[{i}]"
+        kind = block.get("type")
+        if "block_id" in block and _units(block["block_id"]) > LIMITS["block_id"]:
+            problems.append(f"{where}.block_id too long")
+        elements = block.get("elements") or []
+        if kind in ("context", "actions") and not 1 <= len(elements) <= LIMITS[f"{kind}.elements"]:
+            problems.append(f"{where}.elements: {len(elements)} not in 1..{LIMITS[f'{kind}.elements']}")
+        if kind == "header":
+            text_object(block.get("text"), f"{where}.text", LIMITS["header.text"], ("plain_text",))
+        elif kind == "section":
+            if "text" not in block and "fields" not in block:
+                problems.append(f"{where}: a section needs text or fields")
+            if "text" in block:
+                text_object(block["text"], f"{where}.text", LIMITS["section.text"])
+            fields = block.get("fields", [])
+            if len(fields) > LIMITS["section.fields"]:
+                problems.append(f"{where}.fields: {len(fields)} > {LIMITS['section.fields']}")
+            for j, field in enumerate(fields):
+                text_object(field, f"{where}.fields[{j}]", LIMITS["field.text"])
+        elif kind == "context":
+            for j, element in enumerate(elements):
+                text_object(element, f"{where}.elements[{j}]", LIMITS["text_object"])
+        elif kind == "actions":
+            ids = [e.get("action_id") for e in elements if e.get("action_id")]
+            if len(ids) != len(set(ids)):
+                problems.append(f"{where}: action_id values must be unique")
+            for j, element in enumerate(elements):
+                at = f"{where}.elements[{j}]"
+                if element.get("type") != "button":
+                    problems.append(f"{at}: only buttons are expected here")
+                    continue
+                text_object(element.get("text"), f"{at}.text", LIMITS["button.text"], ("plain_text",))
+                url = element.get("url", "")
+                if url and (_units(url) > LIMITS["button.url"] or not url.startswith(("http://", "https://"))):
+                    problems.append(f"{at}.url: not an http(s) URL of at most {LIMITS['button.url']} characters")
+                if _units(element.get("value", "")) > LIMITS["button.value"]:
+                    problems.append(f"{at}.value too long")
+                if _units(element.get("action_id", "")) > LIMITS["action_id"]:
+                    problems.append(f"{at}.action_id too long")
+                if element.get("style") not in (None, "primary", "danger"):
+                    problems.append(f"{at}.style: must be primary or danger")
+        elif kind != "divider":
+            problems.append(f"{where}: unexpected block type {kind!r}")
+    return problems
+
+
+@pytest.fixture(scope="session")
+def slack_spec() -> dict:
+    return json.loads(SPEC.read_text())
+
+
+def post_message_problems(spec: dict, request) -> list[str]:
+    """Check a recorded ``chat.postMessage`` request against the operation in Slack's spec.
+
+    The spec (Swagger 2.0) lists the arguments as ``formData`` and ``token`` as a header;
+    Slack's Web API takes the same arguments as a JSON body with ``Authorization: Bearer``
+    (the operation ``consumes`` application/json). So: the URL is host + basePath + path, the
+    content type is one the operation consumes, every body key is a declared argument of the
+    declared type (``blocks``/``attachments`` are "JSON-based arrays": a list in a JSON body,
+    or its JSON text), every required argument is present, and the token is a Bearer header.
+    """
+    problems = []
+    operation = spec["paths"]["/chat.postMessage"]["post"]
+    expected_url = f"https://{spec['host']}{spec['basePath']}/chat.postMessage"
+    if request.method != "POST":
+        problems.append(f"method {request.method}, expected POST")
+    if request.url != expected_url:
+        problems.append(f"url {request.url}, expected {expected_url}")
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    content_type = headers.get("content-type", "").split(";")[0].strip()
+    if content_type not in operation["consumes"]:
+        problems.append(f"content type {content_type!r} not in {operation['consumes']}")
+    params = {p["name"]: p for p in operation["parameters"]}
+    token = params["token"]
+    if token.get("required") and not headers.get("authorization", "").startswith("Bearer "):
+        problems.append("token: required; send it as Authorization: Bearer <token>")
+    body = request.body
+    if isinstance(body, (bytes, str)):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            problems.append("body is not JSON")
+            return problems
+    if not isinstance(body, dict):
+        problems.append("body must be a JSON object")
+        return problems
+    form = {name: p for name, p in params.items() if p["in"] == "formData"}
+    for name, p in form.items():
+        if p.get("required") and name not in body:
+            problems.append(f"{name}: required by the spec, missing")
+    for name, value in body.items():
+        p = form.get(name)
+        if p is None:
+            problems.append(f"{name}: not an argument of chat.postMessage")
+        elif p["type"] == "boolean" and not isinstance(value, bool):
+            problems.append(f"{name}: must be a boolean, got {value!r}")
+        elif p["type"] == "string" and "JSON-based array" in p.get("description", ""):
+            parsed = value if isinstance(value, list) else json.loads(value) if isinstance(value, str) else None
+            if not isinstance(parsed, list):
+                problems.append(f"{name}: must be a JSON array")
+        elif p["type"] == "string" and not isinstance(value, str):
+            problems.append(f"{name}: must be a string, got {type(value).__name__}")
+    return problems
+
+
+def response_problems(spec: dict, status: str, payload: dict) -> list[str]:
+    """Check a mocked answer against the operation's response schema (``200`` or ``default``)."""
+    schema = spec["paths"]["/chat.postMessage"]["post"]["responses"][status]["schema"]
+    validator = jsonschema.Draft4Validator({**schema, "definitions": spec["definitions"]})
+    return [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(payload)]
+
+
+@pytest.fixture
+def check_blocks():
+    return block_kit_problems
+
+
+@pytest.fixture
+def check_post_message(slack_spec):
+    return lambda request: post_message_problems(slack_spec, request)
+
+
+@pytest.fixture
+def check_response(slack_spec):
+    return lambda status, payload: response_problems(slack_spec, status, payload)

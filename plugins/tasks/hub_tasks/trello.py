@@ -1,0 +1,92 @@
+"""``trello``: a Trello card, ``POST /1/cards`` with an API key and token.
+
+Key and token travel in Trello's ``Authorization: OAuth oauth_consumer_key=..., oauth_token=...``
+header rather than the query string, so they never appear in a URL (logs, dry-run output);
+the card fields go in a JSON body, which the reference allows in place of query parameters
+(descriptions are too long for a URL).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import fields, validate
+
+import hub
+
+from .base import CreatedTask, TrackerDestination, json_or_none
+from .followup import FollowUp, FollowUpConfig, level_table
+
+TRELLO_ID = validate.Regexp(r"^[0-9a-fA-F]{24}$", error="must be a Trello id (24 hex digits)")
+
+
+class TrelloConfig(FollowUpConfig):
+    base_url = fields.Url(load_default="https://api.trello.com", schemes={"http", "https"}, require_tld=False)
+    key = fields.String(required=True, validate=validate.Length(min=1))
+    token = fields.String(required=True, validate=validate.Length(min=1))
+    list_id = fields.String(required=True, validate=TRELLO_ID)
+    members = fields.List(fields.String(validate=TRELLO_ID), load_default=list)
+    priority_labels = level_table({}, fields.String(validate=TRELLO_ID))
+    due_time = fields.String(load_default="17:00", validate=validate.Regexp(
+        r"^([01]\d|2[0-3]):[0-5]\d$", error="must be HH:MM (UTC), e.g. 17:00"))
+    position = fields.String(load_default="top", validate=validate.OneOf(["top", "bottom"]))
+
+
+def card_payload(follow_up: FollowUp, config: dict[str, Any]) -> dict[str, Any]:
+    """The body of ``POST /1/cards``: the assignee and ``members`` are member ids, labels label ids."""
+    card: dict[str, Any] = {
+        "idList": config["list_id"],
+        "name": follow_up.title,
+        "desc": follow_up.description,
+        "due": f"{follow_up.due_iso}T{config['due_time']}:00.000Z",
+        "pos": config["position"],
+    }
+    members = ([follow_up.assignee] if follow_up.assignee else []) + list(config["members"])
+    if members:
+        card["idMembers"] = list(dict.fromkeys(members))
+    labels = list(follow_up.labels)
+    if config["priority_labels"].get(follow_up.priority):
+        labels.append(config["priority_labels"][follow_up.priority])
+    if labels:
+        card["idLabels"] = list(dict.fromkeys(labels))
+    return card
+
+
+def rate_limit_wait(response) -> float | None:
+    """Trello sends no Retry-After; its windows are ``x-rate-limit-api-*-interval-ms`` long (10 s)."""
+    waits = []
+    for name in ("x-rate-limit-api-token-interval-ms", "x-rate-limit-api-key-interval-ms"):
+        try:
+            waits.append(float(response.headers[name]) / 1000)
+        except (KeyError, ValueError):
+            continue
+    return max(waits) if waits else hub.retry_after_seconds(response.headers.get("Retry-After")) or 10.0
+
+
+class TrelloDestination(TrackerDestination):
+    type = "trello"
+    vendor = "Trello"
+    Config = TrelloConfig
+    description = "Add a Trello card for each call that needs a follow-up"
+    rate_limits = {"default": (8, 20)}  # 100 requests per 10 s per token
+    limit_options = ("token",)
+    secret_options = ("key", "token")
+    auth_hint = ("Check 'key' (the Power-Up's API key) and 'token' (a user token authorized for that key with "
+                 "write scope); the user must be a member of the board of 'list_id'.")
+
+    def create(self, follow_up: FollowUp, ctx: hub.DeliveryContext) -> CreatedTask:
+        auth = f'OAuth oauth_consumer_key="{self.config["key"]}", oauth_token="{self.config["token"]}"'
+        response = self.send(
+            ctx, "POST", self.endpoint("/1/cards"), json=card_payload(follow_up, self.config),
+            headers={"Authorization": auth, "Accept": "application/json"},
+            dry_run_response={"id": "5abbe4b7ddc1b351ef961414", "idShort": 1,
+                              "shortUrl": "https://trello.com/c/DRYRUN01"})
+        problem = None
+        if 400 <= response.status_code < 500 and response.status_code not in (401, 403, 429):
+            body = json_or_none(response)
+            problem = (body.get("message") or body.get("error")) if isinstance(body, dict) else response.text
+            problem = (str(problem or "").strip()[:300]) or None
+        self.fail(response, problem, fix="Check 'list_id', 'members', 'labels' and 'priority_labels' "
+                                         "(ids from the same board)",
+                  retry_after=rate_limit_wait(response) if response.status_code == 429 else None)
+        card = json_or_none(response)
+        return CreatedTask(id=self.answer_id(response, card), url=card.get("shortUrl") or card.get("url"))

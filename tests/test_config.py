@@ -1,0 +1,191 @@
+"""The TOML configuration: secrets, validation, and errors that name the key and the fix."""
+import textwrap
+
+import pytest
+
+from hub.config import ConfigProblems, load_config
+from hub.plugins import collect, make_manager
+from hub.secrets import redact
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return collect(make_manager())
+
+
+def write(tmp_path, text):
+    path = tmp_path / "hub.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems(path, registry):
+    with pytest.raises(ConfigProblems) as info:
+        load_config(path, registry)
+    return info.value.problems
+
+
+def test_example_config_loads(registry, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.setenv("HMS_WEBHOOK_SECRET", "whsec_example_secret")
+    config = load_config(Path(__file__).parents[1] / "config.example.toml", registry)
+    assert config.server["port"] == 8080 and config.store["url"] == "sqlite:///hub.db"
+    assert config.store["sqlite_synchronous"] == "NORMAL"
+    assert config.dispatch["retry_delays"][:3] == [5, 30, 120]
+    assert config.max_attempts == 11
+    assert config.sources["hms"]["secret"] == "whsec_example_secret"
+    assert config.analysis["schema"]["properties"]["sentiment"]["maximum"] == 10
+    assert [d.name for d in config.enabled_destinations()] == ["calls_file"]
+
+
+def test_defaults_with_a_minimal_file(tmp_path, registry):
+    path = write(tmp_path, """
+        [sources.hms]
+        secret = "whsec_literal_secret"
+    """)
+    config = load_config(path, registry)
+    assert config.server == {"host": "127.0.0.1", "port": 8080, "max_body_bytes": 1048576,
+                             "public_url": None, "workers": 2}
+    assert config.dispatch["backend"] == "embedded" and config.dispatch["workers"] == 4
+    assert config.sources["hms"]["tolerance_seconds"] == 300
+    assert config.settings.public_url == "http://127.0.0.1:8080"
+
+
+def test_env_secret_is_resolved_and_redacted(tmp_path, registry, monkeypatch):
+    monkeypatch.setenv("MY_HOOK_SECRET", "s3cr3t-value-from-env")
+    path = write(tmp_path, """
+        [sources.hms]
+        secret = { env = "MY_HOOK_SECRET" }
+    """)
+    assert load_config(path, registry).sources["hms"]["secret"] == "s3cr3t-value-from-env"
+    assert redact("token s3cr3t-value-from-env leaked") == "token [secret] leaked"
+
+
+def test_file_secret_is_read_relative_to_the_config(tmp_path, registry):
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "hms").write_text("file-secret-value\n")
+    path = write(tmp_path, """
+        [sources.hms]
+        secret = { file = "secrets/hms" }
+    """)
+    assert load_config(path, registry).sources["hms"]["secret"] == "file-secret-value"
+
+
+def test_missing_env_names_key_and_variable(tmp_path, registry, monkeypatch):
+    monkeypatch.delenv("HUBSPOT_TOKEN_X", raising=False)
+    path = write(tmp_path, """
+        [sources.hms]
+        secret = { env = "HUBSPOT_TOKEN_X" }
+    """)
+    assert problems(path, registry) == ["sources.hms.secret: environment variable HUBSPOT_TOKEN_X is not set"]
+
+
+def test_missing_secret_file_names_the_file(tmp_path, registry):
+    path = write(tmp_path, """
+        [sources.hms]
+        secret = { file = "nope.txt" }
+    """)
+    [problem] = problems(path, registry)
+    assert problem.startswith("sources.hms.secret: cannot read secret file") and "nope.txt" in problem
+
+
+def test_every_problem_is_listed_with_its_key(tmp_path, registry):
+    path = write(tmp_path, """
+        [server]
+        port = "eighty"
+        colour = "blue"
+
+        [dispatch]
+        backend = "carrier-pigeon"
+
+        [sources.hms]
+        tolerance_seconds = 0
+
+        [surprise]
+
+        [destinations.file]
+        type = "jsonl"
+        paht = "calls.jsonl"
+        when = "analysis.sentiment <="
+
+        [destinations.crm]
+        type = "no-such-crm"
+
+        [destinations.hook]
+        type = "webhook"
+        url = "not a url"
+        secret = "plain"
+        events = ["end-of-call-report", "call-started"]
+    """)
+    found = problems(path, registry)
+    joined = "\n".join(found)
+    for expected in [
+        "server.port: Not a valid integer.",
+        "server.colour: unknown key (check the spelling)",
+        "dispatch.backend: Must be one of: embedded.",
+        "sources.hms.tolerance_seconds:",
+        "sources.hms.secret: no webhook secret is set",
+        "surprise: unknown section",
+        "destinations.file.paht: unknown key",
+        "destinations.file.path: Missing data for required field.",
+        "destinations.file.when: not a valid JMESPath expression",
+        "destinations.crm.type: unknown destination type 'no-such-crm'",
+        "destinations.hook.url: Not a valid URL.",
+        'destinations.hook.secret: must look like "whsec_<base64>"',
+        "destinations.hook.events: unknown event type(s) call-started",
+    ]:
+        assert expected in joined, expected
+
+
+def test_not_toml_names_the_file(tmp_path, registry):
+    path = write(tmp_path, "[server\nport = 1\n")
+    [problem] = problems(path, registry)
+    assert str(path) in str(ConfigProblems([problem], str(path))) and "not valid TOML" in problem
+
+
+def test_missing_file(tmp_path, registry):
+    assert problems(tmp_path / "absent.toml", registry) == [f"configuration file not found: {tmp_path / 'absent.toml'}"]
+
+
+def test_invalid_analysis_schema(tmp_path, registry):
+    path = write(tmp_path, """
+        [sources.hms]
+        secret = "whsec_literal_secret"
+        [analysis.schema]
+        type = "banana"
+    """)
+    [problem] = problems(path, registry)
+    assert problem.startswith("analysis.schema: not a valid JSON Schema")
+
+
+def test_several_instances_of_one_type(tmp_path, registry):
+    path = write(tmp_path, """
+        [sources.hms]
+        secret = "whsec_literal_secret"
+        [destinations.all_calls]
+        type = "jsonl"
+        path = "all.jsonl"
+        [destinations.unhappy]
+        type = "jsonl"
+        path = "unhappy.jsonl"
+        when = "analysis.sentiment <= 3"
+        [destinations.off]
+        type = "jsonl"
+        path = "off.jsonl"
+        enabled = false
+    """)
+    config = load_config(path, registry)
+    assert [d.name for d in config.enabled_destinations()] == ["all_calls", "unhappy"]
+    assert config.destinations["unhappy"].when.expression == "analysis.sentiment <= 3"
+    assert config.destinations["off"].enabled is False
+
+
+def test_type_defaults_to_table_name(tmp_path, registry):
+    path = write(tmp_path, """
+        [sources.hms]
+        secret = "whsec_literal_secret"
+        [destinations.jsonl]
+        path = "calls.jsonl"
+    """)
+    assert load_config(path, registry).destinations["jsonl"].type == "jsonl"

@@ -1,0 +1,198 @@
+"""What the core gives every plugin: rules, templates, rate limits, due dates, error mapping."""
+from datetime import date, datetime, timezone
+
+import pytest
+import requests
+import responses
+
+from hub import (Mapping, Permanent, Retryable, Rule, Template, TokenBucket, due_date, mask_phone,
+                 raise_for_response, retry_after_seconds)
+from hub.secrets import register_secret, scrub
+
+
+# --- rules ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("expression, expected", [
+    ("analysis.follow_up_needed", True),
+    ("analysis.sentiment <= `3`", True),
+    ("analysis.sentiment <= 3", True),
+    ("analysis.sentiment > 3", False),
+    ("analysis.sentiment <= 3 || analysis.intent == 'complaint'", True),
+    ("analysis.intent == 'sales'", False),
+    ("analysis.intent == '3 <= 4'", False),      # numbers inside strings are left alone
+    ("duration_seconds >= 300", True),
+    ("customer.region == 'NL' && call.direction == 'outbound'", True),
+    ("contains(summary, 'refund')", True),
+    ("analysis.missing", False),
+])
+def test_rules_over_the_report(sample_report, expression, expected):
+    assert Rule(expression).matches(sample_report) is expected
+
+
+def test_rule_on_report_without_analysis_is_false(make_report):
+    report = make_report("end-of-call-report-web-call")
+    assert Rule("analysis.sentiment <= 3").matches(report) is False
+
+
+def test_zero_is_true_in_jmespath(sample_report):
+    assert Rule("`0`").matches(sample_report)
+
+
+@pytest.mark.parametrize("bad", ["analysis.sentiment <=", "[[", "foo(bar"])
+def test_invalid_rule_names_the_expression(bad):
+    with pytest.raises(ValueError, match="not a valid JMESPath expression"):
+        Rule(bad)
+
+
+def test_mapping_leaves_out_nulls(sample_report):
+    mapping = Mapping({"last_sentiment": "analysis.sentiment", "nothing": "analysis.nope",
+                       "number": "customer.number"})
+    assert mapping.evaluate(sample_report) == {"last_sentiment": 2, "number": "+31623456789"}
+
+
+# --- templates --------------------------------------------------------------------------
+
+def test_template_renders_report_fields_and_filters(sample_report):
+    text = Template("Call {{ customer.number | phone }} ({{ duration_seconds | duration }}) "
+                    "at {{ occurred_at | datetime }}: {{ analysis.intent }}").render(sample_report)
+    assert text == "Call +31 6 23456789 (5m 12s) at 2026-03-02 09:14 UTC: complaint"
+
+
+def test_template_missing_values_render_empty(make_report):
+    report = make_report("end-of-call-report-web-call")
+    assert Template("[{{ analysis.sentiment }}][{{ nope.deeper.still }}]").render(report) == "[][]"
+
+
+def test_template_extra_names(sample_report):
+    assert Template("{{ report_url }}").render(sample_report, report_url="https://x/1") == "https://x/1"
+
+
+def test_template_syntax_error_is_value_error():
+    with pytest.raises(ValueError, match="template error"):
+        Template("{{ unclosed")
+
+
+def test_template_sandbox_blocks_unsafe_access(sample_report):
+    with pytest.raises(Permanent, match="could not be rendered"):
+        Template("{{ report.__class__.__mro__[1].__subclasses__() }}").render(sample_report)
+
+
+# --- rate limiting ------------------------------------------------------------------------
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+        self.slept = []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_token_bucket_allows_burst_then_paces():
+    clock = FakeClock()
+    bucket = TokenBucket(2, burst=2, clock=clock, sleep=clock.sleep)
+    waits = [bucket.acquire() for _ in range(5)]
+    assert waits[:2] == [0.0, 0.0]
+    assert waits[2:] == pytest.approx([0.5, 0.5, 0.5])
+    assert clock.now == pytest.approx(1.5)  # 5 requests at 2/s with a burst of 2
+
+
+def test_token_bucket_refills_while_idle():
+    clock = FakeClock()
+    bucket = TokenBucket(1, burst=3, clock=clock, sleep=clock.sleep)
+    for _ in range(3):
+        bucket.acquire()
+    clock.now += 10
+    assert [bucket.acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
+
+
+def test_token_bucket_too_long_a_wait_is_retryable_and_costs_no_token():
+    clock = FakeClock()
+    bucket = TokenBucket(0.1, burst=1, clock=clock, sleep=clock.sleep)
+    bucket.acquire()
+    with pytest.raises(Retryable) as info:
+        bucket.acquire(max_wait=5)
+    assert info.value.retry_after == pytest.approx(10)
+    clock.now += 10
+    assert bucket.acquire(max_wait=5) == 0.0
+
+
+def test_token_bucket_is_thread_safe():
+    import threading
+    import time
+
+    bucket = TokenBucket(200, burst=1)
+    start = time.monotonic()
+    threads = [threading.Thread(target=lambda: [bucket.acquire() for _ in range(10)]) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert time.monotonic() - start >= 39 / 200 * 0.95  # 40 tokens, 1 free, 200/s
+
+
+# --- due dates --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("start, days, business, expected", [
+    (date(2026, 11, 27), 1, False, date(2026, 11, 28)),   # Friday + 1 calendar day
+    (date(2026, 11, 27), 1, True, date(2026, 11, 30)),    # Friday + 1 business day = Monday
+    (date(2026, 11, 28), 1, True, date(2026, 11, 30)),    # Saturday + 1 business day = Monday
+    (date(2026, 11, 25), 3, True, date(2026, 11, 30)),    # Wednesday + 3 = Monday
+    (date(2026, 11, 23), 10, True, date(2026, 12, 7)),
+    (datetime(2026, 11, 23, 23, 0, tzinfo=timezone.utc), 0, False, date(2026, 11, 23)),
+])
+def test_due_date(start, days, business, expected):
+    assert due_date(start, days, business_days=business) == expected
+
+
+# --- HTTP error mapping ---------------------------------------------------------------
+
+def answer(mocked_http, status, body="", headers=None):
+    mocked_http.add(responses.GET, "https://api.example.com/x", status=status, body=body, headers=headers or {})
+    return requests.get("https://api.example.com/x")
+
+
+def test_2xx_passes(mocked_http):
+    raise_for_response(answer(mocked_http, 201), "crm")
+
+
+@pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504])
+def test_retryable_statuses(mocked_http, status):
+    with pytest.raises(Retryable) as info:
+        raise_for_response(answer(mocked_http, status, "busy"), "crm")
+    assert info.value.http_status == status and "destination 'crm'" in info.value.reason
+
+
+@pytest.mark.parametrize("status, word", [(401, "unauthorized"), (403, "forbidden")])
+def test_auth_errors_are_permanent_with_hint(mocked_http, status, word):
+    with pytest.raises(Permanent) as info:
+        raise_for_response(answer(mocked_http, status, '{"message":"bad token"}'), "crm",
+                           auth_hint="Give the token the crm.objects.write scope.")
+    assert info.value.reason == (f"destination 'crm': HTTP {status} from api.example.com ({word}): "
+                                 '{"message":"bad token"}. Give the token the crm.objects.write scope.')
+
+
+def test_error_text_never_contains_a_secret(mocked_http):
+    register_secret("pat-eu1-0123456789abcdef")
+    with pytest.raises(Permanent) as info:
+        raise_for_response(answer(mocked_http, 400, "invalid token pat-eu1-0123456789abcdef"), "crm")
+    assert "pat-eu1-0123456789abcdef" not in info.value.reason and "[secret]" in info.value.reason
+
+
+def test_retry_after_forms():
+    assert retry_after_seconds("30") == 30
+    assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+    assert retry_after_seconds("Sat, 28 Nov 2026 12:01:00 GMT", now=now) == 60
+
+
+# --- masking ------------------------------------------------------------------------
+
+def test_mask_phone_and_scrub():
+    assert mask_phone("+31612345678") == "+316*****678"
+    assert mask_phone(None) is None
+    assert scrub("caller +31 6 1234 5678 rang") == "caller +316*****678 rang"

@@ -1,0 +1,376 @@
+"""Real processes: ``sovereign-hub worker`` on SIGTERM/SIGINT, and ``sovereign-hub serve`` SIGKILLed
+(the whole process group) again and again while reports arrive and are delivered.
+
+Promise 1 of the design: nothing acknowledged is lost. A 2xx means the report is on disk;
+a crash delays a delivery, it never drops one.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from hub.store import PENDING, SUCCEEDED, Store
+from hub.testing import TEST_SECRET, load_sample, normalize_payload, signed_headers
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals and process groups")
+
+
+# --- a slow local webhook receiver ------------------------------------------------------------------
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records ``webhook-id`` and body of every POST.
+
+    ``delay()`` gives each request's pause before it answers 200; ``hold`` (an Event), when
+    set up, keeps every request waiting until it is set (or 30 s pass).
+    """
+
+    def __init__(self, delay=lambda: 0.0, hold: threading.Event | None = None):
+        self.delay = delay
+        self.hold = hold
+        self.lock = threading.Lock()
+        self.started: list[str] = []
+        self.records: list[tuple[str, dict]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                webhook_id = self.headers.get("webhook-id", "")
+                with receiver.lock:
+                    receiver.started.append(webhook_id)
+                if receiver.hold is not None:
+                    receiver.hold.wait(30)
+                time.sleep(receiver.delay())
+                with receiver.lock:
+                    receiver.records.append((webhook_id, json.loads(body)))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.hold is not None:
+            self.hold.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def snapshot(self) -> tuple[list[str], list[tuple[str, dict]]]:
+        with self.lock:
+            return list(self.started), list(self.records)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def toml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def write_config(path: Path, *, db: Path, port: int, hook_url: str, jsonl: Path | None = None,
+                 server_workers: int = 2, dispatch_workers: int = 4, grace: float = 5,
+                 retry_delays=(0.2,) * 10, lease_seconds: float = 300) -> Path:
+    lines = [
+        "[server]", 'host = "127.0.0.1"', f"port = {port}", f"workers = {server_workers}",
+        "[store]", f"url = {toml_str(f'sqlite:///{db}')}",
+        "[dispatch]", f"workers = {dispatch_workers}", "poll_interval = 0.05",
+        f"retry_delays = [{', '.join(str(d) for d in retry_delays)}]", "jitter = 0.1",
+        f"lease_seconds = {lease_seconds}", f"shutdown_grace_seconds = {grace}",
+        "[sources.hms]", f"secret = {toml_str(TEST_SECRET)}",
+        "[logging]", 'level = "INFO"',
+        "[destinations.hook]", 'type = "webhook"', f"url = {toml_str(hook_url)}", "timeout_seconds = 10",
+    ]
+    if jsonl is not None:
+        lines += ["[destinations.file]", 'type = "jsonl"', f"path = {toml_str(str(jsonl))}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def start(tmp_path: Path, command: str, config: Path, log_name: str) -> subprocess.Popen:
+    """``sovereign-hub <command> -c config`` in its own process group, output to a log file."""
+    log = open(tmp_path / log_name, "ab")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "hub", command, "-c", str(config)], cwd=tmp_path,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    finally:
+        log.close()
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(10)
+
+
+def log_tail(tmp_path: Path, name: str, lines: int = 30) -> str:
+    path = tmp_path / name
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def report_payload(call_id: str) -> dict:
+    payload = copy.deepcopy(load_sample("end-of-call-report-full"))
+    payload["message"]["call"]["id"] = call_id
+    return payload
+
+
+def queued(db: Path, count: int) -> list[str]:
+    """``count`` stored reports with a pending delivery to ``hook`` each; their delivery ids."""
+    store = Store(f"sqlite:///{db}")
+    try:
+        for n in range(count):
+            report = normalize_payload(report_payload(f"queued-{n}-{uuid.uuid4()}"), report_id=str(uuid.uuid4()))
+            store.insert_report(report, ["hook"])
+        return [d.id for d in sorted(store.list_deliveries(limit=None), key=lambda d: d.created_at)]
+    finally:
+        store.close()
+
+
+# --- SIGTERM / SIGINT on the worker -------------------------------------------------------------------
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_worker_signal_stops_claiming_finishes_the_in_flight_delivery_and_exits_0(tmp_path, signum):
+    db = tmp_path / "hub.db"
+    ids = queued(db, 3)
+    with Receiver(delay=lambda: 1.0) as receiver:
+        config = write_config(tmp_path / "hub.toml", db=db, port=free_port(), hook_url=receiver.url,
+                              dispatch_workers=1, grace=8)
+        proc = start(tmp_path, "worker", config, "worker.log")
+        try:
+            assert wait_until(lambda: receiver.snapshot()[0], timeout=20), log_tail(tmp_path, "worker.log")
+            proc.send_signal(signum)
+            code = proc.wait(15)
+        finally:
+            kill_group(proc)
+        started, records = receiver.snapshot()
+
+    assert code == 0, log_tail(tmp_path, "worker.log")
+    assert len(started) == 1, f"claimed after the signal: {started}"
+    assert [webhook_id for webhook_id, _ in records] == started, "the in-flight delivery was let finish"
+    store = Store(f"sqlite:///{db}")
+    try:
+        rows = {d.id: d for d in store.list_deliveries(limit=None)}
+        in_flight = rows[started[0]]
+        assert (in_flight.status, in_flight.attempts) == (SUCCEEDED, 1)
+        rest = [rows[i] for i in ids if i != started[0]]
+        assert [(d.status, d.attempts, d.lease_owner) for d in rest] == [(PENDING, 0, None)] * 2
+    finally:
+        store.close()
+
+
+def test_worker_signal_releases_a_delivery_that_overruns_the_grace_period(tmp_path):
+    db = tmp_path / "hub.db"
+    ids = queued(db, 2)
+    hold = threading.Event()
+    with Receiver(hold=hold) as receiver:
+        config = write_config(tmp_path / "hub.toml", db=db, port=free_port(), hook_url=receiver.url,
+                              dispatch_workers=1, grace=0.5)
+        proc = start(tmp_path, "worker", config, "worker.log")
+        try:
+            assert wait_until(lambda: receiver.snapshot()[0], timeout=20), log_tail(tmp_path, "worker.log")
+            signalled = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(15)
+            took = time.monotonic() - signalled
+        finally:
+            kill_group(proc)
+            hold.set()
+        started, _ = receiver.snapshot()
+
+    assert code == 0, log_tail(tmp_path, "worker.log")
+    assert took < 5, f"the worker took {took:.1f}s to stop with a 0.5s grace period"
+    assert len(started) == 1
+    store = Store(f"sqlite:///{db}")
+    try:
+        rows = [store.get_delivery(i) for i in ids]
+        assert [(d.status, d.attempts, d.lease_owner, d.lease_until) for d in rows] == [
+            (PENDING, 0, None, None)] * 2, "the overrunning delivery was given back, ready for the next worker"
+        assert store.list_attempts(started[0]) == []
+    finally:
+        store.close()
+
+
+# --- SIGKILL of serve while reports arrive ---------------------------------------------------------------
+
+class Sender(threading.Thread):
+    """Sends ``n`` distinct signed reports, one after another, each until it gets a 2xx (the
+    platform retries too): ``acked`` maps call id -> the report id of the 2xx answer."""
+
+    def __init__(self, base_url: str, n: int, pause: float, deadline: float):
+        super().__init__(daemon=True)
+        self.base_url = base_url
+        self.n = n
+        self.pause = pause
+        self.deadline = deadline
+        self.acked: dict[str, str] = {}
+        self.answers: Counter = Counter()
+        self.failures = 0
+        self.unexpected: list[str] = []
+
+    def run(self):
+        session = requests.Session()
+        for n in range(self.n):
+            call_id = f"kill-{n}-{uuid.uuid4()}"
+            body = json.dumps(report_payload(call_id)).encode()
+            while time.monotonic() < self.deadline:
+                try:
+                    response = session.post(f"{self.base_url}/webhooks/hms", data=body,
+                                            headers=signed_headers(body), timeout=5)
+                except requests.RequestException:
+                    self.failures += 1
+                    session = requests.Session()
+                    time.sleep(0.05)
+                    continue
+                self.answers[response.status_code] += 1
+                if 200 <= response.status_code < 300:
+                    answer = response.json()
+                    if answer.get("status") not in ("accepted", "duplicate"):
+                        self.unexpected.append(response.text)
+                    self.acked[call_id] = answer["report_id"]
+                    break
+                self.unexpected.append(f"{response.status_code} {response.text[:200]}")
+                time.sleep(0.05)
+            time.sleep(self.pause)
+
+
+def jsonl_ids(path: Path) -> tuple[set[str], int]:
+    """The report ids in the jsonl file, and how many lines were not valid JSON."""
+    if not path.exists():
+        return set(), 0
+    ids, broken = set(), 0
+    for line in path.read_text().splitlines():
+        try:
+            ids.add(json.loads(line)["id"])
+        except (ValueError, KeyError):
+            broken += 1
+    return ids, broken
+
+
+def test_serve_killed_again_and_again_loses_no_acknowledged_report(tmp_path):
+    seed = int(time.time() * 1000) % 100_000
+    rng = random.Random(seed)
+    n_reports, kills = 60, 3
+    db, jsonl, port = tmp_path / "hub.db", tmp_path / "calls.jsonl", free_port()
+    base = f"http://127.0.0.1:{port}"
+    test_deadline = time.monotonic() + 55
+    procs: list[subprocess.Popen] = []
+
+    def serve() -> subprocess.Popen:
+        proc = start(tmp_path, "serve", config, "serve.log")
+        procs.append(proc)
+
+        def healthy():
+            assert proc.poll() is None, f"serve exited {proc.returncode}:\n{log_tail(tmp_path, 'serve.log')}"
+            try:
+                return requests.get(f"{base}/healthz", timeout=0.5).status_code == 200
+            except requests.RequestException:
+                return False
+
+        assert wait_until(healthy, timeout=20, interval=0.1), f"serve did not come up:\n{log_tail(tmp_path, 'serve.log')}"
+        return proc
+
+    with Receiver(delay=lambda: rng.uniform(0.05, 0.2)) as receiver:
+        config = write_config(tmp_path / "hub.toml", db=db, port=port, hook_url=receiver.url, jsonl=jsonl,
+                              grace=1, lease_seconds=2, retry_delays=(0.2,) * 10)
+        try:
+            proc = serve()
+            sender = Sender(base, n_reports, pause=0.03, deadline=time.monotonic() + 35)
+            sender.start()
+            killed_at = []
+            for _ in range(kills):
+                time.sleep(rng.uniform(0.2, 0.9))
+                killed_at.append((len(sender.acked), len(receiver.snapshot()[1])))
+                kill_group(proc)
+                time.sleep(rng.uniform(0.0, 0.3))
+                proc = serve()
+            sender.join(max(1.0, test_deadline - time.monotonic() - 15))
+            assert not sender.is_alive(), f"the sender did not finish (seed {seed})"
+            # once more, while the last deliveries are likely still under way
+            killed_at.append((len(sender.acked), len(receiver.snapshot()[1])))
+            kill_group(proc)
+            proc = serve()
+
+            acked = set(sender.acked.values())
+
+            def all_delivered():
+                in_file, _ = jsonl_ids(jsonl)
+                received = {body["id"] for _, body in receiver.snapshot()[1]}
+                return acked <= in_file and acked <= received
+
+            delivered = wait_until(all_delivered, timeout=max(5.0, test_deadline - time.monotonic()), interval=0.2)
+            in_file, broken = jsonl_ids(jsonl)
+            received = {body["id"] for _, body in receiver.snapshot()[1]}
+            context = (f"seed {seed}; kills at (acked, received) {killed_at}; answers {dict(sender.answers)}; "
+                       f"connection failures {sender.failures}")
+            assert delivered, (f"{len(acked - in_file)} acknowledged reports missing from the jsonl file, "
+                               f"{len(acked - received)} from the webhook receiver ({context})")
+
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0, f"serve did not stop cleanly:\n{log_tail(tmp_path, 'serve.log')}"
+        finally:
+            for p in procs:
+                kill_group(p)
+        records = receiver.snapshot()[1]
+
+    assert sender.unexpected == [], context
+    assert len(sender.acked) == n_reports, f"every report is acknowledged once serve is back ({context})"
+    assert broken == 0, f"the jsonl file has {broken} broken line(s)"
+    store = Store(f"sqlite:///{db}")
+    try:
+        for report_id in acked:
+            assert store.get_report(report_id) is not None, f"acknowledged report {report_id} is not in the store"
+        rows = store.list_deliveries(limit=None)
+        by_report = {}
+        for d in rows:
+            by_report.setdefault(d.report_id, {})[d.destination] = d
+        for report_id in acked:
+            assert set(by_report[report_id]) == {"file", "hook"}
+            assert {d.status for d in by_report[report_id].values()} == {SUCCEEDED}, by_report[report_id]
+        # a redelivery after a crash carries the same webhook-id, so the receiver can drop the copy
+        for webhook_id, body in records:
+            assert webhook_id == by_report[body["id"]]["hook"].id
+    finally:
+        store.close()
