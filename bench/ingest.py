@@ -168,6 +168,21 @@ class Target:
         self.stop()
         raise SystemExit(f"{self.name} not ready after {timeout} s:\n{self.tail()}")
 
+    def cpu_seconds(self) -> float:
+        """CPU (user + system) used so far by the live processes of this target (Linux /proc; else 0)."""
+        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        total, todo = 0.0, [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    todo.extend(int(c) for c in (task / "children").read_text().split())
+            except (OSError, ValueError, IndexError):
+                continue
+        return total
+
     def tail(self, lines: int = 30) -> str:
         self.log.flush()
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -311,7 +326,12 @@ def store_counts(db: Path, settle: float) -> dict:
 
 def measure(name: str, target: Target, expected: int, args, concurrency: int, workdir: Path, run) -> dict:
     run_id = f"{name.split()[0]}{concurrency}-{int(time.time() * 1000) % 10**9}"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    cpu_before = target.cpu_seconds()
     result = run(target.port, concurrency, args.duration, args.requests, run_id, workdir)
+    cpu = target.cpu_seconds() - cpu_before
+    result["cpu_ms"] = cpu * 1000 / result["requests"] if result["requests"] else float("nan")
+    result["load_before"] = load
     result["rps"] = result["requests"] / result["seconds"] if result["seconds"] else 0.0
     result["errors"] = result["socket_errors"] + sum(n for code, n in result["statuses"].items() if code != expected)
     result["name"], result["concurrency"] = name, concurrency
@@ -322,7 +342,8 @@ def fmt(r: dict) -> str:
     codes = ", ".join(f"{code}: {n}" for code, n in sorted(r["statuses"].items()))
     note = "  (request pool exhausted: raise --requests)" if r["exhausted"] else ""
     return (f"  {r['name']:<16} c={r['concurrency']:<3} {r['rps']:8.0f} req/s   p50 {r['p50_ms']:6.1f} ms   "
-            f"p99 {r['p99_ms']:6.1f} ms   max {r['max_ms']:7.1f} ms   errors {r['errors']}   [{codes}]{note}")
+            f"p99 {r['p99_ms']:6.1f} ms   max {r['max_ms']:7.1f} ms   errors {r['errors']}   [{codes}]   "
+            f"server CPU {r['cpu_ms']:.2f} ms/req   load before {r['load_before']:.1f}{note}")
 
 
 def main(argv=None) -> int:
@@ -347,6 +368,8 @@ def main(argv=None) -> int:
     print(f"sovereign-hub ingest benchmark  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"machine: {os.cpu_count()} CPUs ({platform.machine()}), Python {platform.python_version()}, "
           f"{platform.system()} {platform.release()}; generator: {args.generator} on the same machine")
+    print(f"load average now {os.getloadavg()[0]:.2f} (other work on the machine skews every figure; "
+          f"'server CPU ms/req' is the steadiest one)")
     print(f"both targets: gunicorn, {args.workers} sync workers, 127.0.0.1; {args.duration:g} s per level, "
           f"at most {args.requests} requests; payload: end-of-call-report-full, distinct call ids, signed\n")
     results: dict[tuple[str, int], dict] = {}
@@ -387,7 +410,7 @@ def main(argv=None) -> int:
                     verdict.append(f"p99 >= {TARGET_P99_MS:g} ms")
                 print(f"  sqlite_synchronous={sync:<6} c={c:<3} throughput ratio {ratio:5.2f}  "
                       f"(hub {h['rps']:.0f} vs bare {b['rps']:.0f} req/s; p99 {h['p99_ms']:.1f} vs "
-                      f"{b['p99_ms']:.1f} ms)  {'MISSES TARGET: ' + ', '.join(verdict) if verdict else 'meets target'}")
+                      f"{b['p99_ms']:.1f} ms; server CPU {h['cpu_ms']:.2f} vs {b['cpu_ms']:.2f} ms/req)  {'MISSES TARGET: ' + ', '.join(verdict) if verdict else 'meets target'}")
     finally:
         if args.keep:
             print(f"\nkept {workdir}")

@@ -8,6 +8,7 @@ from .destinations import DeliveryContext, Destination, HubSettings, Result
 from .errors import ConfigError, DeliveryError, Permanent, Retryable
 from .fields import EmptyConfig, MappingField, RuleField, TemplateField
 from .hookspecs import hookimpl
+from .normalize import to_e164
 from .http import raise_for_exception, raise_for_response, retry_after_seconds
 from .ratelimit import TokenBucket
 from .report import Call, CallReport, Message, PhoneNumber
@@ -23,5 +24,5 @@ __all__ = [
     "EmptyConfig", "HubSettings", "Mapping", "MappingField", "Message", "Permanent", "PhoneNumber",
     "Result", "Retryable", "Rule", "RuleField", "SignatureError", "Source", "SourceConfig", "Template", "TemplateField", "TokenBucket",
     "due_date", "format_duration", "format_phone", "hookimpl", "mask_phone", "pass_hub", "raise_for_exception",
-    "raise_for_response", "redact", "retry_after_seconds",
+    "raise_for_response", "redact", "retry_after_seconds", "to_e164",
 ]

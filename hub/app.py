@@ -31,9 +31,11 @@ def create_app(config_path: str | None = None, *, config_data: dict | None = Non
     app.config["MAX_CONTENT_LENGTH"] = hub.config.server["max_body_bytes"] + 1
     app.json.sort_keys = False
 
-    from .views import meta, webhooks
+    from .views import api, dashboard, meta, webhooks
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(meta.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(dashboard.bp)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -19,6 +19,12 @@ _SHARED_BUCKETS: dict[tuple, TokenBucket] = {}
 _SHARED_LOCK = threading.Lock()
 
 
+def reset_shared_limiters() -> None:
+    """Forget every shared bucket (tests: each test starts with full buckets)."""
+    with _SHARED_LOCK:
+        _SHARED_BUCKETS.clear()
+
+
 @dataclass(frozen=True)
 class HubSettings:
     """The hub-wide facts a destination may need (links, phone parsing)."""

@@ -126,6 +126,7 @@ class Dispatcher:
             error = redact(f"unexpected {type(exc).__name__}: {exc}")[:1000]
             if self.policy.exhausted(delivery.attempts):
                 status, outcome, next_at = DEAD, "dead", None
+                error = f"{error} (gave up after {delivery.attempts} attempts)"
             else:
                 status, outcome = PENDING, "retry"
                 next_at = started + timedelta(seconds=self.policy.delay(delivery.attempts))
@@ -157,7 +158,9 @@ class Dispatcher:
     def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                worked = self.store.has_due() and self.process_one() is not None
+                # look again after the (slow) poll: a stop() that came meanwhile means claim nothing more
+                worked = (self.store.has_due() and not self._stopping.is_set()
+                          and self.process_one() is not None)
             except Exception:  # noqa: BLE001 - a store hiccup: log, wait, go on
                 log.exception("dispatcher loop error")
                 worked = False
@@ -181,7 +184,8 @@ class Dispatcher:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         still_running = [t for t in self._threads if t.is_alive()]
-        released = self.store.release(self.owner) if still_running else 0
+        # unconditionally: a thread whose finish() failed (store hiccup) also left a lease behind
+        released = self.store.release(self.owner)
         self._threads = still_running
         logs.event(log, "dispatcher.stopped", unfinished=len(still_running), released=released)
         return released

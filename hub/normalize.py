@@ -3,10 +3,38 @@ from __future__ import annotations
 
 from typing import Any
 
+from functools import lru_cache
+
 import jsonschema
 import phonenumbers
 
 from .report import PhoneNumber
+
+
+def parse_number(value: Any, region: str | None) -> phonenumbers.PhoneNumber | None:
+    """A possible phone number parsed from ``value`` (national formats read in ``region``), or None."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return _parse(value.strip(), region)
+
+
+@lru_cache(maxsize=4096)
+def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    """Cached: the platform's own number is the same on every report, and callers call again."""
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    return parsed if phonenumbers.is_possible_number(parsed) else None
+
+
+def to_e164(value: Any, region: str | None = None) -> str | None:
+    """``"06-12345678"`` (region NL) -> ``"+31612345678"``; None for what is not a possible number.
+
+    Plugins use it to compare a CRM's stored numbers with the report's E.164 number.
+    """
+    parsed = parse_number(value, region)
+    return None if parsed is None else phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 class Normalizer:
@@ -23,14 +51,9 @@ class Normalizer:
     def phone(self, raw: Any, name: str | None = None) -> PhoneNumber:
         """E.164 via phonenumbers; an empty or unparseable value keeps its raw form and a null number."""
         text = raw.strip() if isinstance(raw, str) else None
-        if not text:
-            return PhoneNumber(number=None, raw=raw if isinstance(raw, str) else None, name=name)
-        try:
-            parsed = phonenumbers.parse(text, self.default_region)
-        except phonenumbers.NumberParseException:
-            return PhoneNumber(number=None, raw=text, name=name)
-        if not phonenumbers.is_possible_number(parsed):
-            return PhoneNumber(number=None, raw=text, name=name)
+        parsed = parse_number(text, self.default_region)
+        if parsed is None:
+            return PhoneNumber(number=None, raw=text if text else (raw if isinstance(raw, str) else None), name=name)
         return PhoneNumber(
             number=phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164),
             raw=text,

@@ -92,6 +92,11 @@ attempts = sa.Table(
 )
 
 
+# Built once: executing the same statement object reuses SQLAlchemy's compiled form (the ack path).
+_INSERT_REPORT = reports.insert()
+_INSERT_DELIVERY = deliveries.insert()
+
+
 @dataclass(frozen=True)
 class Delivery:
     id: str
@@ -187,14 +192,14 @@ class Store:
         rows = [{"id": str(uuid.uuid4()), "report_id": report.id, "destination": name, "status": PENDING,
                  "attempts": 0, "next_attempt_at": now, "state": "{}", "created_at": now, "updated_at": now}
                 for name in names]
-        try:
+        values = {"id": report.id, "source": report.source, "event": report.event, "call_id": report.call.id,
+                  "occurred_at": report.occurred_at, "received_at": report.received_at,
+                  "customer_number": report.customer.number, "data": report.to_json()}
+        try:  # everything computed before the transaction: SQLite's write lock is held briefly
             with self.engine.begin() as conn:
-                conn.execute(reports.insert().values(
-                    id=report.id, source=report.source, event=report.event, call_id=report.call.id,
-                    occurred_at=report.occurred_at, received_at=report.received_at,
-                    customer_number=report.customer.number, data=report.to_json()))
+                conn.execute(_INSERT_REPORT, values)
                 if rows:
-                    conn.execute(deliveries.insert(), rows)
+                    conn.execute(_INSERT_DELIVERY, rows)
         except IntegrityError:
             with self.engine.connect() as conn:
                 existing = conn.execute(sa.select(reports.c.id).where(

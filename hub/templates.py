@@ -81,6 +81,8 @@ class Template:
             return self._template.render(template_context(report, **extra)).strip()
         except TemplateError as exc:  # SecurityError included
             raise Permanent(f"template could not be rendered: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - TypeError, ZeroDivisionError... from an operator's template
+            raise Permanent(f"template could not be rendered ({type(exc).__name__}: {exc})") from None
 
     def __repr__(self) -> str:
         return f"Template({self.source!r})"

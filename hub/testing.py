@@ -19,7 +19,7 @@ import pytest
 import responses
 
 from .config import load_destination_options
-from .destinations import DeliveryContext, Destination, HubSettings, Result
+from .destinations import DeliveryContext, Destination, HubSettings, Result, reset_shared_limiters
 from .errors import Permanent, Retryable
 from .normalize import Normalizer
 from .plugins import collect, make_manager
@@ -67,6 +67,13 @@ def signed_headers(body: bytes, secret: str = TEST_SECRET, timestamp: int | None
     ts = str(int(time.time()) if timestamp is None else timestamp)
     return {"Content-Type": "application/json", "X-Webhook-Event": event,
             "X-Webhook-Timestamp": ts, "X-Webhook-Signature": sign(secret, ts, body)}
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """Destinations share rate-limit buckets process-wide; each test starts with full ones."""
+    reset_shared_limiters()
+    yield
 
 
 @pytest.fixture

@@ -259,6 +259,7 @@ def test_exhausting_max_attempts_is_dead(store, new_report, failure):
 
     row = store.get_delivery(d.id)
     assert (row.status, row.attempts) == (DEAD, 3)
+    assert "gave up after 3 attempts" in row.last_error
     assert [(a["number"], a["outcome"]) for a in store.list_attempts(d.id)] == [
         (1, "retry"), (2, "retry"), (3, "dead")]
     assert dest.calls[d.id] == 3

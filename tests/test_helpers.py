@@ -196,3 +196,8 @@ def test_mask_phone_and_scrub():
     assert mask_phone("+31612345678") == "+316*****678"
     assert mask_phone(None) is None
     assert scrub("caller +31 6 1234 5678 rang") == "caller +316*****678 rang"
+
+
+def test_template_runtime_error_is_permanent(sample_report):
+    with pytest.raises(Permanent, match="TypeError"):
+        Template("{{ duration_seconds + summary }}").render(sample_report)

@@ -14,6 +14,8 @@ from typing import Any
 
 import phonenumbers
 
+import hub
+
 SEARCHABLE = ("hs_searchable_calculated_phone_number", "hs_searchable_calculated_mobile_number")
 # Properties read back from each hit to confirm it; the calculated ones are international.
 NUMBER_PROPERTIES = ("phone", "mobilephone", "hs_calculated_phone_number", "hs_calculated_mobile_number")
@@ -39,19 +41,13 @@ def contact_search_body(e164: str) -> dict[str, Any]:
 
 
 def to_e164(value: Any, region: str | None, *, international: bool = False) -> str | None:
-    """A stored number as E.164, or None when it does not parse as a possible number."""
+    """A stored number as E.164, or None; ``international`` values lack only their leading +."""
     if not value or not isinstance(value, str):
         return None
     text = value.strip()
     if international and not text.startswith("+") and text[:1].isdigit():
         text = "+" + text
-    try:
-        parsed = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(parsed):
-        return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return hub.to_e164(text, region)
 
 
 def matches(contact: dict, e164: str, region: str | None) -> bool:

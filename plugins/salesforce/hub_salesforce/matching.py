@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import phonenumbers
 
+import hub
+
 PHONE_FIELDS = {
     "Contact": ["Phone", "MobilePhone", "HomePhone", "OtherPhone", "AssistantPhone"],
     "Lead": ["Phone", "MobilePhone"],
@@ -65,18 +67,6 @@ def build_sosl(e164: str, objects: list[str]) -> str:
     return f"FIND {{{terms}}} IN PHONE FIELDS RETURNING {', '.join(returning)}"
 
 
-def to_e164(value: object, region: str | None) -> str | None:
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        parsed = phonenumbers.parse(value, region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(parsed):
-        return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-
-
 def choose(records: list[dict], e164: str, objects: list[str], region: str | None) -> Match | None:
     """The record whose phone field is the caller's number, by the documented order; None if none is."""
     confirmed: list[tuple[int, str, dict, str]] = []
@@ -85,7 +75,7 @@ def choose(records: list[dict], e164: str, objects: list[str], region: str | Non
         if sobject not in objects or not record.get("Id"):
             continue
         for field in PHONE_FIELDS[sobject]:
-            if to_e164(record.get(field), region) == e164:
+            if hub.to_e164(record.get(field), region) == e164:
                 confirmed.append((objects.index(sobject), record.get("LastModifiedDate") or "", record, field))
                 break
     if not confirmed:

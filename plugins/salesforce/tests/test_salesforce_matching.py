@@ -4,7 +4,8 @@ from urllib.parse import parse_qs, urlsplit
 import responses
 from hub.testing import deliver, make_destination
 
-from hub_salesforce.matching import build_sosl, choose, escape_sosl, search_terms, to_e164
+from hub import to_e164
+from hub_salesforce.matching import build_sosl, choose, escape_sosl, search_terms
 
 LOGIN = "https://acme.my.salesforce.com"
 

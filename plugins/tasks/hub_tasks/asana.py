@@ -11,7 +11,8 @@ from .base import CreatedTask, TrackerDestination, json_or_none
 from .followup import FollowUp, FollowUpConfig, level_table
 
 #: which configuration key to fix when Asana names a field in its error message
-FIELD_KEYS = {"assignee": "assignee", "projects": "projects", "workspace": "workspace", "tags": "labels",
+FIELD_KEYS = {"assignee": "assignee", "projects": "projects", "project": "projects", "workspace": "workspace",
+              "tags": "labels", "tag": "labels",
               "custom_fields": "priority_field / priority_options", "due_on": "due_in_days", "name": "title",
               "notes": "description"}
 

@@ -76,7 +76,7 @@ class TrackerDestination(hub.Destination):
                 state.update(found.as_state())
                 return hub.Result(f"found {self.vendor} task {self._label(state)} from an earlier attempt; "
                                   f"nothing created", dict(state))
-        state["create_sent"] = True
+        state["create_sent"] = int(state.get("create_sent") or 0) + 1  # attempts that sent the create
         created = self.create(follow_up, ctx)
         state.update(created.as_state())
         verb = "would create" if ctx.dry_run else "created"
@@ -99,7 +99,7 @@ class TrackerDestination(hub.Destination):
         name = state.get("task_key") or state.get("task_id")
         return f"{name} {state['task_url']}" if state.get("task_url") else str(name)
 
-    # --- errors -------------------------------------------------------------------------
+    # --- HTTP and errors ---------------------------------------------------------------
 
     def send(self, ctx: hub.DeliveryContext, method: str, url: str, **kwargs: Any) -> requests.Response:
         """``ctx.send`` with the configured timeout and without the generic error mapping."""

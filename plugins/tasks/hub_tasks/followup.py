@@ -45,6 +45,9 @@ Recording: {{ recording_url }}
 {% endif %}
 Report: {{ report_url }}"""
 
+#: under every tracker's limit (Todoist and Trello take 16,384 characters, Jira 32,767)
+MAX_DESCRIPTION = 16000
+
 #: a low sentiment (1-10 scale) makes the follow-up high priority unless the operator says otherwise
 DEFAULT_PRIORITY_RULES = {"high": "analysis.sentiment <= 3"}
 
@@ -117,15 +120,16 @@ def priority_level(report: hub.CallReport, config: dict[str, Any]) -> str:
     return config["default_priority"]
 
 
+def shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
 def render(config: dict[str, Any], key: str, report: hub.CallReport, extra: dict[str, Any]) -> str:
     """Render the operator's template ``key``; any failure is permanent and names the key."""
     try:
         return config[key].render(report, **extra)
     except hub.Permanent as exc:
         raise hub.Permanent(f"{exc.reason}; fix the {key!r} key") from None
-    except Exception as exc:  # noqa: BLE001 - Jinja lets TypeError & co. from a template through
-        raise hub.Permanent(f"template could not be rendered ({type(exc).__name__}: {exc}); "
-                            f"fix the {key!r} key") from None
 
 
 def build_follow_up(report: hub.CallReport, config: dict[str, Any], settings: hub.HubSettings) -> FollowUp:
@@ -138,8 +142,8 @@ def build_follow_up(report: hub.CallReport, config: dict[str, Any], settings: hu
     if not title:
         raise hub.Permanent("the title template rendered an empty string; fix the 'title' key")
     return FollowUp(
-        title=" ".join(title.split())[:255],
-        description=render(config, "description", report, extra),
+        title=shorten(" ".join(title.split()), 255),
+        description=shorten(render(config, "description", report, extra), MAX_DESCRIPTION),
         due=due,
         priority=level,
         assignee=config["assignee"],

@@ -14,10 +14,17 @@ from .followup import FollowUp, FollowUpConfig, level_table
 #: Jira's default priority scheme; "none" sends no priority (the project default applies)
 DEFAULT_PRIORITY_NAMES = {"urgent": "Highest", "high": "High", "medium": "Medium", "low": "Low"}
 
-#: which configuration key to fix when Jira rejects one of the fields we send
-FIELD_KEYS = {"project": "project", "issuetype": "issue_type", "priority": "priority_names",
-              "assignee": "assignee", "labels": "labels", "summary": "title", "description": "description",
-              "duedate": "due_in_days"}
+#: what to fix when Jira rejects one of the fields we send
+FIELD_FIXES = {
+    "project": "fix the 'project' key",
+    "issuetype": "fix the 'issue_type' key",
+    "priority": "fix the 'priority_names' key (priority_names = {} for a project without priorities)",
+    "assignee": "fix the 'assignee' key (an accountId that may be assigned in the project)",
+    "labels": "fix the 'labels' key, or add Labels to the project's create screen",
+    "summary": "fix the 'title' key",
+    "description": "fix the 'description' key",
+    "duedate": "add Due date to the project's create screen",
+}
 
 
 class JiraConfig(FollowUpConfig):
@@ -72,8 +79,8 @@ def error_problem(body: Any) -> str | None:
         return None
     parts = [str(m) for m in body.get("errorMessages") or []]
     for name, message in (body.get("errors") or {}).items():
-        key = FIELD_KEYS.get(name, "fields")
-        parts.append(f"field {name!r}: {message} (fix the {key!r} key)")
+        fix = FIELD_FIXES.get(name, "fix the 'fields' key")
+        parts.append(f"field {name!r}: {message} ({fix})")
     return "; ".join(parts) or None
 
 

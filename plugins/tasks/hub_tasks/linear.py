@@ -106,7 +106,10 @@ class LinearDestination(TrackerDestination):
         if errors:
             self.graphql_errors(response, errors)
         self.fail(response, None)
-        return body.get("data") or {}
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, dict):
+            self.reject(f"the answer has no GraphQL data: {response.text[:200]}", http_status=response.status_code)
+        return data
 
     def graphql_errors(self, response, errors: list) -> None:
         first = errors[0] if isinstance(errors[0], dict) else {"message": str(errors[0])}

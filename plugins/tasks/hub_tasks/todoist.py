@@ -87,11 +87,11 @@ class TodoistDestination(TrackerDestination):
                  "account must be able to add tasks to 'project_id'.")
 
     def create(self, follow_up: FollowUp, ctx: hub.DeliveryContext) -> CreatedTask:
+        request_id = idempotency_uuid(self.name, ctx.delivery_id)
         response = self.send(
             ctx, "POST", self.endpoint("/api/v1/tasks"),
             json=task_payload(follow_up, self.config),
-            headers={"Authorization": f"Bearer {self.config['token']}",
-                     "X-Request-Id": idempotency_uuid(self.name, ctx.delivery_id)},
+            headers={"Authorization": f"Bearer {self.config['token']}", "X-Request-Id": request_id},
             dry_run_response={"id": "6X7rM8997g3RQmvh", "content": follow_up.title,
                               "url": "https://app.todoist.com/app/task/6X7rM8997g3RQmvh"})
         if response.status_code == 410:
@@ -100,4 +100,8 @@ class TodoistDestination(TrackerDestination):
         problem, retry_after = error_problem(response) if response.status_code >= 400 else (None, None)
         self.fail(response, problem, fix="Check the configured ids and names", retry_after=retry_after)
         task = json_or_none(response)
+        if not (isinstance(task, dict) and task.get("id")) and ctx.state.get("create_sent", 0) > 1:
+            # Todoist discards a request whose X-Request-Id it already ran: the earlier attempt's
+            # task stands, though this answer does not say which it is
+            return CreatedTask(id=f"x-request-id:{request_id}")
         return CreatedTask(id=self.answer_id(response, task), url=task.get("url"))

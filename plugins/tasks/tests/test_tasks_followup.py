@@ -129,3 +129,9 @@ def test_idempotency_key_is_stable_per_delivery_and_destination():
     assert first == idempotency_uuid("jira", "dlv_1")
     assert first != idempotency_uuid("jira", "dlv_2") != idempotency_uuid("other", "dlv_1")
     assert len(first) == 36 and first[14] == "4"
+
+
+def test_long_title_and_description_are_cut_under_the_trackers_limits(make_report):
+    item = follow_up(make_report(summary="word " * 5000), title="{{ summary }}")
+    assert len(item.title) == 255 and item.title.endswith("…")
+    assert len(item.description) == 16000 and item.description.endswith("…")

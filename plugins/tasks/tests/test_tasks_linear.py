@@ -131,8 +131,9 @@ def test_ratelimited_as_http_400(sample_report):
 def test_authentication_error_is_permanent_with_the_fix(sample_report):
     destination = make_destination("linear", OPTIONS, name="eng-linear")
     answer = {"errors": [{"message": "Authentication required, not authenticated",
-                          "extensions": {"code": "AUTHENTICATION_ERROR", "type": "authentication error",
-                                         "userPresentableMessage": "You need to authenticate to access this operation."}}]}
+                          "extensions": {
+                              "code": "AUTHENTICATION_ERROR", "type": "authentication error",
+                              "userPresentableMessage": "You need to authenticate to access this operation."}}]}
     with responses.RequestsMock() as rsps:
         rsps.add(responses.POST, ENDPOINT, json=answer, status=400)
         with pytest.raises(hub.Permanent) as info:
@@ -164,11 +165,10 @@ def test_unsuccessful_payload_is_permanent(sample_report):
             deliver(destination, sample_report)
 
 
-def test_dry_run_is_the_exact_request(sample_report):
+def test_an_answer_without_graphql_data_is_permanent(sample_report):
     destination = make_destination("linear", OPTIONS)
-    result, ctx = deliver(destination, sample_report, dry_run=True)
-    (sent,) = ctx.sent
-    assert sent.method == "POST" and sent.url == ENDPOINT
-    assert sent.headers["Authorization"] == "[secret]"
-    assert sent.body["variables"]["input"]["teamId"] == OPTIONS["team_id"]
-    assert result.message.startswith("would create Linear task DRY-1")
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.POST, ENDPOINT, body="<html>proxy page</html>", status=200)
+        with pytest.raises(hub.Permanent) as info:
+            deliver(destination, sample_report)
+    assert "no GraphQL data" in str(info.value) and "<html>proxy page" in str(info.value)

@@ -135,6 +135,26 @@ def test_same_request_id_on_every_attempt_of_a_delivery(sample_report):
     assert ctx.state["task_id"] == "6X7rM8997g3RQmvh"
 
 
+def test_a_discarded_repeat_keeps_the_earlier_task(sample_report):
+    """Todoist discards a repeated X-Request-Id; an answer without a task means the first one stands."""
+    destination = make_destination("todoist", OPTIONS)
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.POST, CREATE, json={})
+        result, ctx = deliver(destination, sample_report, state={"create_sent": 1}, attempt=2)
+    assert ctx.state["create_sent"] == 2
+    assert ctx.state["task_id"] == f"x-request-id:{idempotency_uuid('todoist', 'dlv_test')}"
+    assert result.message.startswith("created Todoist task x-request-id:")
+
+
+def test_first_answer_without_a_task_is_permanent(sample_report):
+    destination = make_destination("todoist", OPTIONS)
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.POST, CREATE, json={})
+        with pytest.raises(hub.Permanent) as info:
+            deliver(destination, sample_report)
+    assert "no id in the answer" in str(info.value)
+
+
 def test_validation_error_names_destination_argument_and_key(sample_report):
     destination = make_destination("todoist", OPTIONS, name="inbox-todoist")
     answer = {"error": "Invalid argument value", "error_code": 20, "error_tag": "INVALID_ARGUMENT_VALUE",

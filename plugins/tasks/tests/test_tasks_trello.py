@@ -97,7 +97,7 @@ def test_reference_check_rejects_a_broken_card_request(sample_report):
     destination = make_destination("trello", OPTIONS)
     _, ctx = deliver(destination, sample_report, dry_run=True)
     good = ctx.sent[0].body
-    auth = {"Authorization": f'OAuth oauth_consumer_key="k", oauth_token="t"'}
+    auth = {"Authorization": 'OAuth oauth_consumer_key="k", oauth_token="t"'}
     assert reference_problems(requests.Request("POST", CREATE, json=good, headers=auth).prepare()) == []
     assert reference_problems(requests.Request("POST", CREATE, json=good,
                                                params={"key": "k", "token": "t"}).prepare()) == []

@@ -1,0 +1,284 @@
+"""The admin dashboard: server-rendered pages behind a login with the ``[admin] token``.
+
+The session is Flask's signed cookie (HttpOnly, SameSite=Strict, Secure when the public URL
+is https). Its key is derived from the admin token with HMAC, so every process and restart
+agrees on it and rotating the token logs everyone out. Every POST form carries a CSRF token
+kept in the session. Customer numbers are masked in lists and shown in full on a report's
+and a customer's own page; error texts are redacted again before display.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+from functools import wraps
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import (Blueprint, current_app, flash, redirect, render_template, request, session, url_for)
+
+from ..report import CallReport
+from ..secrets import mask_phone, redact, scrub
+from ..store import DEAD, STATUSES
+from ..templates import format_datetime, format_duration, format_phone
+from . import api
+
+bp = Blueprint("dashboard", __name__)
+
+PAGE_SIZE = 50
+SESSION_HOURS = 12
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
+def session_key(token: str) -> bytes:
+    """The session signing key: stable for one admin token, unguessable without it."""
+    return hmac.new(token.encode(), b"sovereign-hub dashboard session key v1", hashlib.sha256).digest()
+
+
+@bp.record_once
+def configure_sessions(state) -> None:
+    app = state.app
+    token = app.hub.config.admin.get("token")
+    if token and not app.secret_key:
+        app.secret_key = session_key(token)
+    app.config.update(
+        SESSION_COOKIE_NAME="hub_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=app.hub.settings.public_url.startswith("https://"),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
+    )
+    app.jinja_env.filters.update(masked=mask_phone, duration=format_duration, when=format_datetime,
+                                 phone=format_phone, redacted=redact, scrubbed=scrub)
+
+
+# --- auth and CSRF -------------------------------------------------------------------
+
+def _disabled():
+    if request.accept_mimetypes.accept_html and request.accept_mimetypes.best == "text/html":
+        return render_template("dashboard_error.html", title="Dashboard disabled", status=503,
+                               message=f"The dashboard is disabled: {api.ADMIN_KEY_HINT}."), 503
+    return api.admin_disabled()
+
+
+def csrf_token() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def _csrf_ok() -> bool:
+    sent = request.form.get("csrf_token", "")
+    expected = session.get("csrf", "")
+    return bool(expected) and hmac.compare_digest(sent.encode(), expected.encode())
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site: never an open redirect to another host."""
+    if not target:
+        return url_for("dashboard.index")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return url_for("dashboard.index")
+    return target
+
+
+def login_required(view):
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        if api.admin_token() is None:
+            return _disabled()
+        if not session.get("admin"):
+            return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")))
+        if request.method == "POST" and not _csrf_ok():
+            return _page_error(400, "Form expired", "The form was stale or came from elsewhere (CSRF check "
+                                                    "failed). Reload the page and try again.")
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+@bp.app_context_processor
+def inject_csrf():
+    return {"csrf_token": csrf_token}
+
+
+@bp.after_request
+def security_headers(response):
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _page_error(status: int, title: str, message: str):
+    return render_template("dashboard_error.html", title=title, status=status, message=message), status
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if api.admin_token() is None:
+        return _disabled()
+    next_url = _safe_next(request.values.get("next"))
+    if request.method == "GET":
+        if session.get("admin"):
+            return redirect(next_url)
+        return render_template("dashboard_login.html", title="Log in", next_url=next_url, error=None)
+    if not _csrf_ok():
+        return render_template("dashboard_login.html", title="Log in", next_url=next_url,
+                               error="The login form expired; please try again."), 400
+    if not api.token_matches(request.form.get("token", "")):
+        return render_template("dashboard_login.html", title="Log in", next_url=next_url,
+                               error="That token is not the admin token."), 401
+    session.clear()  # a fresh session on login: no fixation
+    session.permanent = True
+    session["admin"] = True
+    session["csrf"] = secrets.token_urlsafe(32)
+    return redirect(next_url, code=303)
+
+
+@bp.post("/logout")
+@login_required
+def logout():
+    session.clear()
+    flash("Logged out.")
+    return redirect(url_for("dashboard.login"), code=303)
+
+
+# --- view helpers ----------------------------------------------------------------------
+
+def _summary_row(report: CallReport, deliveries) -> dict[str, Any]:
+    analysis = report.analysis if isinstance(report.analysis, dict) else {}
+    return {"id": report.id, "received_at": report.received_at, "direction": report.call.direction,
+            "event": report.event, "customer": report.customer.number, "duration": report.duration_seconds,
+            "sentiment": analysis.get("sentiment"), "intent": analysis.get("intent"),
+            "deliveries": deliveries}
+
+
+def chart(per_day: list[dict[str, Any]], width: int = 600, height: int = 120) -> dict[str, Any]:
+    """Bars for report volume, a line for average sentiment: coordinates for an inline SVG."""
+    pad_top, pad_bottom = 8, 18
+    plot = height - pad_top - pad_bottom
+    n = max(len(per_day), 1)
+    step = width / n
+    top_volume = max([d["reports"] for d in per_day] + [1])
+    sentiments = [d["average_sentiment"] for d in per_day if d["average_sentiment"] is not None]
+    top_sentiment = max(sentiments + [10.0])
+    bars, points = [], []
+    for i, day in enumerate(per_day):
+        h = plot * day["reports"] / top_volume
+        bars.append({"x": round(i * step + 1, 1), "y": round(pad_top + plot - h, 1), "w": round(max(step - 2, 1), 1),
+                     "h": round(h, 1), "date": day["date"], "reports": day["reports"],
+                     "sentiment": day["average_sentiment"]})
+        if day["average_sentiment"] is not None:
+            y = pad_top + plot - plot * day["average_sentiment"] / top_sentiment
+            points.append(f"{round(i * step + step / 2, 1)},{round(y, 1)}")
+    return {"width": width, "height": height, "bars": bars, "line": " ".join(points),
+            "top_volume": top_volume, "top_sentiment": top_sentiment, "baseline": pad_top + plot,
+            "first": per_day[0]["date"] if per_day else "", "last": per_day[-1]["date"] if per_day else "",
+            "total": sum(d["reports"] for d in per_day)}
+
+
+def _int_arg(name: str, default: int, low: int = 0) -> int:
+    try:
+        return max(low, int(request.args.get(name, default)))
+    except ValueError:
+        return default
+
+
+def _back_to(default: str) -> str:
+    return _safe_next(request.form.get("back") or default)
+
+
+# --- pages ----------------------------------------------------------------------------
+
+@bp.get("/")
+@login_required
+def index():
+    store = current_app.hub.store
+    offset = _int_arg("offset", 0)
+    found = store.list_reports(limit=PAGE_SIZE, offset=offset)
+    by_report = store.deliveries_by_report(r.id for r in found)
+    rows = [_summary_row(r, by_report.get(r.id, [])) for r in found]
+    summary = api.stats(30)
+    dead = {name: c[DEAD] for name, c in summary["deliveries"].items() if c[DEAD]}
+    return render_template("dashboard_index.html", title="Reports", rows=rows, offset=offset, page_size=PAGE_SIZE,
+                           has_more=len(found) == PAGE_SIZE, chart=chart(summary["per_day"]), dead=dead,
+                           dead_total=sum(dead.values()), totals=summary["delivery_totals"])
+
+
+@bp.get("/reports/<report_id>")
+@login_required
+def report(report_id: str):
+    hub = current_app.hub
+    found = hub.store.get_report(report_id)
+    if found is None:
+        return _page_error(404, "Report not found", f"There is no report with id {report_id}.")
+    deliveries = sorted(hub.store.list_deliveries(report_id=report_id, limit=None), key=lambda d: d.destination)
+    timeline = [{"delivery": d, "attempts": hub.store.list_attempts(d.id),
+                 "configured": d.destination in hub.destinations} for d in deliveries]
+    missing = sorted(set(hub.destinations) - {d.destination for d in deliveries})
+    recording = found.recording_url if (found.recording_url or "").startswith(("https://", "http://")) else None
+    return render_template("dashboard_report.html", title=f"Report {found.id}", report=found,
+                           timeline=timeline, missing=missing, recording=recording)
+
+
+@bp.get("/deliveries")
+@login_required
+def deliveries():
+    hub = current_app.hub
+    status = request.args.get("status") or DEAD
+    if status not in STATUSES:
+        return _page_error(400, "Unknown status", f"status must be one of {', '.join(STATUSES)}.")
+    destination = request.args.get("destination") or None
+    found = hub.store.list_deliveries(status=status, destination=destination, limit=500)
+    return render_template("dashboard_deliveries.html", title=f"Deliveries: {status}", deliveries=found,
+                           status=status, destination=destination, statuses=STATUSES,
+                           configured=set(hub.destinations))
+
+
+@bp.get("/customers/<customer>")
+@login_required
+def customer(customer: str):
+    if not api.E164.match(customer):
+        return _page_error(400, "Not an E.164 number", "A customer is named by an E.164 number such as +31612345678.")
+    found = current_app.hub.store.list_reports(customer=customer, limit=500)
+    by_report = current_app.hub.store.deliveries_by_report(r.id for r in found)
+    rows = [_summary_row(r, by_report.get(r.id, [])) for r in found]
+    return render_template("dashboard_customer.html", title=f"Customer {customer}", customer=customer, rows=rows)
+
+
+# --- actions (POST, CSRF-checked) ------------------------------------------------------
+
+def _flash_answer(status: int, body: dict, success: str) -> None:
+    flash(success if status == 202 else body["message"], "ok" if status == 202 else "error")
+
+
+@bp.post("/deliveries/<delivery_id>/retry")
+@login_required
+def retry(delivery_id: str):
+    status, body = api.retry_delivery(delivery_id)
+    _flash_answer(status, body, "Retry queued: the delivery is pending again.")
+    return redirect(_back_to(url_for("dashboard.deliveries")), code=303)
+
+
+@bp.post("/reports/<report_id>/replay")
+@login_required
+def replay(report_id: str):
+    destination = request.form.get("destination") or None
+    status, body = api.replay_report(report_id, destination)
+    _flash_answer(status, body, f"Replay queued for {destination or 'every destination'}.")
+    return redirect(url_for("dashboard.report", report_id=report_id), code=303)
+
+
+@bp.post("/deliveries/retry-dead")
+@login_required
+def retry_dead():
+    destination = request.form.get("destination") or None
+    status, body = api.retry_dead(destination)
+    _flash_answer(status, body, f"{body.get('requeued', 0)} dead deliveries queued again.")
+    return redirect(_back_to(url_for("dashboard.deliveries")), code=303)

@@ -1,0 +1,44 @@
+"""For every tracker: a dry run records exactly the request a live delivery sends, and sends nothing."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import responses
+
+from hub.testing import deliver, make_destination
+
+CASES = {
+    "jira": ({"base_url": "https://acme.atlassian.net", "email": "ops@example.com", "api_token": "jira-dry-run-1",
+              "project": "SUP"},
+             "https://acme.atlassian.net/rest/api/3/issue", {"id": "10042", "key": "SUP-42"}),
+    "asana": ({"token": "asana-dry-run-2", "projects": ["1100000000000002"]},
+              "https://app.asana.com/api/1.0/tasks", {"data": {"gid": "1209000000000042"}}),
+    "linear": ({"api_key": "lin_api_dry_run_3", "team_id": "9cfb482a-81e3-4154-b5b9-2c805e70a02d"},
+               "https://api.linear.app/graphql",
+               {"data": {"issueCreate": {"success": True, "issue": {"id": "x", "identifier": "SUP-1"}}}}),
+    "todoist": ({"token": "todoist-dry-run-4"}, "https://api.todoist.com/api/v1/tasks", {"id": "6X7rM8997g3RQmvh"}),
+    "trello": ({"key": "trello-dry-key-5", "token": "trello-dry-run-6", "list_id": "5abbe4b7ddc1b351ef961414"},
+               "https://api.trello.com/1/cards", {"id": "65f0c1d2e3f4a5b6c7d8e9f0"}),
+}
+
+
+@pytest.mark.parametrize("type_name", sorted(CASES))
+def test_dry_run_records_the_exact_live_request(type_name, sample_report):
+    options, url, answer = CASES[type_name]
+    destination = make_destination(type_name, options)
+    with responses.RequestsMock() as rsps:
+        result, dry = deliver(destination, sample_report, dry_run=True)
+        assert len(rsps.calls) == 0
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.POST, url, json=answer)
+        _, live = deliver(destination, sample_report)
+    assert [r.to_dict() for r in dry.sent] == [r.to_dict() for r in live.sent]
+    (sent,) = dry.sent
+    assert sent.method == "POST" and sent.url.split("?")[0] == url
+    assert sent.headers["Authorization"] == "[secret]"
+    printed = json.dumps(sent.to_dict())
+    for secret in options.values():
+        if isinstance(secret, str) and "dry" in secret:
+            assert secret not in printed
+    assert result.message.startswith("would create ")

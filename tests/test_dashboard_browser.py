@@ -1,0 +1,173 @@
+"""The dashboard in a real headless Chromium (Playwright), against the real app on a real port.
+
+Skipped only when /usr/bin/chromium is missing AND the environment variable CI is unset; under
+CI a missing Chromium fails. Install: ``apt-get install -y chromium`` and ``pip install playwright``
+(the package carries its driver; ``playwright install`` is never needed: the system Chromium is used).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import threading
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from hub.testing import load_sample, signed_headers
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+TOKEN = "test-admin-token-0123456789"
+IN_CI = bool(os.environ.get("CI"))
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM) and not IN_CI,
+    reason=f"{CHROMIUM} is missing (apt-get install -y chromium); this test runs, and must pass, when CI is set")
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def hub_config(hub_config):
+    hub_config["dispatch"].update(retry_delays=[0], max_attempts=1)
+    hub_config["destinations"] = {
+        "crm_hook": {"type": "webhook", "url": f"http://127.0.0.1:{closed_port()}/calls", "timeout_seconds": 2},
+    }
+    return hub_config
+
+
+@pytest.fixture
+def live_server(app):
+    """The app served by werkzeug on a free 127.0.0.1 port."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(5)
+
+
+@pytest.fixture
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"CI is set but {CHROMIUM} is missing: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def seeded(app, live_server):
+    """One complaint POSTed with a valid signature; its webhook delivery goes dead (closed port)."""
+    body = json.dumps(load_sample("end-of-call-report-full")).encode()
+    answer = requests.post(f"{live_server}/webhooks/hms", data=body, headers=signed_headers(body), timeout=10)
+    assert answer.status_code == 202, answer.text
+    report_id = answer.json()["report_id"]
+    assert app.hub.dispatcher.run_due() == 1
+    [delivery] = app.hub.store.list_deliveries(report_id=report_id)
+    assert delivery.status == "dead"
+    return report_id
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_login_list_report_timeline_retry(app, live_server, seeded, browser, tmp_path):
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    problems: list[str] = []
+    requested: list[str] = []
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on("request", lambda request: requested.append(request.url))
+
+    # Not logged in: the report link (as Slack sends it) leads to the login form.
+    page.goto(f"{live_server}/reports/{seeded}")
+    assert page.url == f"{live_server}/login?next=/reports/{seeded}"
+    assert page.title() == "Log in · Sovereign Hub"
+    assert page.locator("h1").inner_text() == "Log in"
+
+    # A wrong token is refused with a message, and the token is not echoed back.
+    page.fill("#token", "definitely-not-the-token")
+    with page.expect_navigation() as refused:
+        page.click("form.login button[type=submit]")
+    assert refused.value.status == 401
+    assert "not the admin token" in page.locator("#login-error").inner_text()
+    assert "definitely-not-the-token" not in page.content()
+    assert problems == ["Failed to load resource: the server responded with a status of 401 (UNAUTHORIZED)"]
+    problems.clear()
+
+    # The right token: back to the report the link named.
+    page.fill("#token", TOKEN)
+    page.click("form.login button[type=submit]")
+    page.wait_for_url(f"{live_server}/reports/{seeded}")
+    cookie = next(c for c in context.cookies() if c["name"] == "hub_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+
+    # The list: the report is there, the customer masked, the dead letter counted.
+    page.goto(f"{live_server}/")
+    assert page.title() == "Reports · Sovereign Hub"
+    assert page.locator("h1").inner_text() == "Reports"
+    row = page.locator(f"tr[data-report-id='{seeded}']")
+    assert row.locator("td.number").inner_text() == "+316*****789"
+    assert "+31623456789" not in page.content()
+    assert "crm_hook: dead" in row.inner_text()
+    assert page.locator("#volume-chart rect.bar").count() == 30
+    assert page.locator("#dead-link").inner_text() == "1 dead delivery"
+    # The stylesheet came from the hub and applies (no CDN, nothing blocked by the CSP).
+    assert page.eval_on_selector("header.top", "e => getComputedStyle(e).backgroundColor") == "rgb(17, 24, 39)"
+
+    # Dead letters list, then the report itself through the list's link.
+    page.click("#dead-link")
+    assert page.title() == "Deliveries: dead · Sovereign Hub"
+    assert page.locator("h1").inner_text() == "Dead letters"
+    assert page.locator("#retry-all").is_visible()
+    page.goto(f"{live_server}/")
+    row.get_by_role("link", name="Open").click()
+    page.wait_for_url(f"{live_server}/reports/{seeded}")
+    assert page.title() == f"Report {seeded} · Sovereign Hub"
+    assert page.locator("#customer").inner_text() == "+31623456789"
+    assert "charged twice" in page.locator("#summary").inner_text()
+    assert page.locator("#transcript li").count() == 5
+    section = page.locator("section.delivery[data-destination='crm_hook']")
+    assert section.locator(".delivery-status").inner_text() == "dead"
+    attempt = section.locator("li.attempt")
+    assert attempt.count() == 1
+    assert "#1 dead" in attempt.inner_text()
+    assert "Connection refused" in attempt.locator(".error-text").inner_text()
+
+    shot = tmp_path / "report.png"
+    page.screenshot(path=str(shot), full_page=True)
+    data = shot.read_bytes()
+    width, height = png_size(data)
+    assert width >= 1000 and height >= 600 and len(data) > 20_000
+
+    # Retry: the delivery becomes pending, on the page and in the store.
+    section.get_by_role("button", name="Retry").click()
+    page.wait_for_load_state()
+    assert page.locator(".flash-ok").inner_text() == "Retry queued: the delivery is pending again."
+    assert page.locator("section.delivery[data-destination='crm_hook'] .delivery-status").inner_text() == "pending"
+    [delivery] = app.hub.store.list_deliveries(report_id=seeded)
+    assert (delivery.status, delivery.attempts) == ("pending", 0)
+
+    assert problems == [], f"browser console errors: {problems}"
+    assert all(url.startswith(live_server) for url in requested), [u for u in requested
+                                                                   if not u.startswith(live_server)]
+    context.close()
