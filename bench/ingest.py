@@ -117,8 +117,10 @@ def toml_value(value) -> str:
     return json.dumps(value)  # JSON strings, numbers, booleans and arrays are valid TOML
 
 
-def write_hub_config(directory: Path, port: int, workers: int, synchronous: str, log_level: str) -> Path:
-    """The example configuration, trimmed: SQLite in ``directory``, one jsonl destination."""
+def write_hub_config(directory: Path, port: int, workers: int, synchronous: str, log_level: str,
+                     destination: str = "jsonl") -> Path:
+    """The example configuration, trimmed: SQLite in ``directory``, one jsonl destination
+    (or none: ``destination="none"`` measures the receiver alone, the dispatcher idle)."""
     schema = analysis_schema()
     lines = [
         "[server]", 'host = "127.0.0.1"', f"port = {port}", f"workers = {workers}", "",
@@ -129,8 +131,10 @@ def write_hub_config(directory: Path, port: int, workers: int, synchronous: str,
         "[phone]", 'default_region = "NL"', "",
         "[logging]", f"level = {toml_value(log_level)}", "",
         "[analysis]", f"schema = {_inline_table(schema)}", "",
-        "[destinations.calls_file]", 'type = "jsonl"', f"path = {toml_value(str(directory / 'calls.jsonl'))}", "",
     ]
+    if destination == "jsonl":
+        lines += ["[destinations.calls_file]", 'type = "jsonl"',
+                  f"path = {toml_value(str(directory / 'calls.jsonl'))}", ""]
     path = directory / "config.toml"
     path.write_text("\n".join(lines))
     return path
@@ -199,9 +203,10 @@ class Target:
         self.log.close()
 
 
-def start_hub(directory: Path, workers: int, synchronous: str, log_level: str) -> tuple[Target, Path]:
+def start_hub(directory: Path, workers: int, synchronous: str, log_level: str,
+              destination: str) -> tuple[Target, Path]:
     port = free_port()
-    cfg = write_hub_config(directory, port, workers, synchronous, log_level)
+    cfg = write_hub_config(directory, port, workers, synchronous, log_level, destination)
     env = {**os.environ, "HMS_WEBHOOK_SECRET": SECRET}
     target = Target(f"hub ({synchronous})", [sys.executable, "-m", "hub", "serve", "-c", str(cfg)], port,
                     directory / "hub.log", env, cwd=ROOT)
@@ -353,6 +358,9 @@ def main(argv=None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32], help="levels (8 32)")
     parser.add_argument("--requests", type=int, default=60000,
                         help="cap on requests per target per level; the signed pool size (60000)")
+    parser.add_argument("--destination", choices=["jsonl", "none"], default="jsonl",
+                        help="jsonl: every report is also delivered (fsynced line) while the load runs; "
+                             "none: the receiver alone (jsonl)")
     parser.add_argument("--synchronous", nargs="+", choices=["NORMAL", "FULL"], default=["NORMAL"],
                         help="[store] sqlite_synchronous for each hub pass (NORMAL); e.g. NORMAL FULL")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers for both targets (2)")
@@ -384,7 +392,7 @@ def main(argv=None) -> int:
         for sync in args.synchronous:
             directory = workdir / f"hub-{sync}"
             directory.mkdir()
-            hub, db = start_hub(directory, args.workers, sync, args.log_level)
+            hub, db = start_hub(directory, args.workers, sync, args.log_level, args.destination)
             try:
                 accepted = 0
                 for c in args.concurrency:

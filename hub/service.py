@@ -103,7 +103,12 @@ class Hub:
                    event_type=report.event, call_id=report.call.id, customer=mask_phone(report.customer.number),
                    deliveries=[name for name, _ in accepted.deliveries])
         if not accepted.duplicate:
-            self.pm.hook.report_received(report=report, hub=self)
+            for impl in self.pm.hook.report_received.get_hookimpls():  # pluggy stops at the first error
+                try:
+                    impl.function(report=report, hub=self)
+                except Exception:  # noqa: BLE001 - the report is stored: an observer's bug must not fail the ack
+                    log.exception("report_received hook failed", extra={"fields": {
+                        "plugin": impl.plugin_name, "report_id": accepted.report_id}})
             if targets:
                 self.dispatcher.wake()
         return Ingested(status, accepted.report_id, accepted.deliveries)

@@ -169,6 +169,7 @@ class Store:
         self.url = url
         self.engine = make_engine(url, sqlite_synchronous=sqlite_synchronous)
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        self._build_statements()
         if create:
             metadata.create_all(self.engine)
 
@@ -212,33 +213,63 @@ class Store:
 
     # --- the dispatcher's side -------------------------------------------------------
 
-    def _due_clause(self, now: datetime):
+    def _build_statements(self) -> None:
+        """The dispatcher's statements, built once with bind parameters.
+
+        Rebuilding them per call cost more CPU than SQLite itself (bench/README.md); the
+        same statement object executed again reuses SQLAlchemy's compiled form.
+        """
         d = deliveries.c
-        return sa.or_(sa.and_(d.status == PENDING, d.next_attempt_at <= now),
-                      sa.and_(d.status == RUNNING, d.lease_until < now))
+        now = sa.bindparam("b_now", type_=UTCDateTime)
+        due = sa.or_(sa.and_(d.status == PENDING, d.next_attempt_at <= now),
+                     sa.and_(d.status == RUNNING, d.lease_until < now))
+        self._has_due = sa.select(d.id).where(due).limit(1)
+
+        def claim(pick):
+            pick = pick.order_by(d.next_attempt_at).limit(sa.bindparam("b_limit"))
+            if self.is_postgres:
+                pick = pick.with_for_update(skip_locked=True)
+            return (deliveries.update()
+                    .where(d.id.in_(pick.scalar_subquery()))
+                    .values(status=RUNNING, lease_owner=sa.bindparam("b_owner"),
+                            lease_until=sa.bindparam("b_lease_until", type_=UTCDateTime),
+                            attempts=d.attempts + 1, updated_at=now)
+                    .returning(*deliveries.c))
+
+        self._claim_any = claim(sa.select(d.id).where(due))
+        self._claim_one = claim(sa.select(d.id).where(due, d.id == sa.bindparam("b_id")))
+        self._finish = (
+            deliveries.update()
+            .where(d.id == sa.bindparam("b_id"), d.lease_owner == sa.bindparam("b_owner"), d.status == RUNNING,
+                   d.attempts == sa.bindparam("b_attempts"),
+                   d.lease_until == sa.bindparam("b_lease_until", type_=UTCDateTime))
+            .values(status=sa.bindparam("b_status"), state=sa.bindparam("b_state"), lease_owner=None,
+                    lease_until=None, next_attempt_at=sa.bindparam("b_next", type_=UTCDateTime), updated_at=now,
+                    last_error=sa.bindparam("b_error"),
+                    result=sa.func.coalesce(sa.bindparam("b_result", type_=sa.Text), d.result)))
+        self._insert_attempt = attempts.insert()
 
     def has_due(self, now: datetime | None = None) -> bool:
         """A read-only look, so idle workers poll without taking SQLite's write lock."""
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(deliveries.c.id).where(self._due_clause(now or utcnow())).limit(1)).first() is not None
+            return conn.execute(self._has_due, {"b_now": now or utcnow()}).first() is not None
+
+    def claim_batch(self, owner: str, lease_seconds: float, limit: int, *,
+                    delivery_id: str | None = None) -> list[Delivery]:
+        """Atomically lease up to ``limit`` due deliveries (or the given one, if due) to ``owner``."""
+        now = utcnow()
+        params = {"b_now": now, "b_limit": limit, "b_owner": owner,
+                  "b_lease_until": now + timedelta(seconds=lease_seconds)}
+        if delivery_id is not None:
+            params["b_id"] = delivery_id
+        with self.engine.begin() as conn:
+            rows = conn.execute(self._claim_one if delivery_id is not None else self._claim_any, params).all()
+        return sorted((Delivery.from_row(row) for row in rows), key=lambda d: d.next_attempt_at)
 
     def claim(self, owner: str, lease_seconds: float, *, delivery_id: str | None = None) -> Delivery | None:
         """Atomically lease one due delivery (or the given one, if due) to ``owner``."""
-        now = utcnow()
-        pick = sa.select(deliveries.c.id).where(self._due_clause(now))
-        if delivery_id is not None:
-            pick = pick.where(deliveries.c.id == delivery_id)
-        pick = pick.order_by(deliveries.c.next_attempt_at).limit(1)
-        if self.is_postgres:
-            pick = pick.with_for_update(skip_locked=True)
-        stmt = (deliveries.update()
-                .where(deliveries.c.id == pick.scalar_subquery())
-                .values(status=RUNNING, lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds),
-                        attempts=deliveries.c.attempts + 1, updated_at=now)
-                .returning(*deliveries.c))
-        with self.engine.begin() as conn:
-            row = conn.execute(stmt).first()
-        return Delivery.from_row(row) if row else None
+        claimed = self.claim_batch(owner, lease_seconds, 1, delivery_id=delivery_id)
+        return claimed[0] if claimed else None
 
     def finish(self, delivery: Delivery, owner: str, *, status: str, state: dict, attempt: Attempt,
                next_attempt_at: datetime | None = None, result: str | None = None) -> bool:
@@ -252,20 +283,16 @@ class Store:
         """
         now = utcnow()
         with self.engine.begin() as conn:
-            updated = conn.execute(
-                deliveries.update()
-                .where(deliveries.c.id == delivery.id, deliveries.c.lease_owner == owner,
-                       deliveries.c.status == RUNNING, deliveries.c.attempts == delivery.attempts,
-                       deliveries.c.lease_until == delivery.lease_until)
-                .values(status=status, state=json.dumps(state), lease_owner=None, lease_until=None,
-                        next_attempt_at=next_attempt_at or now, updated_at=now,
-                        last_error=attempt.error, result=result if result is not None else deliveries.c.result)
-            ).rowcount
+            updated = conn.execute(self._finish, {
+                "b_id": delivery.id, "b_owner": owner, "b_attempts": delivery.attempts,
+                "b_lease_until": delivery.lease_until, "b_status": status, "b_state": json.dumps(state),
+                "b_next": next_attempt_at or now, "b_now": now, "b_error": attempt.error, "b_result": result,
+            }).rowcount
             if updated:
-                conn.execute(attempts.insert().values(
-                    delivery_id=delivery.id, number=delivery.attempts, started_at=attempt.started_at,
-                    duration_ms=attempt.duration_ms, outcome=attempt.outcome,
-                    http_status=attempt.http_status, error=attempt.error))
+                conn.execute(self._insert_attempt, {
+                    "delivery_id": delivery.id, "number": delivery.attempts, "started_at": attempt.started_at,
+                    "duration_ms": attempt.duration_ms, "outcome": attempt.outcome,
+                    "http_status": attempt.http_status, "error": attempt.error})
         return bool(updated)
 
     def release(self, owner: str) -> int:
@@ -313,9 +340,16 @@ class Store:
     # --- reading -------------------------------------------------------------------
 
     def get_report(self, report_id: str) -> CallReport | None:
+        return self.get_reports([report_id]).get(report_id)
+
+    def get_reports(self, report_ids: Iterable[str]) -> dict[str, CallReport]:
+        """``{id: report}`` for the ids that exist, in one query."""
+        ids = list(dict.fromkeys(report_ids))
+        if not ids:
+            return {}
         with self.engine.connect() as conn:
-            data = conn.execute(sa.select(reports.c.data).where(reports.c.id == report_id)).scalar()
-        return CallReport.from_json(data) if data else None
+            rows = conn.execute(sa.select(reports.c.id, reports.c.data).where(reports.c.id.in_(ids)))
+            return {report_id: CallReport.from_json(data) for report_id, data in rows}
 
     def list_reports(self, *, since: datetime | None = None, until: datetime | None = None,
                      customer: str | None = None, limit: int | None = 100, offset: int = 0) -> list[CallReport]:

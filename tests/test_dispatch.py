@@ -536,28 +536,32 @@ def test_stop_gives_back_a_delivery_that_overruns_the_grace_period(store, new_re
     assert store.list_attempts(d.id) == []
 
 
-def test_a_worker_that_lost_its_lease_does_not_overwrite_the_new_holder(store, new_report):
-    """Worker A hangs past its lease; worker B takes the delivery over and succeeds; A's late
-    failure must not turn B's success into a retry (which would deliver a third time)."""
+@pytest.mark.parametrize("second", ["another-dispatcher", "same-dispatcher"])
+def test_a_worker_that_lost_its_lease_does_not_overwrite_the_new_holder(store, new_report, second):
+    """Worker A hangs past its lease; B (another worker, or another thread of the same
+    dispatcher) takes the delivery over. A's late failure, finished while B still holds the
+    delivery, must not turn B's attempt into a retry (which would deliver it a third time)."""
+    b_started = threading.Event()
     calls = []
 
     def behaviour(ctx):
         calls.append(ctx.attempt)
-        if ctx.attempt == 1:
-            time.sleep(0.6)
+        if ctx.attempt == 1:  # A
+            assert b_started.wait(10)
             raise Retryable("A's late failure")
-        time.sleep(0.5)
+        b_started.set()  # B: hold the delivery until A has finished its attempt
+        a.join(10)
         return Result("B delivered")
 
     dest = Recording(behaviour=behaviour)
     d = one_delivery(store, new_report)
     slow = dispatcher(store, {"rec": dest}, lease=0.3)
-    fresh = dispatcher(store, {"rec": dest})
+    fresh = slow if second == "same-dispatcher" else dispatcher(store, {"rec": dest})
     a = threading.Thread(target=slow.process_one)
     a.start()
-    time.sleep(0.4)
-    assert fresh.process_one() is not None
-    a.join(5)
+    assert wait_until(lambda: calls == [1], timeout=10), "A holds the delivery first"
+    assert wait_until(lambda: fresh.process_one() is not None, timeout=10)
+    a.join(10)
 
     row = store.get_delivery(d.id)
     assert (row.status, row.result, row.attempts) == (SUCCEEDED, "B delivered", 2)

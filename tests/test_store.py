@@ -120,7 +120,19 @@ def test_concurrent_copies_of_one_report_store_it_once(store, new_report):
 
 # --- claiming ----------------------------------------------------------------------------------
 
-def test_concurrent_claims_never_hand_out_one_delivery_twice(store, new_report):
+@pytest.mark.parametrize("batch", [1, 5], ids=["one-at-a-time", "batches-of-5"])
+def test_concurrent_claims_never_hand_out_one_delivery_twice(store, new_report, batch):
+    if batch > 1 and not hasattr(store, "claim_batch"):
+        pytest.skip("this store has no claim_batch")
+
+    def claim_all(store, owner):
+        claimed = []
+        while got := (store.claim_batch(owner, 60, batch) if batch > 1 else
+                      [d for d in [store.claim(owner, 60)] if d is not None]):
+            assert len(got) <= batch
+            claimed.extend(got)
+        return claimed
+
     for _ in range(10):
         store.insert_report(new_report(), ["a", "b", "c", "d"])
     expected = {d.id for d in store.list_deliveries(limit=None)}
@@ -174,10 +186,10 @@ def test_claim_takes_only_due_deliveries(store, new_report):
 
 def test_an_expired_lease_makes_the_delivery_claimable_again(store, new_report):
     store.insert_report(new_report(), ["crm"])
-    first = store.claim("dead-worker", 0.3)
+    first = store.claim("dead-worker", 0.5)
     assert first is not None and first.attempts == 1
     assert store.claim("w2", 60) is None, "a live lease is not claimable"
-    time.sleep(0.45)
+    time.sleep(0.6)
     assert store.has_due()
     second = store.claim("w2", 60)
     assert second is not None and second.id == first.id

@@ -373,3 +373,26 @@ def test_logs_mask_the_customer_number(app, signed_post, caplog):
     assert "report.accepted" in text
     assert "+31623456789" not in text and "+316*****789" in text
     assert TEST_SECRET not in text
+
+
+def test_a_failing_report_received_hook_does_not_fail_the_ack(app, signed_post):
+    from hub import hookimpl
+
+    seen = []
+
+    class Broken:
+        @hookimpl
+        def report_received(self, report, hub):
+            raise RuntimeError("observer bug")
+
+    class Watcher:
+        @hookimpl
+        def report_received(self, report, hub):
+            seen.append(report.id)
+
+    app.hub.pm.register(Broken(), name="broken-observer")
+    app.hub.pm.register(Watcher(), name="watcher")
+    response = signed_post(load_sample("end-of-call-report-full"))
+    assert response.status_code == 202
+    assert seen == [response.get_json()["report_id"]]
+    assert app.hub.dispatcher.run_due() == 2

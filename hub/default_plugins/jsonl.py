@@ -1,6 +1,7 @@
 """``jsonl``: each report appended as one JSON line to a file, flushed and fsynced."""
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 
@@ -16,8 +17,29 @@ class JsonlConfig(Schema):
     path = fields.String(required=True)
 
 
+def _cut_torn_tail(fh) -> None:
+    """A process killed mid-write leaves a last line without its newline: cut it off, so the
+    next line starts on a line of its own (the torn line's delivery is written again)."""
+    size = fh.seek(0, os.SEEK_END)
+    if size == 0:
+        return
+    fh.seek(size - 1)
+    if fh.read(1) == b"\n":
+        return
+    position = size
+    while position > 0:
+        start = max(0, position - 65536)
+        fh.seek(start)
+        newline = fh.read(position - start).rfind(b"\n")
+        if newline >= 0:
+            fh.truncate(start + newline + 1)
+            return
+        position = start
+    fh.truncate(0)
+
+
 class JsonlDestination(Destination):
-    """Appends under a lock so lines from the dispatcher's threads never interleave.
+    """Appends under a lock (threads) and an flock (processes) so lines never interleave.
 
     A delivery whose line is already written (state ``written``) is not written again;
     a crash between the write and the state save can still repeat one line, so readers
@@ -33,14 +55,16 @@ class JsonlDestination(Destination):
         path = self.config["path"]
         if ctx.state.get("written"):
             return Result(f"already in {path}")
-        line = report.to_json() + "\n"
+        line = (report.to_json() + "\n").encode()
         if ctx.dry_run:
             ctx.sent.append(RecordedRequest("APPEND", f"file://{os.path.abspath(path)}", {}, report.data))
             return Result(f"would append to {path}")
         try:
             directory = os.path.dirname(os.path.abspath(path))
             os.makedirs(directory, exist_ok=True)
-            with self._lock, open(path, "a", encoding="utf-8") as fh:
+            with self._lock, open(path, "a+b") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                _cut_torn_tail(fh)
                 fh.write(line)
                 fh.flush()
                 os.fsync(fh.fileno())
