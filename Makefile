@@ -12,9 +12,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Installs the hub and every bundled plugin, with their test extras.
-install: $(BIN)/python
+# Installs the hub and every bundled plugin, with their test extras (again only when a setup.cfg changes).
+STAMP := $(VENV)/.installed
+$(STAMP): setup.cfg $(PLUGINS) | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[test]" $(foreach p,$(PLUGIN_DIRS),-e "./$(p)[test]")
+	touch $@
+
+install: $(STAMP)
 
 # Runs the hub on its embedded defaults (SQLite file, in-process dispatcher) on 127.0.0.1:8080.
 # The webhook secret comes from HMS_WEBHOOK_SECRET, or is made once into .webhook-secret.

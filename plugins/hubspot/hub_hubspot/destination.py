@@ -97,7 +97,8 @@ class HubSpotDestination(Destination):
     description = ("Log the call on the caller's HubSpot contact (found by phone, created if new), update "
                    "contact properties, create a follow-up task and a deal when their rules hold")
     default_when = None
-    # HubSpot private apps: 100 requests / 10 s (Free, Starter) per app; search: 4 requests / s per token.
+    # HubSpot private apps: 100 requests / 10 s (Free, Starter); search: 5 requests / s per account
+    # (search guide), 4 per token (changelog): paced at 4 / s.
     rate_limits = {"default": (9.0, 10.0), "search": (4.0, 4.0)}
     timeout = 20.0
     auth_hint = (f"Check the private app token (token = {{ env = \"HUBSPOT_TOKEN\" }}) and its scopes: "

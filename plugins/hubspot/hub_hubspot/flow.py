@@ -4,16 +4,21 @@
 
 * ``contact_id``, ``call_id``, ``task_id``, ``deal_id``: written the moment HubSpot returns
   them, so a retry resumes at the step that failed.
-* ``<kind>_pending``: set just before a create is sent. A retry that finds it set (the
-  request may have reached HubSpot with its answer lost) searches for the record before
-  creating it again.
+* ``<kind>_pending``: the time (Unix seconds) a create was sent, set just before sending.
+  A retry that finds it set (the request may have reached HubSpot with its answer lost)
+  searches for the record before creating it again; as HubSpot's search shows a new
+  record only after a delay, a retry sooner than ``SEARCH_LAG`` after the create that
+  finds nothing waits (Retryable) instead of creating a second record.
 * ``pass`` / ``done``: which steps finished in the current pass. A pass ends with
   ``completed = true``; delivering a completed report again (a replay) starts a new pass
   in which every record already created is updated (PATCH), never created twice.
 """
 from __future__ import annotations
 
-from hub import Result, mask_phone
+import time
+from datetime import timedelta
+
+from hub import Result, Retryable, mask_phone
 
 from .client import HubSpotApi, association
 from .mapping import call_properties, deal_properties, epoch_ms, task_due, task_properties
@@ -22,6 +27,11 @@ from .properties import prepare
 
 # Kept as they are on a replay: someone in HubSpot may have moved them on since.
 KEEP_ON_UPDATE = {"tasks": {"hs_task_status"}, "deals": {"pipeline", "dealstage"}}
+# Seconds a record HubSpot just created may stay invisible to search (documented: "a few seconds").
+SEARCH_LAG = 30.0
+# A deal made for a report is created after the report was received; this much clock skew is allowed.
+DEAL_CLOCK_MARGIN = timedelta(seconds=60)
+now = time.time  # the clock for pending creates (tests replace it)
 
 
 class Delivery:
@@ -99,6 +109,7 @@ class Delivery:
         results = self.api.search("contacts", contact_search_body(number))
         hits = confirmed(results, number, self.region)
         if hits:
+            state.pop("contact_pending", None)  # our lost create (or another's), found: use it
             chosen = str(hits[0]["id"])
             if len(hits) > 1:
                 state["contact_note"] = (f"{len(hits)} contacts have this number; logged on contact {chosen}, "
@@ -108,12 +119,11 @@ class Delivery:
             self.done_phrases.append(f"{len(results)} search hit(s) not the same number, ignored")
         if not self.config["create_contacts"]:
             return False
+        self._wait_for_search("contact")
         properties = {"phone": number}
         properties.update(self._mapped_properties("new_contact_properties"))
         properties.update(self._mapped_properties())
-        state["contact_pending"] = True
-        contact_id = self.api.create("contacts", properties)
-        state.pop("contact_pending", None)
+        contact_id = self._create("contact", "contacts", properties)
         self._mark("contact_properties")  # created with them
         return self._remember_contact(contact_id, "created")
 
@@ -190,8 +200,12 @@ class Delivery:
         props, problems = deal_properties(self.report, deal, report_url=self.report_url,
                                           owner_id=deal["owner_id"] or self.config["owner_id"])
         self.problems.extend(problems)
+        # The name alone may repeat across reports of one caller: only a deal created after this
+        # report arrived can be this report's deal.
         lookup = [{"propertyName": "dealname", "operator": "EQ", "value": props["dealname"]},
-                  {"propertyName": "pipeline", "operator": "EQ", "value": props["pipeline"]}]
+                  {"propertyName": "pipeline", "operator": "EQ", "value": props["pipeline"]},
+                  {"propertyName": "createdate", "operator": "GTE",
+                   "value": epoch_ms(self.report.received_at - DEAL_CLOCK_MARGIN)}]
         if contact_id:
             lookup.append({"propertyName": "associations.contact", "operator": "EQ", "value": str(contact_id)})
         self._record("deal", "deals", contact_id, props, lookup, self._company_deal("deals"))
@@ -220,18 +234,42 @@ class Delivery:
                     self.done_phrases[-1] += " (found by search)"
                 self._mark(kind)
                 return
+            self._wait_for_search(kind)
         if contact_id:
             links = [association(object_type, "contacts", contact_id), *links]
-        self.state[f"{kind}_pending"] = True
-        self.state[key] = self.api.create(object_type, props, links)
-        self.state.pop(f"{kind}_pending")
+        self.state[key] = self._create(kind, object_type, props, links)
         self._mark(kind)
         self.done_phrases.append(f"{kind} {self.state[key]} created")
+
+    def _create(self, kind: str, object_type: str, props: dict, links: list | None = None) -> str:
+        """POST the record, marking the create as pending while its answer is outstanding."""
+        self.state[f"{kind}_pending"] = now()
+        try:
+            record_id = self.api.create(object_type, props, links)
+        except Retryable as exc:
+            if exc.http_status == 429:  # refused by the rate limiter: certainly not created
+                self.state.pop(f"{kind}_pending", None)
+            raise
+        self.state.pop(f"{kind}_pending", None)
+        return record_id
 
     def _update(self, kind: str, object_type: str, props: dict) -> None:
         keep = KEEP_ON_UPDATE.get(object_type, set())
         self.api.update(object_type, self.state[f"{kind}_id"], {k: v for k, v in props.items() if k not in keep})
         self.done_phrases.append(f"{kind} {self.state[f'{kind}_id']} updated")
+
+    def _wait_for_search(self, kind: str) -> None:
+        """A create whose answer was lost moments ago may not be searchable yet: wait, don't create."""
+        sent_at = self.state.get(f"{kind}_pending")
+        if isinstance(sent_at, bool) or not isinstance(sent_at, (int, float)) or self.ctx.dry_run:
+            return
+        age = max(0.0, now() - sent_at)
+        if age < SEARCH_LAG:
+            wait = SEARCH_LAG - age
+            raise Retryable(f"destination {self.dest.name!r}: the {kind} create sent {age:.0f}s ago got no answer "
+                            f"and HubSpot search does not show the {kind} yet (new records appear after a delay); "
+                            f"searching again in {wait:.0f}s before creating it, so it is not created twice",
+                            retry_after=wait)
 
     def _look_first(self) -> bool:
         """Search before creating? Not for a contact created in this delivery: it has no records yet."""

@@ -19,7 +19,7 @@ from .properties import ConversionError, number_text
 DIRECTIONS = {"inbound": "INBOUND", "outbound": "OUTBOUND", "web": "INBOUND"}
 CALL_STATUSES = {"ended": "COMPLETED", "completed": "COMPLETED", "busy": "BUSY", "no-answer": "NO_ANSWER",
                  "failed": "FAILED", "ended-with-error": "FAILED", "canceled": "CANCELED", "cancelled": "CANCELED"}
-PRIORITIES = ("HIGH", "MEDIUM", "LOW", "NONE")
+PRIORITIES = ("HIGH", "MEDIUM", "LOW")  # the values HubSpot's tasks reference lists
 TASK_TYPES = ("CALL", "EMAIL", "TODO")
 
 DEFAULT_CALL_TITLE = (
@@ -81,7 +81,7 @@ def call_properties(report, call_cfg: dict, *, report_url: str, owner_id: str | 
         "hs_call_status": CALL_STATUSES.get((report.call.status or "ended").lower(), "COMPLETED"),
     }
     if report.duration_seconds is not None:
-        props["hs_call_duration"] = str(int(report.duration_seconds) * 1000)
+        props["hs_call_duration"] = str(round(report.duration_seconds * 1000))
     direction = DIRECTIONS.get(report.call.direction)
     if direction:
         props["hs_call_direction"] = direction
@@ -99,7 +99,7 @@ def call_properties(report, call_cfg: dict, *, report_url: str, owner_id: str | 
 
 
 def task_priority(report, follow_up: dict) -> str:
-    """The first of HIGH, MEDIUM, LOW, NONE whose rule holds; else the default."""
+    """The first of HIGH, MEDIUM, LOW whose rule holds; else the default."""
     rules = follow_up["priority"].rules if follow_up["priority"] else {}
     for level in PRIORITIES:
         if level in rules and rules[level].matches(report):

@@ -17,6 +17,7 @@ import responses
 
 from hub import Permanent, Retryable, TokenBucket
 from hub.testing import deliver, make_destination
+from hub_hubspot import flow
 
 API = "https://api.hubapi.com"
 TOKEN = "pat-eu1-test-token-0000"
@@ -88,6 +89,17 @@ def sent(ctx, method, suffix):
     return [r for r in ctx.sent if r.method == method and r.url.endswith(suffix)]
 
 
+def failed_attempt(hubspot, report, portal, request, failure, state=None):
+    """One attempt failing at ``request`` (method, path) with ``failure``; its context and error.
+
+    The dispatcher saves ``ctx.state`` of the failed attempt and hands it to the retry."""
+    portal.fail[request] = failure
+    ctx = hubspot.context(delivery_id="dlv_test", attempt=1, state=state)
+    with pytest.raises(Retryable) as info:
+        hubspot.deliver(report, ctx)
+    return ctx, info.value
+
+
 def contact(cid, **props):
     return {"id": cid, "properties": {"hs_object_id": cid, **props}}
 
@@ -95,6 +107,14 @@ def contact(cid, **props):
 @pytest.fixture
 def hubspot():
     return make_destination("hubspot", OPTIONS, name="crm")
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The time the flow stamps on a pending create; tests move it on."""
+    now = [1_772_442_900.0]
+    monkeypatch.setattr(flow, "now", lambda: now[0])
+    return now
 
 
 def test_new_caller_full_flow_every_request(hubspot, sample_report, mocked_http):
@@ -290,13 +310,12 @@ STEPS = [("POST", "/crm/v3/objects/contacts/search"), ("GET", "/crm/v3/propertie
 
 
 @pytest.mark.parametrize("step", STEPS, ids=lambda s: f"{s[0]} {s[1]}")
-def test_failure_at_each_step_then_retry_creates_each_record_once(hubspot, sample_report, mocked_http, step):
+def test_failure_at_each_step_then_retry_creates_each_record_once(hubspot, sample_report, mocked_http, step, clock):
     portal = Portal(mocked_http)
-    portal.fail[step] = (503, {}, {"status": "error", "message": "internal error"})
-    ctx = hubspot.context(delivery_id="dlv_test", attempt=1)
-    with pytest.raises(Retryable) as info:
-        hubspot.deliver(sample_report, ctx)
-    assert "destination 'crm'" in str(info.value)
+    ctx, error = failed_attempt(
+        hubspot, sample_report, portal, step, (503, {}, {"status": "error", "message": "internal error"}))
+    assert "destination 'crm'" in str(error)
+    clock[0] += flow.SEARCH_LAG + 1  # the retry comes after HubSpot search shows new records
     # the dispatcher saves the state of the failed attempt and hands it to the retry
     _, retry = deliver(hubspot, sample_report, state=ctx.state, attempt=2)
     assert retry.state["completed"] is True
@@ -306,14 +325,12 @@ def test_failure_at_each_step_then_retry_creates_each_record_once(hubspot, sampl
     assert not [r for r in retry.sent if r.method == "POST" and r.url.removeprefix(API) in finished]
 
 
-def test_lost_answer_to_a_create_is_found_not_created_again(hubspot, sample_report, mocked_http):
+def test_lost_answer_to_a_create_is_found_not_created_again(hubspot, sample_report, mocked_http, clock):
     """HubSpot created the call but the answer never came back (timeout)."""
     portal = Portal(mocked_http, found={"calls": [{"id": "777", "properties": {"hs_object_id": "777"}}]})
-    portal.fail[("POST", "/crm/v3/objects/calls")] = requests.ReadTimeout("read timed out")
-    ctx = hubspot.context(delivery_id="dlv_test", attempt=1)
-    with pytest.raises(Retryable):
-        hubspot.deliver(sample_report, ctx)
-    assert ctx.state["call_pending"] is True and "call_id" not in ctx.state
+    ctx, _ = failed_attempt(
+        hubspot, sample_report, portal, ("POST", "/crm/v3/objects/calls"), requests.ReadTimeout("read timed out"))
+    assert ctx.state["call_pending"] == clock[0] and "call_id" not in ctx.state
     _, ctx2 = deliver(hubspot, sample_report, state=ctx.state, attempt=2)
     lookup = sent(ctx2, "POST", "/crm/v3/objects/calls/search")
     assert len(lookup) == 1
@@ -326,12 +343,11 @@ def test_lost_answer_to_a_create_is_found_not_created_again(hubspot, sample_repo
     assert sent(ctx2, "POST", "/crm/v3/objects/tasks")[0].body["associations"][0]["to"] == {"id": "501"}
 
 
-def test_lost_task_answer_not_found_is_created_once(hubspot, sample_report, mocked_http):
+def test_lost_task_answer_not_found_is_created_once(hubspot, sample_report, mocked_http, clock):
     portal = Portal(mocked_http)
-    portal.fail[("POST", "/crm/v3/objects/tasks")] = requests.ConnectionError("reset")
-    ctx = hubspot.context(delivery_id="dlv_test", attempt=1)
-    with pytest.raises(Retryable):
-        hubspot.deliver(sample_report, ctx)
+    ctx, _ = failed_attempt(
+        hubspot, sample_report, portal, ("POST", "/crm/v3/objects/tasks"), requests.ConnectionError("reset"))
+    clock[0] += flow.SEARCH_LAG
     _, ctx2 = deliver(hubspot, sample_report, state=ctx.state, attempt=2)
     lookup = sent(ctx2, "POST", "/crm/v3/objects/tasks/search")[0].body["filterGroups"][0]["filters"]
     assert lookup == [
@@ -339,6 +355,75 @@ def test_lost_task_answer_not_found_is_created_once(hubspot, sample_report, mock
         {"propertyName": "hs_task_subject", "operator": "EQ", "value": "Follow up (complaint): +31 6 23456789"},
         {"propertyName": "associations.contact", "operator": "EQ", "value": "501"}]
     assert portal.count("tasks") == 1 and ctx2.state["task_id"] == "901"
+
+
+LOST = [("contact", "/crm/v3/objects/contacts"), ("call", "/crm/v3/objects/calls"),
+        ("deal", "/crm/v3/objects/deals"), ("task", "/crm/v3/objects/tasks")]
+
+
+@pytest.mark.parametrize("kind, path", LOST, ids=[k for k, _ in LOST])
+def test_retry_soon_after_a_lost_create_waits_for_search_instead_of_creating(
+        hubspot, sample_report, mocked_http, clock, kind, path):
+    """HubSpot created the record but the answer was lost; the dispatcher retries after 5 s,
+    before HubSpot search shows new records: the retry must wait, not create a second one."""
+    portal = Portal(mocked_http)
+    ctx, _ = failed_attempt(
+        hubspot, sample_report, portal, ("POST", path), requests.ReadTimeout("read timed out"))
+    assert ctx.state[f"{kind}_pending"] == clock[0]
+
+    clock[0] += 5
+    early = hubspot.context(delivery_id="dlv_test", attempt=2, state=ctx.state)
+    with pytest.raises(Retryable) as info:
+        hubspot.deliver(sample_report, early)
+    assert info.value.retry_after == pytest.approx(flow.SEARCH_LAG - 5)
+    assert f"destination 'crm': the {kind} create sent 5s ago got no answer" in str(info.value)
+    assert sent(early, "POST", f"{path}/search") and not sent(early, "POST", path)
+    assert early.state[f"{kind}_pending"] == ctx.state[f"{kind}_pending"]  # still waiting for that create
+
+    clock[0] += flow.SEARCH_LAG
+    _, late = deliver(hubspot, sample_report, state=early.state, attempt=3)
+    assert len(sent(late, "POST", path)) == 1 and f"{kind}_pending" not in late.state
+    for object_type in ("contacts", "calls", "deals", "tasks"):
+        assert portal.count(object_type) == 1, object_type
+
+
+def test_lost_contact_create_found_by_phone_on_retry(hubspot, sample_report, mocked_http, clock):
+    portal = Portal(mocked_http)
+    ctx, _ = failed_attempt(
+        hubspot, sample_report, portal, ("POST", "/crm/v3/objects/contacts"), requests.ReadTimeout("read timed out"))
+    portal.contacts = [contact("3001", phone=NUMBER)]  # the lost create, now searchable
+    clock[0] += 5
+    _, retry = deliver(hubspot, sample_report, state=ctx.state, attempt=2)
+    assert portal.count("contacts") == 0 and not sent(retry, "POST", "/crm/v3/objects/contacts")
+    assert retry.state["contact_id"] == "3001" and "contact_pending" not in retry.state
+    assert sent(retry, "POST", "/crm/v3/objects/calls")[0].body["associations"][0]["to"] == {"id": "3001"}
+
+
+def test_429_on_a_create_is_not_a_lost_answer(hubspot, sample_report, mocked_http, clock):
+    portal = Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
+    ctx, _ = failed_attempt(
+        hubspot, sample_report, portal, ("POST", "/crm/v3/objects/calls"), (429, {"Retry-After": "1"}, {"errorType": "RATE_LIMIT"}))
+    assert "call_pending" not in ctx.state  # HubSpot refused it: nothing to wait for
+    _, retry = deliver(hubspot, sample_report, state=ctx.state, attempt=2)  # at once, same clock
+    assert portal.count("calls") == 1 and retry.state["call_id"] == "701"
+
+
+def test_company_and_deal_ids_from_the_report_are_associated_everywhere(sample_report, mocked_http):
+    options = {**OPTIONS, "company_id": "`\"9001\"`", "deal_id": "`\"7007\"`", "find_existing": "after-failure"}
+    hubspot = make_destination("hubspot", options, name="crm")
+    Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
+    _, ctx = deliver(hubspot, sample_report)
+
+    def links(path):
+        return [(a["to"]["id"], a["types"]) for a in sent(ctx, "POST", path)[0].body["associations"]]
+
+    def kind(type_id):
+        return [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}]
+
+    assert links("/crm/v3/objects/calls") == [("51", kind(194)), ("9001", kind(182)), ("7007", kind(206))]
+    assert links("/crm/v3/objects/deals") == [("51", kind(3)), ("9001", kind(5))]
+    assert links("/crm/v3/objects/tasks") == [("51", kind(204)), ("9001", kind(192)), ("7007", kind(216)),
+                                              ("801", kind(216))]
 
 
 def test_replay_updates_every_record_and_creates_nothing(hubspot, sample_report, mocked_http):
@@ -361,10 +446,8 @@ def test_replay_updates_every_record_and_creates_nothing(hubspot, sample_report,
 def test_replay_failing_midway_resumes_with_updates_only(hubspot, sample_report, mocked_http):
     portal = Portal(mocked_http)
     _, first = deliver(hubspot, sample_report)
-    portal.fail[("PATCH", "/crm/v3/objects/deals/801")] = (502, {}, {"message": "bad gateway"})
-    ctx = hubspot.context(delivery_id="dlv_test", attempt=1, state=first.state)
-    with pytest.raises(Retryable):
-        hubspot.deliver(sample_report, ctx)
+    ctx, _ = failed_attempt(
+        hubspot, sample_report, portal, ("PATCH", "/crm/v3/objects/deals/801"), (502, {}, {"message": "bad gateway"}), state=first.state)
     _, ctx2 = deliver(hubspot, sample_report, state=ctx.state, attempt=2)
     assert [(r.method, r.url.removeprefix(API)) for r in ctx2.sent] == [
         ("PATCH", "/crm/v3/objects/deals/801"), ("PATCH", "/crm/v3/objects/tasks/901")]
@@ -392,6 +475,8 @@ def test_replay_without_the_old_state_finds_and_updates_instead_of_creating(hubs
     assert ctx.sent[5].body["filterGroups"][0]["filters"] == [
         {"propertyName": "dealname", "operator": "EQ", "value": "Complaint opportunity: +31 6 23456789"},
         {"propertyName": "pipeline", "operator": "EQ", "value": "default"},
+        # received 2026-03-02T09:15:00Z, less a minute of clock skew: an older deal of this caller is not it
+        {"propertyName": "createdate", "operator": "GTE", "value": "1772442840000"},
         {"propertyName": "associations.contact", "operator": "EQ", "value": "51"}]
     assert "dealstage" not in ctx.sent[6].body["properties"]
     assert "hs_task_status" not in ctx.sent[8].body["properties"]

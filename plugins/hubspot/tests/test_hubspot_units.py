@@ -144,6 +144,8 @@ def test_defaults():
     ({"token": "t", "deal": {"when": "analysis.intent == 'sales'"}}, "destinations.hubspot.deal.stage"),
     ({"token": "t", "owner_id": "jan"}, "destinations.hubspot.owner_id: must be a HubSpot id"),
     ({"token": "t", "follow_up": {"priority": {"URGENT": "analysis.sentiment <= 1"}}}, "unknown priority URGENT"),
+    ({"token": "t", "follow_up": {"priority": {"NONE": "analysis.resolved"}}}, "unknown priority NONE"),
+    ({"token": "t", "follow_up": {"default_priority": "NONE"}}, "destinations.hubspot.follow_up.default_priority"),
     ({"token": "t", "follow_up": {"due_in": 2}}, "destinations.hubspot.follow_up.due_in"),
     ({"token": "t", "properties": {"x": "analysis.[["}}, "destinations.hubspot.properties"),
     ({"token": "t", "call": {"title": "{% if %}"}}, "destinations.hubspot.call.title"),

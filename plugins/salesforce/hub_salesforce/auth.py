@@ -19,6 +19,7 @@ from typing import Any
 import jwt
 from hub import Permanent
 
+from .config import jwt_audience
 from .errors import raise_for_token_response
 
 GRANT_JWT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -38,7 +39,7 @@ def token_form(config: dict[str, Any], *, now: float | None = None) -> dict[str,
     """The form fields of the token request for the configured flow."""
     if config["auth"] == "jwt":
         issued = int(now if now is not None else time.time())
-        claims = {"iss": config["client_id"], "sub": config["username"], "aud": config["audience"],
+        claims = {"iss": config["client_id"], "sub": config["username"], "aud": jwt_audience(config),
                   "exp": issued + JWT_VALIDITY_SECONDS}
         assertion = jwt.encode(claims, config["private_key"], algorithm="RS256")
         return {"grant_type": GRANT_JWT, "assertion": assertion}
@@ -86,13 +87,10 @@ class TokenCache:
         form = token_form(self.config)
         fake = {"access_token": DRY_RUN_TOKEN, "token_type": "Bearer",
                 "instance_url": self.config["instance_url"] or self.config["login_url"]}
-        before = len(ctx.sent)
-        try:
-            response = ctx.send("POST", self.token_url, bucket="auth", check=False, data=form,
-                                headers={"Accept": "application/json"}, dry_run_response=fake)
-        finally:
-            if len(ctx.sent) > before:  # the log shows the request without the secret or the signed assertion
-                ctx.sent[-1].body = masked_form(form)
+        # the delivery log (and a dry run's output) shows the form without the secret or the signed assertion
+        response = ctx.send("POST", self.token_url, bucket="auth", check=False, data=form,
+                            headers={"Accept": "application/json"}, dry_run_response=fake,
+                            record_body=masked_form(form))
         if response.status_code != 200:
             raise_for_token_response(response, self.destination.name)
         try:

@@ -74,6 +74,21 @@ class SalesforceClient:
             return {"Id": first.rstrip("/").rsplit("/", 1)[-1]} if isinstance(first, str) else None
         return body if isinstance(body, dict) and body.get("Id") else None
 
+    def query(self, soql: str, *, what: str) -> list[dict[str, Any]]:
+        """GET .../query/?q=<SOQL>; the ``records`` of the first page."""
+        response = self.request("GET", "query/", what=what, params={"q": soql},
+                                dry_run_response={"totalSize": 0, "done": True, "records": []})
+        body = response.json()
+        return [r for r in body.get("records", []) if isinstance(r, dict)] if isinstance(body, dict) else []
+
+    def get_record(self, sobject: str, record_id: str, fields: list[str], *, dry_run_response: dict) -> dict:
+        """GET .../sobjects/<sobject>/<id>?fields=...; the record's fields."""
+        response = self.request("GET", f"sobjects/{sobject}/{quote(record_id, safe='')}",
+                                what=f"the {sobject} {record_id} lookup", params={"fields": ",".join(fields)},
+                                dry_run_response=dry_run_response)
+        body = response.json()
+        return body if isinstance(body, dict) else {}
+
     def composite(self, subrequests: list[dict[str, Any]], *, what: str) -> dict[str, dict[str, Any]]:
         """POST .../composite with allOrNone: every record is created, or none is.
 

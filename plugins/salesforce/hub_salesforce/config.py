@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from hub import MappingField, RuleField, Template, TemplateField
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
-DEFAULT_API_VERSION = "66.0"
+DEFAULT_API_VERSION = "67.0"
 
 DEFAULT_SUBJECT = "{{ 'Inbound' if call.direction == 'inbound' else 'Outbound' if call.direction == 'outbound' " \
                   "else 'Web' }} call{% if analysis and analysis.intent %}: {{ analysis.intent }}{% endif %}"
@@ -86,7 +86,8 @@ class SalesforceConfig(Schema):
     client_secret = fields.String(load_default=None)
     username = fields.String(load_default=None)
     private_key = fields.String(load_default=None)
-    audience = fields.String(load_default="https://login.salesforce.com")
+    #: None: https://test.salesforce.com for a sandbox login_url, else https://login.salesforce.com
+    audience = fields.String(load_default=None)
     instance_url = _url(load_default=None)
     api_version = fields.String(load_default=DEFAULT_API_VERSION)
     token_lifetime_seconds = fields.Integer(load_default=3600, validate=validate.Range(min=60))
@@ -112,7 +113,7 @@ class SalesforceConfig(Schema):
     @validates("api_version")
     def _version(self, value, **kwargs):
         if not VERSION.match(value):
-            raise ValidationError('must look like "66.0" (the REST API version, with or without a leading v)')
+            raise ValidationError('must look like "67.0" (the REST API version, with or without a leading v)')
 
     @validates("call_id_field")
     def _external_id_field(self, value, **kwargs):
@@ -163,6 +164,15 @@ def _private_key_problem(pem: str) -> str | None:
     return None
 
 
+def jwt_audience(config: dict) -> str:
+    """The JWT ``aud``: configured, or the one Salesforce expects for the login URL's kind of org."""
+    if config.get("audience"):
+        return config["audience"]
+    host = (urlsplit(config.get("login_url") or "").hostname or "").lower()
+    sandbox = host == "test.salesforce.com" or host.endswith(".sandbox.my.salesforce.com")
+    return "https://test.salesforce.com" if sandbox else "https://login.salesforce.com"
+
+
 def normalized_version(value: str) -> str:
-    """``"66.0"`` or ``"v66.0"`` -> ``"v66.0"``."""
+    """``"67.0"`` or ``"v67.0"`` -> ``"v67.0"``."""
     return "v" + VERSION.match(value).group(1)

@@ -2,11 +2,13 @@
 Contact or Lead, with an optional follow-up task and Opportunity.
 
 One attempt, in order:
-1. ``call_id_field`` set and no task id in the state: look the call task up by that
-   External ID. Found means an earlier attempt committed everything (see 4) and only
-   its state was lost: nothing is written again.
+1. No task id in the state: with ``call_id_field``, look the call task up by that External
+   ID; without it, by ``CallObject``, but only after an attempt whose Composite was sent
+   and whose answer did not arrive. Found means that Composite was committed (see 4) and
+   only its ids were lost: nothing is written again.
 2. Who called: ``who_id`` from the report if configured, else SOSL over the phone fields of
-   ``search_objects``, confirmed by E.164 comparison (``matching``).
+   ``search_objects``, confirmed by E.164 comparison (``matching``). A Contact given by
+   ``who_id`` has its ``AccountId`` read when an Opportunity is due.
 3. Not found: a new Lead or Contact (``create``), or none.
 4. One Composite request with ``allOrNone``: the new Lead/Contact, the call task (upserted
    by ``call_id_field`` when set), the follow-up task and the Opportunity with its contact
@@ -17,7 +19,7 @@ One attempt, in order:
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from hub import Destination, Permanent, Result, mask_phone
 
@@ -25,9 +27,11 @@ from . import mapping
 from .auth import TokenCache
 from .client import SalesforceClient
 from .config import SALESFORCE_ID, SalesforceConfig
-from .matching import build_sosl, choose
+from .matching import build_sosl, choose, soql_string
 
 ID_PREFIXES = {"003": "Contact", "00Q": "Lead"}
+#: in the state while a Composite without ``call_id_field`` is under way (its answer may be lost)
+SENT_FLAG = "composite_sent"
 
 
 class SalesforceDestination(Destination):
@@ -39,9 +43,17 @@ class SalesforceDestination(Destination):
     auth_hint = ("Check client_id/client_secret (or username/private_key for the JWT flow) and that the "
                  "integration user has API Enabled and access to Task, Contact and Lead.")
 
+    #: redacted everywhere even when written literally in the TOML
+    secret_options = ("client_secret", "private_key")
+
     def __init__(self, name, config, settings=None):
         super().__init__(name, config, settings)
         self.tokens = TokenCache(self)
+
+    def limiter_key(self) -> str:
+        """Salesforce counts API requests per org: destinations on one org share their buckets."""
+        url = self.config["instance_url"] or self.config["login_url"]
+        return (urlsplit(url).netloc or url).lower()
 
     def deliver(self, report, ctx) -> Result:
         client = SalesforceClient(self, self.tokens, ctx)
@@ -49,31 +61,65 @@ class SalesforceDestination(Destination):
         report_url = self.settings.report_url(report.id)
         notes: list[str] = []
 
-        if self.config["call_id_field"] and not state.get("call_task_id"):
-            existing = client.get_by_external_id("Task", self.config["call_id_field"], report.call.id,
-                                                 ["Id", "WhoId"])
-            if existing:
+        if not state.get("call_task_id"):
+            found = self._already_logged(report, state, client)
+            if found:
+                existing, how = found
+                state.pop(SENT_FLAG, None)
                 state["call_task_id"] = existing["Id"]
                 who_id = existing.get("WhoId")
                 if who_id:
                     state["who"] = {"id": who_id, "sobject": ID_PREFIXES.get(who_id[:3]), "how": "found on the task"}
                 state["recovered"] = True
-                return self._result(state, ["call task already in Salesforce (found by "
-                                            f"{self.config['call_id_field']}); nothing written again"])
+                return self._result(state, [f"call task already in Salesforce (found by {how}); "
+                                            "nothing written again"])
 
         who = state.get("who")
         if who is None:  # not found before: ask again, the search index may have caught up
             who = self._find_who(report, client)
             if who is not None:
                 state["who"] = who
+        if who is not None and self._needs_account(report, state, who):
+            record = client.get_record("Contact", who["id"], ["AccountId"],
+                                       dry_run_response={"Id": who["id"], "AccountId": "dry-run-account"})
+            who = state["who"] = {**who, "account_id": record.get("AccountId")}
 
         subrequests = self._pending(report, state, who, report_url, notes)
         if subrequests:
+            if not self.config["call_id_field"]:
+                # the answer may be lost after Salesforce committed: the next attempt looks the task up first
+                state[SENT_FLAG] = True
             results = client.composite(subrequests, what="the call log")
             self._remember(results, state)
+            state.pop(SENT_FLAG, None)
         return self._result(state, notes)
 
     # --- steps ----------------------------------------------------------------------
+
+    def _already_logged(self, report, state: dict, client: SalesforceClient) -> tuple[dict, str] | None:
+        """The call task an earlier attempt committed without its ids reaching the state, if any.
+
+        With ``call_id_field``: looked up by that External ID on every attempt without a task
+        id (even a lost state cannot duplicate). Without it: by ``CallObject`` (the call id),
+        only after an attempt whose Composite may have been committed without its answer.
+        """
+        field = self.config["call_id_field"]
+        if field:
+            existing = client.get_by_external_id("Task", field, report.call.id, ["Id", "WhoId"])
+            return (existing, field) if existing else None
+        if not state.get(SENT_FLAG):
+            return None
+        records = client.query(f"SELECT Id, WhoId FROM Task WHERE CallObject = {soql_string(report.call.id)} "
+                               "AND TaskSubtype = 'Call' ORDER BY CreatedDate LIMIT 1",
+                               what="the call task look-up by CallObject")
+        return (records[0], "CallObject") if records and records[0].get("Id") else None
+
+    def _needs_account(self, report, state: dict, who: dict) -> bool:
+        """A Contact given by ``who_id`` has no known Account yet; an Opportunity needs it."""
+        section = self.config["opportunity"]
+        return bool(section and who.get("sobject") == "Contact" and "account_id" not in who
+                    and not who.get("created") and not state.get("opportunity_id")
+                    and section["when"].matches(report))
 
     def _find_who(self, report, client: SalesforceClient) -> dict[str, Any] | None:
         explicit = mapping.rule_value(self.config["who_id"], report)

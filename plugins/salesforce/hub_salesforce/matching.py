@@ -22,7 +22,8 @@ PHONE_FIELDS = {
     "Contact": ["Phone", "MobilePhone", "HomePhone", "OtherPhone", "AssistantPhone"],
     "Lead": ["Phone", "MobilePhone"],
 }
-EXTRA_FIELDS = {"Contact": ["Name", "AccountId"], "Lead": ["Name", "Company"]}
+#: besides Id and the phone fields: what the flow uses (a Contact's Account, for opportunities)
+EXTRA_FIELDS = {"Contact": ["AccountId"], "Lead": []}
 FILTERS = {"Lead": "IsConverted = false"}
 LIMIT = 20
 # SOSL reserved characters, escaped with a backslash inside FIND {...}
@@ -33,7 +34,6 @@ _SOSL_RESERVED = re.compile(r"""([?&|!{}\[\]()^~*:\\"'+\-])""")
 class Match:
     id: str
     sobject: str  # Contact | Lead
-    name: str | None
     account_id: str | None
     field: str  # the phone field that matched
     candidates: int  # how many records carried the number
@@ -46,6 +46,11 @@ class Match:
 def escape_sosl(term: str) -> str:
     """Backslash the characters SOSL reserves in a search term."""
     return _SOSL_RESERVED.sub(r"\\\1", term)
+
+
+def soql_string(value: str) -> str:
+    """A SOQL string literal: quotes and backslashes escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def search_terms(e164: str) -> list[str]:
@@ -85,4 +90,4 @@ def choose(records: list[dict], e164: str, objects: list[str], region: str | Non
     confirmed.sort(key=lambda c: c[0])
     _, _, record, field = confirmed[0]
     sobject = record["attributes"]["type"]
-    return Match(record["Id"], sobject, record.get("Name"), record.get("AccountId"), field, len(confirmed))
+    return Match(record["Id"], sobject, record.get("AccountId"), field, len(confirmed))

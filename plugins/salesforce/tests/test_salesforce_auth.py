@@ -17,7 +17,7 @@ from hub_salesforce import auth
 LOGIN = "https://acme.my.salesforce.com"
 INSTANCE = "https://acme.my.salesforce.com"
 TOKEN_URL = f"{LOGIN}/services/oauth2/token"
-DATA = f"{INSTANCE}/services/data/v66.0"
+DATA = f"{INSTANCE}/services/data/v67.0"
 CC = {"login_url": LOGIN, "client_id": "3MVG9-consumer-key", "client_secret": "consumer-s3cret"}
 
 
@@ -106,6 +106,22 @@ def test_jwt_audience_is_configurable_for_sandboxes(rsa_key):
     assert destination.tokens.token_url == "https://acme--uat.sandbox.my.salesforce.com/services/oauth2/token"
 
 
+@pytest.mark.parametrize("login_url, audience", [
+    ("https://acme--uat.sandbox.my.salesforce.com", "https://test.salesforce.com"),
+    ("https://test.salesforce.com", "https://test.salesforce.com"),
+    ("https://acme.my.salesforce.com", "https://login.salesforce.com"),
+    ("https://login.salesforce.com", "https://login.salesforce.com"),
+])
+def test_jwt_audience_defaults_to_the_kind_of_org_of_the_login_url(rsa_key, login_url, audience):
+    pem, public = rsa_key
+    destination = make_destination("salesforce", {
+        "auth": "jwt", "login_url": login_url, "client_id": "ck", "username": "u@acme.example", "private_key": pem})
+    fields = auth.token_form(destination.config, now=1_700_000_000)
+    claims = jwt.decode(fields["assertion"], public, algorithms=["RS256"], audience=audience,
+                        options={"verify_exp": False})
+    assert claims["aud"] == audience
+
+
 def test_token_and_instance_url_are_cached_per_destination(sample_report):
     first = make_destination("salesforce", CC, name="sf_a")
     second = make_destination("salesforce", CC, name="sf_b")
@@ -124,11 +140,11 @@ def test_instance_url_from_the_token_answer_is_used_unless_configured(sample_rep
     other = "https://acme.my.salesforce.com:8443"
     with responses.RequestsMock() as rsps:
         token_ok(rsps, instance=other)
-        rsps.get(f"{other}/services/data/v66.0/search/", json={"searchRecords": []})
-        rsps.post(f"{other}/services/data/v66.0/composite", json={"compositeResponse": []})
+        rsps.get(f"{other}/services/data/v67.0/search/", json={"searchRecords": []})
+        rsps.post(f"{other}/services/data/v67.0/composite", json={"compositeResponse": []})
         _, ctx = deliver(make_destination("salesforce", CC), sample_report)
-    assert [r.url.split("?")[0] for r in ctx.sent[1:]] == [f"{other}/services/data/v66.0/search/",
-                                                          f"{other}/services/data/v66.0/composite"]
+    assert [r.url.split("?")[0] for r in ctx.sent[1:]] == [f"{other}/services/data/v67.0/search/",
+                                                          f"{other}/services/data/v67.0/composite"]
     local = "http://127.0.0.1:8999"
     with responses.RequestsMock() as rsps:
         token_ok(rsps, instance=other)
@@ -257,7 +273,7 @@ def test_login_answer_without_token_is_permanent(sample_report):
     ({"auth": "jwt", "login_url": LOGIN, "client_id": "ck", "username": "u", "private_key": "not a key"},
      "private_key", "PEM"),
     ({**CC, "auth": "password"}, "auth", "Must be one of"),
-    ({**CC, "api_version": "latest"}, "api_version", "66.0"),
+    ({**CC, "api_version": "latest"}, "api_version", "67.0"),
     ({**CC, "login_url": "acme"}, "login_url", "URL"),
     ({**CC, "login_url": "https://login.salesforce.com"}, "login_url", "My Domain"),
     ({**CC, "call_id_field": "Sovereign Call Id"}, "call_id_field", "External ID"),

@@ -1,20 +1,24 @@
 """Delivery flows field by field, every failure point, resumption, dry run, and the hub's contract."""
 import json
 import re
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 import responses
-from hub import Permanent, Retryable
+from hub import Permanent, Retryable, redact
 from hub.testing import DestinationContract, deliver, make_destination
 
 LOGIN = "https://acme.my.salesforce.com"
 TOKEN_URL = f"{LOGIN}/services/oauth2/token"
-DATA = f"{LOGIN}/services/data/v66.0"
+DATA = f"{LOGIN}/services/data/v67.0"
 SEARCH = f"{DATA}/search/"
 COMPOSITE = f"{DATA}/composite"
+QUERY = f"{DATA}/query/"
 CALL_ID = "0b7e9a52-5d0c-4a8e-9f3e-2f1c6d8a4b11"
 PRECHECK = f"{DATA}/sobjects/Task/Sovereign_Call_Id__c/{CALL_ID}"
+CALL_OBJECT_SOQL = (f"SELECT Id, WhoId FROM Task WHERE CallObject = '{CALL_ID}' AND TaskSubtype = 'Call' "
+                    "ORDER BY CreatedDate LIMIT 1")
 CC = {"login_url": LOGIN, "client_id": "3MVG9-consumer-key", "client_secret": "consumer-s3cret"}
 CONTACT_ID, ACCOUNT_ID, LEAD_ID = "003000000000001AAA", "001000000000001AAA", "00Q000000000001AAA"
 IDS = {"newWho": "00Q000000000009AAA", "callTask": "00T000000000001AAA", "followUp": "00T000000000002AAA",
@@ -27,13 +31,13 @@ EXPECTED_DESCRIPTION = (
 
 
 def contact_hit(phone="+31 6 2345 6789", account=ACCOUNT_ID):
-    return {"attributes": {"type": "Contact", "url": f"/services/data/v66.0/sobjects/Contact/{CONTACT_ID}"},
+    return {"attributes": {"type": "Contact", "url": f"/services/data/v67.0/sobjects/Contact/{CONTACT_ID}"},
             "Id": CONTACT_ID, "Name": "Jan Jansen", "AccountId": account, "Phone": phone,
             "LastModifiedDate": "2026-02-01T10:00:00.000+0000"}
 
 
 def lead_hit():
-    return {"attributes": {"type": "Lead", "url": f"/services/data/v66.0/sobjects/Lead/{LEAD_ID}"},
+    return {"attributes": {"type": "Lead", "url": f"/services/data/v67.0/sobjects/Lead/{LEAD_ID}"},
             "Id": LEAD_ID, "Name": "Piet", "Company": "Acme", "MobilePhone": "06-23456789",
             "LastModifiedDate": "2026-02-01T10:00:00.000+0000"}
 
@@ -78,7 +82,7 @@ def test_known_contact_gets_a_completed_call_task_with_every_field(sample_report
         assert urls(rsps) == [("POST", TOKEN_URL), ("GET", SEARCH), ("POST", COMPOSITE)]
     assert list(subs) == ["callTask"]
     assert subs["callTask"]["method"] == "POST"
-    assert subs["callTask"]["url"] == "/services/data/v66.0/sobjects/Task"
+    assert subs["callTask"]["url"] == "/services/data/v67.0/sobjects/Task"
     assert subs["callTask"]["body"] == {
         "Subject": "Outbound call: complaint",
         "Description": EXPECTED_DESCRIPTION,
@@ -125,7 +129,7 @@ def test_unknown_caller_becomes_a_lead_linked_in_the_same_composite(sample_repor
         subs = composite_body(rsps)
     assert list(subs) == ["newWho", "callTask"]
     assert subs["newWho"]["method"] == "POST"
-    assert subs["newWho"]["url"] == "/services/data/v66.0/sobjects/Lead"
+    assert subs["newWho"]["url"] == "/services/data/v67.0/sobjects/Lead"
     assert subs["newWho"]["body"] == {"LastName": "Caller +31 6 23456789", "Phone": "+31623456789",
                                       "Company": "Unknown (phone caller)", "LeadSource": "Phone Inquiry"}
     assert subs["callTask"]["body"]["WhoId"] == "@{newWho.id}"
@@ -139,7 +143,7 @@ def test_create_contact_sends_a_contact_without_company(sample_report):
         mock_all(rsps)
         _, ctx = deliver(destination, sample_report)
         subs = composite_body(rsps)
-    assert subs["newWho"]["url"] == "/services/data/v66.0/sobjects/Contact"
+    assert subs["newWho"]["url"] == "/services/data/v67.0/sobjects/Contact"
     assert subs["newWho"]["body"] == {"LastName": "+31623456789", "Phone": "+31623456789"}
     assert ctx.state["who"]["sobject"] == "Contact"
 
@@ -199,7 +203,7 @@ def test_follow_up_task_priority_due_date_and_owner(make_report):
         result, ctx = deliver(destination, report)
         subs = composite_body(rsps)
     assert list(subs) == ["callTask", "followUp"]
-    assert subs["followUp"]["url"] == "/services/data/v66.0/sobjects/Task"
+    assert subs["followUp"]["url"] == "/services/data/v67.0/sobjects/Task"
     assert subs["followUp"]["body"] == {
         "Subject": "Follow up: complaint with +31 6 23456789",
         "Description": subs["followUp"]["body"]["Description"],
@@ -234,15 +238,48 @@ def test_opportunity_on_the_contacts_account_with_contact_role(sample_report):
         result, ctx = deliver(destination, sample_report)
         subs = composite_body(rsps)
     assert list(subs) == ["callTask", "opportunity", "contactRole"]
-    assert subs["opportunity"]["url"] == "/services/data/v66.0/sobjects/Opportunity"
+    assert subs["opportunity"]["url"] == "/services/data/v67.0/sobjects/Opportunity"
     assert subs["opportunity"]["body"] == {
         "Name": "+31 6 23456789 - call 2026-03-02", "AccountId": ACCOUNT_ID, "StageName": "Qualification",
         "CloseDate": "2026-04-01", "Description": sample_report.summary}
-    assert subs["contactRole"]["url"] == "/services/data/v66.0/sobjects/OpportunityContactRole"
+    assert subs["contactRole"]["url"] == "/services/data/v67.0/sobjects/OpportunityContactRole"
     assert subs["contactRole"]["body"] == {"OpportunityId": "@{opportunity.id}", "ContactId": CONTACT_ID,
                                            "IsPrimary": True, "Role": "Decision Maker"}
     assert (ctx.state["opportunity_id"], ctx.state["contact_role_id"]) == (IDS["opportunity"], IDS["contactRole"])
     assert f"opportunity {IDS['opportunity']}" in result.message
+
+
+def test_opportunity_for_a_contact_given_by_who_id_reads_its_account(make_report):
+    report = make_report(assistant={"metadata": {"salesforce_id": CONTACT_ID}})
+    destination = make_destination("salesforce", {**CC, "who_id": "assistant.metadata.salesforce_id",
+                                                  "opportunity": {"when": "`true`"}})
+    contact_url = f"{DATA}/sobjects/Contact/{CONTACT_ID}"
+    with responses.RequestsMock() as rsps:
+        rsps.post(TOKEN_URL, json={"access_token": "tok", "instance_url": LOGIN})
+        rsps.get(contact_url, json={"attributes": {"type": "Contact"}, "Id": CONTACT_ID, "AccountId": ACCOUNT_ID})
+        rsps.add_callback(responses.POST, COMPOSITE, callback=composite_echo)
+        _, ctx = deliver(destination, report)
+        assert urls(rsps) == [("POST", TOKEN_URL), ("GET", contact_url), ("POST", COMPOSITE)]
+        assert rsps.calls[1].request.url == contact_url + "?fields=AccountId"
+        subs = composite_body(rsps)
+    assert list(subs) == ["callTask", "opportunity", "contactRole"]
+    assert subs["opportunity"]["body"]["AccountId"] == ACCOUNT_ID
+    assert subs["contactRole"]["body"]["ContactId"] == CONTACT_ID
+    assert ctx.state["who"] == {"id": CONTACT_ID, "sobject": "Contact", "how": "given by who_id",
+                                "account_id": ACCOUNT_ID}
+
+
+def test_contact_given_by_who_id_without_account_gets_no_opportunity(make_report):
+    report = make_report(assistant={"metadata": {"salesforce_id": CONTACT_ID}})
+    destination = make_destination("salesforce", {**CC, "who_id": "assistant.metadata.salesforce_id",
+                                                  "opportunity": {"when": "`true`"}})
+    with responses.RequestsMock() as rsps:
+        rsps.post(TOKEN_URL, json={"access_token": "tok", "instance_url": LOGIN})
+        rsps.get(f"{DATA}/sobjects/Contact/{CONTACT_ID}", json={"Id": CONTACT_ID, "AccountId": None})
+        rsps.add_callback(responses.POST, COMPOSITE, callback=composite_echo)
+        result, _ = deliver(destination, report)
+        assert list(composite_body(rsps)) == ["callTask"]
+    assert "no opportunity: the caller is not a Contact with an Account" in result.message
 
 
 def test_no_opportunity_for_a_lead(sample_report):
@@ -269,7 +306,7 @@ def test_call_task_is_upserted_by_its_external_id(sample_report):
         assert urls(rsps) == [("POST", TOKEN_URL), ("GET", PRECHECK), ("GET", SEARCH), ("POST", COMPOSITE)]
         assert rsps.calls[1].request.url == PRECHECK + "?fields=Id%2CWhoId"
     assert subs["callTask"]["method"] == "PATCH"
-    assert subs["callTask"]["url"] == f"/services/data/v66.0/sobjects/Task/Sovereign_Call_Id__c/{CALL_ID}"
+    assert subs["callTask"]["url"] == f"/services/data/v67.0/sobjects/Task/Sovereign_Call_Id__c/{CALL_ID}"
     assert "Sovereign_Call_Id__c" not in subs["callTask"]["body"]
     assert ctx.state["call_task_id"] == IDS["callTask"] and ctx.state["follow_up_task_id"] == IDS["followUp"]
 
@@ -288,8 +325,8 @@ def test_lost_state_finds_the_task_by_external_id_and_writes_nothing(sample_repo
 def test_several_tasks_with_the_external_id_count_as_already_logged(sample_report):
     with responses.RequestsMock() as rsps:
         rsps.post(TOKEN_URL, json={"access_token": "tok", "instance_url": LOGIN})
-        rsps.get(PRECHECK, status=300, json=[f"/services/data/v66.0/sobjects/Task/{IDS['callTask']}",
-                                             "/services/data/v66.0/sobjects/Task/00T000000000003AAA"])
+        rsps.get(PRECHECK, status=300, json=[f"/services/data/v67.0/sobjects/Task/{IDS['callTask']}",
+                                             "/services/data/v67.0/sobjects/Task/00T000000000003AAA"])
         _, ctx = deliver(make_destination("salesforce", UPSERT), sample_report)
         assert urls(rsps) == [("POST", TOKEN_URL), ("GET", PRECHECK)]
     assert ctx.state == {"call_task_id": IDS["callTask"], "recovered": True}
@@ -357,12 +394,50 @@ def test_composite_failure_keeps_what_was_found_and_nothing_else(sample_report):
         with pytest.raises(Retryable):
             destination.deliver(sample_report, ctx)
     assert ctx.state == {"who": {"id": CONTACT_ID, "sobject": "Contact", "account_id": ACCOUNT_ID,
-                                 "how": "matched by Phone"}}
-    with responses.RequestsMock() as rsps:  # the retry skips the search
+                                 "how": "matched by Phone"}, "composite_sent": True}
+    with responses.RequestsMock() as rsps:  # the retry skips the search, makes sure nothing was committed
+        rsps.get(QUERY, json={"totalSize": 0, "done": True, "records": []})
         rsps.add_callback(responses.POST, COMPOSITE, callback=composite_echo)
         _, ctx2 = deliver(destination, sample_report, state=ctx.state, attempt=2)
-        assert urls(rsps) == [("POST", COMPOSITE)]
-    assert ctx2.state["call_task_id"] == IDS["callTask"]
+        assert urls(rsps) == [("GET", QUERY), ("POST", COMPOSITE)]
+        assert parse_qs(urlsplit(rsps.calls[0].request.url).query)["q"] == [CALL_OBJECT_SOQL]
+    assert ctx2.state == {"who": {"id": CONTACT_ID, "sobject": "Contact", "account_id": ACCOUNT_ID,
+                                  "how": "matched by Phone"}, "call_task_id": IDS["callTask"]}
+
+
+def test_lost_composite_answer_without_call_id_field_finds_the_task_by_call_object(sample_report):
+    """Salesforce committed the Composite but the answer never arrived: the retry must not log the call twice."""
+    destination = make_destination("salesforce", {**CC, "follow_up": {"when": "analysis.follow_up_needed"}})
+    with responses.RequestsMock() as rsps:
+        rsps.post(TOKEN_URL, json={"access_token": "tok", "instance_url": LOGIN})
+        rsps.get(SEARCH, json={"searchRecords": [contact_hit()]})
+        rsps.post(COMPOSITE, body=requests.ConnectionError("connection reset"))
+        ctx = destination.context(delivery_id="d1")
+        with pytest.raises(Retryable):
+            destination.deliver(sample_report, ctx)
+    assert ctx.state["composite_sent"] is True
+    with responses.RequestsMock() as rsps:
+        rsps.get(QUERY, json={"totalSize": 1, "done": True, "records": [
+            {"attributes": {"type": "Task"}, "Id": IDS["callTask"], "WhoId": CONTACT_ID}]})
+        result, ctx2 = deliver(destination, sample_report, state=ctx.state, attempt=2)
+        assert urls(rsps) == [("GET", QUERY)]  # no second Composite
+    assert ctx2.state == {"call_task_id": IDS["callTask"], "recovered": True,
+                          "who": {"id": CONTACT_ID, "sobject": "Contact", "how": "found on the task"}}
+    assert "already in Salesforce (found by CallObject)" in result.message
+
+
+def test_call_object_query_escapes_the_call_id(make_report):
+    report = make_report(call={"id": "it's\\odd", "type": "outbound_phone_call", "status": "ended"})
+    destination = make_destination("salesforce", CC)
+    with responses.RequestsMock() as rsps:
+        rsps.post(TOKEN_URL, json={"access_token": "tok", "instance_url": LOGIN})
+        rsps.get(QUERY, json={"totalSize": 0, "done": True, "records": []})
+        rsps.get(SEARCH, json={"searchRecords": [contact_hit()]})
+        rsps.add_callback(responses.POST, COMPOSITE, callback=composite_echo)
+        _, ctx = deliver(destination, report, state={"composite_sent": True}, attempt=2)
+        query = parse_qs(urlsplit(rsps.calls[1].request.url).query)["q"][0]
+    assert "WHERE CallObject = 'it\\'s\\\\odd' AND" in query
+    assert ctx.state["call_task_id"] == IDS["callTask"] and "composite_sent" not in ctx.state
 
 
 # --- error mapping -----------------------------------------------------------------------
@@ -495,6 +570,22 @@ def test_dry_run_lists_the_exact_requests_and_sends_none(sample_report):
     assert composite["callTask"]["body"]["WhoId"] == "@{newWho.id}"
     assert re.match(r"call task dry-run-callTask on Lead dry-run-newWho", result.message)
     assert destination.tokens._token is None  # a dry run never fills the shared token cache
+
+
+# --- secrets and shared limits ------------------------------------------------------------
+
+def test_literal_secrets_are_redacted_everywhere():
+    make_destination("salesforce", {**CC, "client_secret": "literal-consumer-secret-42"})
+    assert redact("login failed for literal-consumer-secret-42") == "login failed for [secret]"
+
+
+def test_destinations_on_one_org_share_rate_limits():
+    first = make_destination("salesforce", CC, name="sf_calls")
+    second = make_destination("salesforce", {**CC, "login_url": LOGIN + "/"}, name="sf_sales")
+    other = make_destination("salesforce", {**CC, "login_url": "https://other.my.salesforce.com"}, name="sf_other")
+    assert first.limiters["default"] is second.limiters["default"]
+    assert first.limiters["search"] is second.limiters["search"]
+    assert first.limiters["default"] is not other.limiters["default"]
 
 
 # --- the hub's contract ------------------------------------------------------------------

@@ -11,13 +11,13 @@ LOGIN = "https://acme.my.salesforce.com"
 
 
 def contact(id_, modified="2026-01-01T00:00:00.000+0000", **phones):
-    return {"attributes": {"type": "Contact", "url": f"/services/data/v66.0/sobjects/Contact/{id_}"},
+    return {"attributes": {"type": "Contact", "url": f"/services/data/v67.0/sobjects/Contact/{id_}"},
             "Id": id_, "Name": "Jan Jansen", "AccountId": "001000000000001AAA", "LastModifiedDate": modified,
             **phones}
 
 
 def lead(id_, modified="2026-01-01T00:00:00.000+0000", **phones):
-    return {"attributes": {"type": "Lead", "url": f"/services/data/v66.0/sobjects/Lead/{id_}"},
+    return {"attributes": {"type": "Lead", "url": f"/services/data/v67.0/sobjects/Lead/{id_}"},
             "Id": id_, "Name": "Piet Pietersen", "Company": "Acme", "LastModifiedDate": modified, **phones}
 
 
@@ -38,9 +38,9 @@ def test_build_sosl_searches_phone_fields_of_the_configured_objects_in_order():
     sosl = build_sosl("+31623456789", ["Lead", "Contact"])
     assert sosl == (
         "FIND {31623456789 OR 0623456789 OR 623456789} IN PHONE FIELDS RETURNING "
-        "Lead(Id, Name, Company, Phone, MobilePhone, LastModifiedDate WHERE IsConverted = false "
+        "Lead(Id, Phone, MobilePhone, LastModifiedDate WHERE IsConverted = false "
         "ORDER BY LastModifiedDate DESC LIMIT 20), "
-        "Contact(Id, Name, AccountId, Phone, MobilePhone, HomePhone, OtherPhone, AssistantPhone, LastModifiedDate "
+        "Contact(Id, AccountId, Phone, MobilePhone, HomePhone, OtherPhone, AssistantPhone, LastModifiedDate "
         "ORDER BY LastModifiedDate DESC LIMIT 20)")
 
 
@@ -80,9 +80,9 @@ def test_delivery_sends_the_sosl_url_encoded_to_the_search_resource(sample_repor
     destination = make_destination("salesforce", {"login_url": LOGIN, "client_id": "cid", "client_secret": "s3cret-value"})
     with responses.RequestsMock() as rsps:
         rsps.post(f"{LOGIN}/services/oauth2/token", json={"access_token": "tok", "instance_url": LOGIN})
-        rsps.get(f"{LOGIN}/services/data/v66.0/search/",
+        rsps.get(f"{LOGIN}/services/data/v67.0/search/",
                  json={"searchRecords": [contact("003000000000001AAA", MobilePhone="+31 6 2345 6789")]})
-        rsps.post(f"{LOGIN}/services/data/v66.0/composite", json={"compositeResponse": [
+        rsps.post(f"{LOGIN}/services/data/v67.0/composite", json={"compositeResponse": [
             {"referenceId": "callTask", "httpStatusCode": 201, "httpHeaders": {},
              "body": {"id": "00T000000000001AAA", "success": True, "errors": []}}]})
         result, ctx = deliver(destination, sample_report)

@@ -4,7 +4,7 @@ Every builder cuts its text to the limit of the place it goes (never raising), s
 summary or a chatty analysis yields a shorter message, not an ``invalid_blocks`` error.
 Limits (api.slack.com/reference/block-kit): 50 blocks a message; section text 3000
 characters, fields at most 10 of 2000 each; header plain_text 150; context at most 10
-elements; actions at most 25 elements; button text 75, url 3000, value 2000; action_id
+elements; actions at most 25 elements; button text 75, url 3000; action_id
 and block_id 255. The top-level ``text`` is only the notification and fallback text when
 blocks are present: Slack cuts it at 40,000 characters, we keep it to ``MESSAGE_TEXT``.
 """
@@ -23,7 +23,6 @@ TEXT_OBJECT = 3000
 ACTIONS_ELEMENTS = 25
 BUTTON_TEXT = 75
 BUTTON_URL = 3000
-BUTTON_VALUE = 2000
 ACTION_ID = 255
 MESSAGE_TEXT = 3000
 ELLIPSIS = "…"
@@ -110,10 +109,6 @@ def button(text: str, url: str, action_id: str, style: str | None = None) -> dic
 def actions(elements: list[dict | None]) -> dict | None:
     present = [e for e in elements if e][:ACTIONS_ELEMENTS]
     return {"type": "actions", "elements": present} if present else None
-
-
-def divider() -> dict:
-    return {"type": "divider"}
 
 
 def message(text: str, blocks: list[dict | None]) -> dict:

@@ -46,7 +46,7 @@ def add_commands(cli: click.Group) -> None:
         end = _moment(until, "--until") or datetime.now(timezone.utc)
         try:
             destination = the_hub.destination(name)
-        except (KeyError, LookupError) as exc:
+        except KeyError as exc:  # hub.errors.UnknownDestination: its message lists the configured names
             raise click.ClickException(str(exc.args[0] if exc.args else exc)) from None
         if getattr(destination, "type", None) != "slack" or not hasattr(destination, "post"):
             raise click.ClickException(f"destination {name!r} is of type {destination.type!r}; "

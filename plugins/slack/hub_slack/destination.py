@@ -72,9 +72,14 @@ class SlackDestination(Destination):
     secret_options = ("token", "webhook_url")
 
     def limiter_key(self) -> str:
-        """Destinations posting to one channel share its one-message-a-second bucket."""
-        target = self.config["channel"] if self.config["token"] else self.config["webhook_url"]
-        return hashlib.sha256(target.encode()).hexdigest()
+        """Destinations posting to one channel share its one-message-a-second bucket.
+
+        Bot mode: the channel (``#name`` and ``name`` are one channel). Webhook mode: the URL,
+        which stands for one channel; only its digest is kept, the URL is a secret.
+        """
+        if self.config["token"]:
+            return "channel:" + self.config["channel"].strip().lstrip("#")
+        return "webhook:" + hashlib.sha256(self.config["webhook_url"].encode()).hexdigest()
 
     @property
     def where(self) -> str:
@@ -92,7 +97,7 @@ class SlackDestination(Destination):
                           dict(ctx.state))
         if report.event == "status-update" and report.call.status != "ended-with-error" and not report.error:
             return Result(f"status-update {report.call.status!r} is not an error: nothing posted", {})
-        message = build_message(report, self.config, self.settings)
+        message = build_message(report, self.config, self.settings, destination=self.name)
         ctx.state.update(self.post(message, ctx))
         verb = "would post" if ctx.dry_run else "posted"
         return Result(f"{verb} to {self.where}" + (f" (ts {ctx.state['ts']})" if ctx.state.get("ts") else ""),

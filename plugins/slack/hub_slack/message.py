@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hub import Template, format_duration, format_phone
+from hub import Permanent, Template, format_duration, format_phone
 
 from . import blockkit as bk
 
@@ -119,13 +119,24 @@ def template_extras(report, config: dict, settings) -> dict[str, Any]:
     }
 
 
-def build_message(report, config: dict, settings) -> dict:
+def render(key: str, default: Template, report, config: dict, destination: str, **names: Any) -> str:
+    """The operator's template ``key`` (or the default) rendered; a failure names the key to fix."""
+    try:
+        return (config.get(key) or default).render(report, **names)
+    except Permanent as exc:
+        raise Permanent(f"destination {destination!r}: the `{key}` template failed on report {report.id}: "
+                        f"{exc.reason}; fix `{key}` (or remove it for the default)") from None
+
+
+def build_message(report, config: dict, settings, destination: str = "slack") -> dict:
     """The message for one report; every text kept within Slack's limits."""
     extras = template_extras(report, config, settings)
     # A template that renders nothing must not yield an empty text object (Slack rejects those).
-    title = (config.get("header") or DEFAULT_HEADER).render(report, **extras) or "Call report"
-    body = (config.get("summary") or DEFAULT_SUMMARY).render(report, **extras) or "_No summary._"
-    fallback = (config.get("text") or DEFAULT_TEXT).render(report, title=title, **extras) or title
+    title = render("header", DEFAULT_HEADER, report, config, destination, **extras) or "Call report"
+    body = render("summary", DEFAULT_SUMMARY, report, config, destination, **extras) or "_No summary._"
+    # The header is plain text; the notification text is mrkdwn, so the title is escaped there.
+    safe_title = bk.escape(title)
+    fallback = render("text", DEFAULT_TEXT, report, config, destination, title=safe_title, **extras) or safe_title
     mentions = extras["mentions"]
     report_url = extras["report_url"]
 

@@ -194,6 +194,8 @@ def test_digest_command_dry_run_prints_the_request(filled_hub):
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     assert printed[0]["method"] == "POST" and printed[0]["body"]["blocks"][0]["type"] == "header"
+    assert printed[0]["url"] == "[secret]"  # webhook_url is a secret option: never printed
+    assert "digestdigestdigest" not in result.output
 
 
 def test_digest_command_rejects_unknown_and_non_slack_destinations(filled_hub):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import responses
@@ -133,6 +134,28 @@ def test_ratelimited_in_body_retries_after_the_wait_asked(sample_report, mocked_
         deliver(make_destination("slack", OPTIONS), sample_report)
     assert info.value.retry_after == 12.0
     assert "ratelimited" in str(info.value)
+
+
+def test_rate_limited_as_the_spec_spells_it_retries(sample_report, mocked_http, check_response):
+    answer = {"ok": False, "error": "rate_limited"}  # the 2020 spec's code (today's Slack says "ratelimited")
+    assert check_response("default", answer) == []
+    mocked_http.add(responses.POST, URL, json=answer)
+    with pytest.raises(Retryable) as info:
+        deliver(make_destination("slack", OPTIONS, name="sales"), sample_report)
+    assert info.value.retry_after == 1.0  # no Retry-After given: wait a second, the channel's pace
+    assert str(info.value).startswith("destination 'sales': Slack error rate_limited: ")
+
+
+@pytest.mark.parametrize("error", ["channel_not_found", "not_in_channel", "is_archived", "msg_too_long", "no_text",
+                                   "not_authed", "invalid_auth", "account_inactive"])
+def test_error_answers_the_spec_lists_are_permanent(sample_report, mocked_http, check_response, error):
+    answer = {"ok": False, "error": error}
+    assert check_response("default", answer) == []  # the mock is an answer Slack documents
+    mocked_http.add(responses.POST, URL, json=answer)
+    with pytest.raises(Permanent) as info:
+        deliver(make_destination("slack", OPTIONS), sample_report)
+    assert f"Slack error {error}: " in str(info.value)
+    assert re.search(r"`(channel|token|header|summary|text)`", str(info.value))  # names the key to fix
 
 
 def test_http_429_retries_after_the_wait_asked(sample_report, mocked_http):

@@ -20,7 +20,7 @@ FIELD_FIXES = {
     "issuetype": "fix the 'issue_type' key",
     "priority": "fix the 'priority_names' key (priority_names = {} for a project without priorities)",
     "assignee": "fix the 'assignee' key (an accountId that may be assigned in the project)",
-    "labels": "fix the 'labels' key, or add Labels to the project's create screen",
+    "labels": "fix the 'labels' key, or add Labels to the project's create screen (or set dedupe_label = false)",
     "summary": "fix the 'title' key",
     "description": "fix the 'description' key",
     "duedate": "add Due date to the project's create screen",

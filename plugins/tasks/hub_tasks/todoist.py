@@ -17,6 +17,9 @@ from .followup import FollowUp, FollowUpConfig
 #: Todoist counts upward: 1 = normal (p4 in the apps) ... 4 = urgent (p1 in the apps)
 PRIORITY_VALUES = {"urgent": 4, "high": 3, "medium": 2, "low": 1, "none": 1}
 
+#: where a task opens in the web app (the v1 answer may carry no ``url``; Doist's own client builds it so)
+TASK_URL = "https://app.todoist.com/app/task/{id}"
+
 FIELD_KEYS = {"project_id": "project_id", "section_id": "section_id", "labels": "labels",
               "assignee_id": "assignee", "due_date": "due_in_days", "due_string": "due_string",
               "content": "title", "description": "description", "priority": "priority"}
@@ -104,4 +107,5 @@ class TodoistDestination(TrackerDestination):
             # Todoist discards a request whose X-Request-Id it already ran: the earlier attempt's
             # task stands, though this answer does not say which it is
             return CreatedTask(id=f"x-request-id:{request_id}")
-        return CreatedTask(id=self.answer_id(response, task), url=task.get("url"))
+        task_id = self.answer_id(response, task)
+        return CreatedTask(id=task_id, url=task.get("url") or TASK_URL.format(id=task_id))

@@ -1,13 +1,17 @@
 """``trello``: a Trello card, ``POST /1/cards`` with an API key and token.
 
-Key and token travel in Trello's ``Authorization: OAuth oauth_consumer_key=..., oauth_token=...``
-header rather than the query string, so they never appear in a URL (logs, dry-run output);
-the card fields go in a JSON body, which the reference allows in place of query parameters
-(descriptions are too long for a URL).
+Key and token travel as the ``key`` and ``token`` query parameters, the form Atlassian's Trello
+REST reference documents for every call (``/1/cards?idList=...&key=APIKey&token=APIToken``).
+Both are secret options, and the recorded request (``ctx.sent``, ``send-test --dry-run``) and
+any error carry ``[secret]`` in their place. The card fields go in a JSON body, which the
+reference allows in place of query parameters (descriptions are too long for a URL).
 """
 from __future__ import annotations
 
+import re
+from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlencode
 
 from marshmallow import fields, validate
 
@@ -51,6 +55,15 @@ def card_payload(follow_up: FollowUp, config: dict[str, Any]) -> dict[str, Any]:
     return card
 
 
+#: ``key=...``/``token=...`` in a URL or an error text (what ``mask_credentials`` hides)
+CREDENTIAL_PARAM = re.compile(r"\b(key|token)=[^&\s'\"]+")
+
+
+def mask_credentials(text: str) -> str:
+    """``...?key=abc&token=xyz`` -> ``...?key=[secret]&token=[secret]``, whether or not redaction knows them."""
+    return CREDENTIAL_PARAM.sub(lambda m: f"{m.group(1)}=[secret]", text)
+
+
 def rate_limit_wait(response) -> float | None:
     """Trello sends no Retry-After; its windows are ``x-rate-limit-api-*-interval-ms`` long (10 s)."""
     waits = []
@@ -74,19 +87,61 @@ class TrelloDestination(TrackerDestination):
                  "write scope); the user must be a member of the board of 'list_id'.")
 
     def create(self, follow_up: FollowUp, ctx: hub.DeliveryContext) -> CreatedTask:
-        auth = f'OAuth oauth_consumer_key="{self.config["key"]}", oauth_token="{self.config["token"]}"'
-        response = self.send(
-            ctx, "POST", self.endpoint("/1/cards"), json=card_payload(follow_up, self.config),
-            headers={"Authorization": auth, "Accept": "application/json"},
-            dry_run_response={"id": "5abbe4b7ddc1b351ef961414", "idShort": 1,
-                              "shortUrl": "https://trello.com/c/DRYRUN01"})
-        problem = None
-        if 400 <= response.status_code < 500 and response.status_code not in (401, 403, 429):
-            body = json_or_none(response)
-            problem = (body.get("message") or body.get("error")) if isinstance(body, dict) else response.text
-            problem = (str(problem or "").strip()[:300]) or None
-        self.fail(response, problem, fix="Check 'list_id', 'members', 'labels' and 'priority_labels' "
-                                         "(ids from the same board)",
-                  retry_after=rate_limit_wait(response) if response.status_code == 429 else None)
+        with credentials_masked():
+            response = self.send_card(ctx, card_payload(follow_up, self.config))
+            problem = None
+            if 400 <= response.status_code < 500 and response.status_code not in (401, 403, 429):
+                body = json_or_none(response)
+                problem = (body.get("message") or body.get("error")) if isinstance(body, dict) else response.text
+                problem = str(problem or "").strip()[:300] or None
+            self.fail(response, problem, fix="Check 'list_id', 'members', 'labels' and 'priority_labels' "
+                                             "(ids from the same board)",
+                      retry_after=rate_limit_wait(response) if response.status_code == 429 else None)
         card = json_or_none(response)
         return CreatedTask(id=self.answer_id(response, card), url=card.get("shortUrl") or card.get("url"))
+
+    def find_existing(self, follow_up: FollowUp, ctx: hub.DeliveryContext) -> CreatedTask | None:
+        """The card an earlier attempt created before its answer was lost: same name and text in the list.
+
+        ``GET /1/lists/{list_id}/cards`` ("Get Cards in a List") lists the open cards; a retry
+        renders the same report with the same options, so its card name and description are the
+        same as the lost one's.
+        """
+        with credentials_masked():
+            response = self.send_trello(ctx, "GET", f"/1/lists/{self.config['list_id']}/cards", dry_run_response=[])
+            self.fail(response, f"cannot list the cards of 'list_id': {response.text[:200]}",
+                      fix="Check 'list_id'")
+        cards = json_or_none(response)
+        for card in cards if isinstance(cards, list) else []:
+            if (isinstance(card, dict) and card.get("id") and card.get("name") == follow_up.title
+                    and str(card.get("desc") or "").strip() == follow_up.description.strip()):
+                return CreatedTask(id=str(card["id"]), url=card.get("shortUrl"))
+        return None
+
+    def send_card(self, ctx: hub.DeliveryContext, card: dict[str, Any]):
+        return self.send_trello(ctx, "POST", "/1/cards", json=card,
+                                dry_run_response={"id": "5abbe4b7ddc1b351ef961414", "idShort": 1,
+                                                  "shortUrl": "https://trello.com/c/DRYRUN01"})
+
+    def send_trello(self, ctx: hub.DeliveryContext, method: str, path: str, **kwargs: Any):
+        """One call with ``key`` and ``token`` as query parameters; the recorded URL shows them masked."""
+        query = {"key": self.config["key"], "token": self.config["token"]}
+        recorded = len(ctx.sent)
+        try:
+            return self.send(ctx, method, self.endpoint(path) + "?" + urlencode(query),
+                             headers={"Accept": "application/json"}, **kwargs)
+        finally:
+            for record in ctx.sent[recorded:]:
+                record.url = mask_credentials(record.url)
+
+
+@contextmanager
+def credentials_masked():
+    """Re-raise a delivery error with ``key=``/``token=`` values masked (a network error quotes the URL)."""
+    try:
+        yield
+    except hub.Retryable as exc:
+        raise hub.Retryable(mask_credentials(exc.reason), retry_after=exc.retry_after,
+                            http_status=exc.http_status) from None
+    except hub.Permanent as exc:
+        raise hub.Permanent(mask_credentials(exc.reason), http_status=exc.http_status) from None

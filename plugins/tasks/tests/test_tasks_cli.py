@@ -60,6 +60,8 @@ SECRETS = {"TASKS_JIRA_TOKEN": "jira-cli-secret-1", "TASKS_ASANA_TOKEN": "asana-
 EXPECTED = {
     "support-jira": ("https://acme.atlassian.net/rest/api/3/issue", "would create Jira task SUP-1"),
     "eng-linear": ("https://api.linear.app/graphql", "would create Linear task DRY-1"),
+    "board-trello": ("https://api.trello.com/1/cards?key=[secret]&token=[secret]",
+                     "would create Trello task 5abbe4b7ddc1b351ef961414"),
 }
 
 
@@ -74,7 +76,7 @@ def test_send_test_dry_run_prints_each_exact_request(tmp_path):
         assert run.returncode == 0, run.stderr
         (sent,) = json.loads(run.stdout)
         assert sent["method"] == "POST" and sent["url"] == url
-        assert sent["headers"]["Authorization"] == "[secret]"
+        assert sent["headers"].get("Authorization", "[secret]") == "[secret]"  # Trello: none, query params
         assert sent["body"], name
         assert "https://hub.acme.test/reports/send-test" in json.dumps(sent["body"])  # the dashboard link
         assert message in run.stderr

@@ -135,3 +135,16 @@ def test_long_title_and_description_are_cut_under_the_trackers_limits(make_repor
     item = follow_up(make_report(summary="word " * 5000), title="{{ summary }}")
     assert len(item.title) == 255 and item.title.endswith("…")
     assert len(item.description) == 16000 and item.description.endswith("…")
+
+
+def test_destinations_sharing_a_credential_share_rate_limit_buckets():
+    trello = {"key": "k" * 32, "list_id": "5abbe4b7ddc1b351ef961414"}
+    one = make_destination("trello", {**trello, "token": "a" * 64}, name="board-one")
+    same = make_destination("trello", {**trello, "token": "a" * 64, "list_id": "5abbe4b7ddc1b351ef961415"},
+                            name="board-two")
+    other = make_destination("trello", {**trello, "token": "b" * 64}, name="board-three")
+    assert one.limiter_key() == same.limiter_key() != other.limiter_key()
+    assert "a" * 64 not in one.limiter_key()  # a digest, never the token itself
+    site = make_destination("jira", JIRA, name="jira-one").limiter_key()
+    assert site == make_destination("jira", {**JIRA, "project": "OPS"}, name="jira-two").limiter_key()
+    assert site != make_destination("jira", {**JIRA, "email": "bot@example.com"}, name="jira-three").limiter_key()

@@ -135,6 +135,17 @@ def test_same_request_id_on_every_attempt_of_a_delivery(sample_report):
     assert ctx.state["task_id"] == "6X7rM8997g3RQmvh"
 
 
+def test_an_answer_without_url_gets_the_web_app_link(sample_report):
+    """API v1 task objects may leave out ``url``; the link is built the way Doist's own client does."""
+    destination = make_destination("todoist", OPTIONS)
+    answer = {key: value for key, value in CREATED.items() if key != "url"}
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.POST, CREATE, json=answer)
+        result, ctx = deliver(destination, sample_report)
+    assert ctx.state["task_url"] == "https://app.todoist.com/app/task/6X7rM8997g3RQmvh"
+    assert result.message.startswith("created Todoist task 6X7rM8997g3RQmvh https://app.todoist.com/app/task/")
+
+
 def test_a_discarded_repeat_keeps_the_earlier_task(sample_report):
     """Todoist discards a repeated X-Request-Id; an answer without a task means the first one stands."""
     destination = make_destination("todoist", OPTIONS)

@@ -1,9 +1,10 @@
 """``trello``: requests checked field by field and against Trello's published REST reference.
 
 No licensed Trello description is stored in shared/specs, so ``reference_problems`` encodes the
-published reference for ``POST /1/cards`` (Atlassian's Trello REST API, Cards group): idList is
-required and a 24-hex id; the card parameters it lists; key and token are required (as query
-parameters or Trello's ``Authorization: OAuth oauth_consumer_key=..., oauth_token=...``).
+published reference for ``POST /1/cards`` (developer.atlassian.com/cloud/trello/rest/api-group-cards,
+"Create a new Card"): idList is required and a 24-hex id; the card parameters it lists, which "may
+also be replaced with a JSON request body"; key and token as the ``key`` and ``token`` query
+parameters, as in the reference's own example (``/1/cards?idList=...&key=APIKey&token=APIToken``).
 """
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ CREATED = {"id": "65f0c1d2e3f4a5b6c7d8e9f0", "idShort": 7, "idList": LIST, "name
 CARD_PARAMS = {"name", "desc", "pos", "due", "start", "dueComplete", "idList", "idMembers", "idLabels", "urlSource",
                "fileSource", "mimeType", "idCardSource", "keepFromSource", "address", "locationName", "coordinates"}
 TRELLO_ID = re.compile(r"^[0-9a-fA-F]{24}$")
-OAUTH_HEADER = re.compile(r'^OAuth oauth_consumer_key="([^"]+)", oauth_token="([^"]+)"$')
 
 
 def reference_problems(request: requests.PreparedRequest) -> list[str]:
@@ -40,9 +40,8 @@ def reference_problems(request: requests.PreparedRequest) -> list[str]:
     query = {k: v[0] for k, v in parse_qs(parts.query).items()}
     body = json.loads(request.body) if request.body else {}
     params = {**query, **body}
-    header = OAUTH_HEADER.match(request.headers.get("Authorization", ""))
-    if not header and not ("key" in query and "token" in query):
-        problems.append("key and token are required")
+    if not (query.get("key") and query.get("token")):
+        problems.append("key and token are required query parameters")
     params.pop("key", None), params.pop("token", None)
     problems += [f"unknown parameter {name!r}" for name in sorted(set(params) - CARD_PARAMS)]
     if not TRELLO_ID.match(str(params.get("idList", ""))):
@@ -74,9 +73,9 @@ def test_creates_one_card_with_every_field(sample_report):
         result, ctx = deliver(destination, sample_report)
         (call,) = rsps.calls
     assert reference_problems(call.request) == []
-    assert call.request.url == CREATE  # no key or token in the URL
-    assert call.request.headers["Authorization"] == (
-        f'OAuth oauth_consumer_key="{OPTIONS["key"]}", oauth_token="{OPTIONS["token"]}"')
+    assert call.request.url == f"{CREATE}?key={OPTIONS['key']}&token={OPTIONS['token']}"
+    assert "Authorization" not in call.request.headers
+    assert ctx.sent[0].url == f"{CREATE}?key=[secret]&token=[secret]"
     body = json.loads(call.request.body)
     assert body == {
         "idList": LIST,
@@ -97,14 +96,13 @@ def test_reference_check_rejects_a_broken_card_request(sample_report):
     destination = make_destination("trello", OPTIONS)
     _, ctx = deliver(destination, sample_report, dry_run=True)
     good = ctx.sent[0].body
-    auth = {"Authorization": 'OAuth oauth_consumer_key="k", oauth_token="t"'}
-    assert reference_problems(requests.Request("POST", CREATE, json=good, headers=auth).prepare()) == []
     assert reference_problems(requests.Request("POST", CREATE, json=good,
                                                params={"key": "k", "token": "t"}).prepare()) == []
+    oauth_header = {"Authorization": 'OAuth oauth_consumer_key="k", oauth_token="t"'}  # not the documented form
     broken = {**good, "idList": "To Do", "labels": ["red"], "pos": -1}
-    assert reference_problems(requests.Request("POST", CREATE, json=broken).prepare()) == [
-        "key and token are required", "unknown parameter 'labels'", "idList is required: a 24-hex Trello id",
-        "pos must be top, bottom or a positive number"]
+    assert reference_problems(requests.Request("POST", CREATE, json=broken, headers=oauth_header).prepare()) == [
+        "key and token are required query parameters", "unknown parameter 'labels'",
+        "idList is required: a 24-hex Trello id", "pos must be top, bottom or a positive number"]
 
 
 def test_minimal_card_and_options(make_report):
@@ -158,3 +156,64 @@ def test_bad_trello_options_fail_at_load(options, message):
     with pytest.raises(Exception) as info:
         make_destination("trello", {**OPTIONS, **options})
     assert message in str(info.value)
+
+
+SHORT = {"key": "abc", "token": "tok12", "list_id": LIST}  # too short for the hub's redaction to know them
+
+
+def test_credentials_are_masked_even_where_redaction_does_not_know_them(sample_report):
+    destination = make_destination("trello", SHORT)
+    _, ctx = deliver(destination, sample_report, dry_run=True)
+    assert ctx.sent[0].url == f"{CREATE}?key=[secret]&token=[secret]"
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.POST, CREATE,
+                 body=requests.ConnectionError("Max retries exceeded with url: /1/cards?key=abc&token=tok12"))
+        with pytest.raises(hub.Retryable) as info:
+            deliver(destination, sample_report)
+    assert "token=[secret]" in str(info.value) and "tok12" not in str(info.value)
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.POST, CREATE, status=400, body="invalid value for idList (token=tok12)")
+        with pytest.raises(hub.Permanent) as info:
+            deliver(destination, sample_report)
+    assert "tok12" not in str(info.value) and "invalid value for idList" in str(info.value)
+
+
+LIST_CARDS = f"https://api.trello.com/1/lists/{LIST}/cards"
+
+
+def test_retry_finds_the_card_an_unanswered_attempt_created(sample_report):
+    destination = make_destination("trello", OPTIONS)
+    _, dry = deliver(destination, sample_report, dry_run=True)
+    card = dry.sent[0].body
+    lost = {"id": "65f0c1d2e3f4a5b6c7d8e9f1", "name": card["name"], "desc": card["desc"],
+            "shortUrl": "https://trello.com/c/LoSt0001"}
+    other = {**lost, "id": "65f0c1d2e3f4a5b6c7d8e9f2", "desc": "another call"}
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.GET, LIST_CARDS, json=[other, lost])
+        result, ctx = deliver(destination, sample_report, state={"create_sent": 1}, attempt=2)
+        (call,) = rsps.calls
+    query = parse_qs(urlsplit(call.request.url).query)
+    assert query == {"key": [OPTIONS["key"]], "token": [OPTIONS["token"]]}
+    assert ctx.state["task_id"] == "65f0c1d2e3f4a5b6c7d8e9f1" and ctx.state["create_sent"] == 1
+    assert result.message.startswith("found Trello task 65f0c1d2e3f4a5b6c7d8e9f1 https://trello.com/c/LoSt0001")
+    assert ctx.sent[0].url == f"{LIST_CARDS}?key=[secret]&token=[secret]"
+
+
+def test_retry_creates_when_the_list_has_no_such_card(sample_report):
+    destination = make_destination("trello", OPTIONS)
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.GET, LIST_CARDS, json=[{"id": "65f0c1d2e3f4a5b6c7d8e9f2", "name": "x", "desc": "y"}])
+        rsps.add(responses.POST, CREATE, json=CREATED)
+        _, ctx = deliver(destination, sample_report, state={"create_sent": 1}, attempt=2)
+        assert [c.request.method for c in rsps.calls] == ["GET", "POST"]
+    assert ctx.state["task_id"] == CREATED["id"] and ctx.state["create_sent"] == 2
+
+
+def test_lookup_of_an_unknown_list_is_permanent(sample_report):
+    destination = make_destination("trello", OPTIONS, name="support-trello")
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.GET, LIST_CARDS, status=404, body="The requested resource was not found.")
+        with pytest.raises(hub.Permanent) as info:
+            deliver(destination, sample_report, state={"create_sent": 1}, attempt=2)
+    assert "'support-trello'" in str(info.value) and "'list_id'" in str(info.value)
+    assert OPTIONS["token"] not in str(info.value)
