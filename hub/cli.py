@@ -209,8 +209,9 @@ def plugins(as_json):
         if row.get("error"):
             click.secho(f"{row['name']}: FAILED TO LOAD: {row['error']}", fg="red")
             continue
-        types = ", ".join(row["destination_types"]) or "-"
-        click.echo(f"{row['name']} {row['version']} ({row['distribution']})  types: {types}  "
+        provides = [f"types: {', '.join(row['destination_types'])}"] if row["destination_types"] else []
+        provides += [f"sources: {', '.join(row['sources'])}"] if row["sources"] else []
+        click.echo(f"{row['name']} {row['version']} ({row['distribution']})  {'  '.join(provides) or '-'}  "
                    f"hooks: {', '.join(row['hooks'])}")
 
 

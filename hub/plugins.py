@@ -33,6 +33,7 @@ class Registry:
     sources: dict = field(default_factory=dict)
     destinations: dict = field(default_factory=dict)
     owners: dict = field(default_factory=dict)  # destination type -> plugin name
+    source_owners: dict = field(default_factory=dict)  # source name -> plugin name
 
 
 class HubPluginManager(pluggy.PluginManager):
@@ -80,6 +81,7 @@ def collect(pm: pluggy.PluginManager) -> Registry:
     for impl in pm.hook.register_sources.get_hookimpls():
         def register_source(source, _plugin=impl.plugin_name):
             registry.sources[source.name] = source
+            registry.source_owners[source.name] = _plugin
         impl.function(register=register_source)
 
     for impl in pm.hook.register_destinations.get_hookimpls():
@@ -109,7 +111,7 @@ def describe(pm: HubPluginManager) -> list[dict]:
             "distribution": dist.metadata["name"] if dist else "sovereign-hub",
             "hooks": hooks,
             "destination_types": sorted(t for t, owner in registry.owners.items() if owner == name),
-            "sources": sorted(s for s, src in registry.sources.items() if name in getattr(src, "__module__", "")),
+            "sources": sorted(s for s, owner in registry.source_owners.items() if owner == name),
         })
     for failure in pm.failures:
         rows.append({"name": failure.name, "version": "?", "distribution": "?", "hooks": [],

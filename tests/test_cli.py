@@ -83,8 +83,9 @@ def test_plugins_lists_builtins_with_hooks_and_types():
     assert rows["hub.default_plugins.webhook"]["destination_types"] == ["webhook"]
     assert rows["hub.default_plugins.jsonl"]["hooks"] == ["register_destinations"]
     assert rows["hub.default_plugins.hms_source"]["version"] == "built-in"
+    assert rows["hub.default_plugins.hms_source"]["sources"] == ["hms"]
     text = run("plugins").output
-    assert "types: webhook" in text and "types: jsonl" in text
+    assert "types: webhook" in text and "types: jsonl" in text and "sources: hms" in text
 
 
 def test_ingest_then_list_show_deliver_and_replay(config_file, tmp_path):

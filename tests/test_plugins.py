@@ -37,6 +37,7 @@ def test_entry_point_plugin_is_discovered_with_version_hooks_and_types(installed
     sample = rows["sample"]
     assert sample["distribution"] == "hub-sample-plugin" and sample["version"] == "1.2.3"
     assert sample["destination_types"] == ["recorder"]
+    assert sample["sources"] == ["plain"]
     assert sample["hooks"] == HOOKS
     assert "No module named 'a_module_that_is_not_installed'" in rows["broken"]["error"]
     text = hub_cmd(installed, "plugins").stdout

@@ -88,15 +88,16 @@ class TrelloDestination(TrackerDestination):
 
     def create(self, follow_up: FollowUp, ctx: hub.DeliveryContext) -> CreatedTask:
         with credentials_masked():
-            response = self.send_card(ctx, card_payload(follow_up, self.config))
+            response = self.send_trello(ctx, "POST", "/1/cards", json=card_payload(follow_up, self.config),
+                                        dry_run_response={"id": "5abbe4b7ddc1b351ef961414", "idShort": 1,
+                                                          "shortUrl": "https://trello.com/c/DRYRUN01"})
             problem = None
             if 400 <= response.status_code < 500 and response.status_code not in (401, 403, 429):
                 body = json_or_none(response)
                 problem = (body.get("message") or body.get("error")) if isinstance(body, dict) else response.text
                 problem = str(problem or "").strip()[:300] or None
-            self.fail(response, problem, fix="Check 'list_id', 'members', 'labels' and 'priority_labels' "
-                                             "(ids from the same board)",
-                      retry_after=rate_limit_wait(response) if response.status_code == 429 else None)
+            self.check(response, problem, fix="Check 'list_id', 'members', 'labels' and 'priority_labels' "
+                                              "(ids from the same board)")
         card = json_or_none(response)
         return CreatedTask(id=self.answer_id(response, card), url=card.get("shortUrl") or card.get("url"))
 
@@ -109,8 +110,7 @@ class TrelloDestination(TrackerDestination):
         """
         with credentials_masked():
             response = self.send_trello(ctx, "GET", f"/1/lists/{self.config['list_id']}/cards", dry_run_response=[])
-            self.fail(response, f"cannot list the cards of 'list_id': {response.text[:200]}",
-                      fix="Check 'list_id'")
+            self.check(response, f"cannot list the cards of 'list_id': {response.text[:200]}", fix="Check 'list_id'")
         cards = json_or_none(response)
         for card in cards if isinstance(cards, list) else []:
             if (isinstance(card, dict) and card.get("id") and card.get("name") == follow_up.title
@@ -118,10 +118,10 @@ class TrelloDestination(TrackerDestination):
                 return CreatedTask(id=str(card["id"]), url=card.get("shortUrl"))
         return None
 
-    def send_card(self, ctx: hub.DeliveryContext, card: dict[str, Any]):
-        return self.send_trello(ctx, "POST", "/1/cards", json=card,
-                                dry_run_response={"id": "5abbe4b7ddc1b351ef961414", "idShort": 1,
-                                                  "shortUrl": "https://trello.com/c/DRYRUN01"})
+    def check(self, response, problem: str | None, *, fix: str) -> None:
+        """``fail`` with Trello's rate-limit window as the wait of a 429."""
+        self.fail(response, problem, fix=fix,
+                  retry_after=rate_limit_wait(response) if response.status_code == 429 else None)
 
     def send_trello(self, ctx: hub.DeliveryContext, method: str, path: str, **kwargs: Any):
         """One call with ``key`` and ``token`` as query parameters; the recorded URL shows them masked."""
