@@ -21,12 +21,18 @@ $(STAMP): setup.cfg $(PLUGINS) | $(BIN)/python
 install: $(STAMP)
 
 # Runs the hub on its embedded defaults (SQLite file, in-process dispatcher) on 127.0.0.1:8080.
-# The webhook secret comes from HMS_WEBHOOK_SECRET, or is made once into .webhook-secret.
+# Secrets come from HMS_WEBHOOK_SECRET and HUB_ADMIN_TOKEN, or are made once into
+# .webhook-secret and .admin-token (both git-ignored).
 run: install
 	@test -n "$$HMS_WEBHOOK_SECRET" || test -s .webhook-secret || \
 	  $(BIN)/python -c "import secrets; print('whsec_' + secrets.token_urlsafe(32))" > .webhook-secret
-	@test -n "$$HMS_WEBHOOK_SECRET" || echo "webhook secret (put it in the assistant's webhook_secret): $$(cat .webhook-secret)"
-	HMS_WEBHOOK_SECRET="$${HMS_WEBHOOK_SECRET:-$$(cat .webhook-secret)}" $(BIN)/sovereign-hub serve -c $(CONFIG)
+	@test -n "$$HUB_ADMIN_TOKEN" || test -s .admin-token || \
+	  $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(24))" > .admin-token
+	@test -n "$$HMS_WEBHOOK_SECRET" || echo "webhook secret (the assistant's webhook_secret): $$(cat .webhook-secret)"
+	@test -n "$$HUB_ADMIN_TOKEN" || echo "dashboard: http://127.0.0.1:8080/  admin token: $$(cat .admin-token)"
+	HMS_WEBHOOK_SECRET="$${HMS_WEBHOOK_SECRET:-$$(cat .webhook-secret)}" \
+	HUB_ADMIN_TOKEN="$${HUB_ADMIN_TOKEN:-$$(cat .admin-token)}" \
+	  $(BIN)/sovereign-hub serve -c $(CONFIG)
 
 # Runs the whole test suite (core and every plugin).
 test: install

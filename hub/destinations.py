@@ -135,7 +135,7 @@ class DeliveryContext:
         dest = self.destination
         limiter = dest.limiters.get(bucket or "default")
         if limiter is not None and not self.dry_run:
-            limiter.acquire()
+            limiter.acquire(who=f"destination {dest.name!r}: ")
         kwargs.setdefault("timeout", dest.timeout)
         request = requests.Request(method.upper(), url, **{k: v for k, v in kwargs.items() if k != "timeout"})
         prepared = dest.http.prepare_request(request)

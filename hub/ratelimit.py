@@ -39,12 +39,12 @@ class TokenBucket:
         with self._lock:
             self._tokens += 1
 
-    def acquire(self, max_wait: float = 30.0) -> float:
-        """Block until a token is ours; return the seconds waited."""
+    def acquire(self, max_wait: float = 30.0, who: str = "") -> float:
+        """Block until a token is ours; return the seconds waited. ``who`` prefixes the error."""
         wait = self._reserve()
         if wait > max_wait:
             self._refund()
-            raise Retryable(f"rate limit: next slot in {wait:.1f}s", retry_after=wait)
+            raise Retryable(f"{who}rate limit: next slot in {wait:.1f}s", retry_after=wait)
         if wait:
             self._sleep(wait)
         return wait

@@ -29,12 +29,14 @@ def test_example_config_loads(registry, monkeypatch):
     from pathlib import Path
 
     monkeypatch.setenv("HMS_WEBHOOK_SECRET", "whsec_example_secret")
+    monkeypatch.setenv("HUB_ADMIN_TOKEN", "example-admin-token-0123")
     config = load_config(Path(__file__).parents[1] / "config.example.toml", registry)
     assert config.server["port"] == 8080 and config.store["url"] == "sqlite:///hub.db"
     assert config.store["sqlite_synchronous"] == "NORMAL"
     assert config.dispatch["retry_delays"][:3] == [5, 30, 120]
     assert config.max_attempts == 11
     assert config.sources["hms"]["secret"] == "whsec_example_secret"
+    assert config.admin["token"] == "example-admin-token-0123"
     assert config.analysis["schema"]["properties"]["sentiment"]["maximum"] == 10
     assert [d.name for d in config.enabled_destinations()] == ["calls_file"]
 

@@ -115,8 +115,9 @@ def test_token_bucket_too_long_a_wait_is_retryable_and_costs_no_token():
     bucket = TokenBucket(0.1, burst=1, clock=clock, sleep=clock.sleep)
     bucket.acquire()
     with pytest.raises(Retryable) as info:
-        bucket.acquire(max_wait=5)
+        bucket.acquire(max_wait=5, who="destination 'crm': ")
     assert info.value.retry_after == pytest.approx(10)
+    assert info.value.reason == "destination 'crm': rate limit: next slot in 10.0s"
     clock.now += 10
     assert bucket.acquire(max_wait=5) == 0.0
 
