@@ -586,3 +586,54 @@ def test_base_url_is_configurable(sample_report, mocked_http):
     hubspot = make_destination("hubspot", {"token": TOKEN, "base_url": "http://127.0.0.1:8999/"}, name="crm")
     _, ctx = deliver(hubspot, sample_report, dry_run=True)
     assert ctx.sent[0].url == "http://127.0.0.1:8999/crm/v3/objects/contacts/search"
+
+
+# --- call and task details ------------------------------------------------------------
+
+def test_recording_url_that_is_not_https_is_left_out(make_report, mocked_http):
+    hubspot = make_destination("hubspot", {"token": TOKEN, "follow_up": {"enabled": False}}, name="crm")
+    Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
+    _, ctx = deliver(hubspot, make_report("end-of-call-report-full", recording_url="http://rec.example.com/1.mp3"))
+    assert "hs_call_recording_url" not in sent(ctx, "POST", "/crm/v3/objects/calls")[0].body["properties"]
+
+
+def test_task_due_in_business_days_owner_and_priority_rules(make_report, mocked_http):
+    hubspot = make_destination("hubspot", {"token": TOKEN, "owner_id": "111", "follow_up": {
+        "due_in_days": 1, "business_days": True, "owner_id": "222", "type": "TODO",
+        "priority": {"HIGH": "analysis.sentiment <= 1", "LOW": "analysis.intent == 'complaint'"}}}, name="crm")
+    Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
+    friday = make_report("end-of-call-report-full", timestamp="2026-03-06T16:30:00.000Z")
+    _, ctx = deliver(hubspot, friday)
+    props = sent(ctx, "POST", "/crm/v3/objects/tasks")[0].body["properties"]
+    assert props["hs_timestamp"] == "2026-03-09T16:30:00.000Z"  # the next business day: Monday
+    assert props["hubspot_owner_id"] == "222" and props["hs_task_type"] == "TODO"
+    assert props["hs_task_priority"] == "LOW"  # sentiment 2: HIGH's rule fails, LOW's holds
+    assert sent(ctx, "POST", "/crm/v3/objects/calls")[0].body["properties"]["hubspot_owner_id"] == "111"
+
+
+def test_task_priority_falls_back_to_the_default(make_report, mocked_http):
+    hubspot = make_destination("hubspot", {"token": TOKEN, "follow_up": {"priority": {}}}, name="crm")
+    Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
+    _, ctx = deliver(hubspot, make_report("end-of-call-report-full"))
+    assert sent(ctx, "POST", "/crm/v3/objects/tasks")[0].body["properties"]["hs_task_priority"] == "MEDIUM"
+
+
+# --- shared limits, secrets -------------------------------------------------------------
+
+def test_destinations_with_one_token_share_the_rate_limit_buckets():
+    first = make_destination("hubspot", {"token": "pat-eu1-shared-1"}, name="crm_a")
+    second = make_destination("hubspot", {"token": "pat-eu1-shared-1"}, name="crm_b")
+    other = make_destination("hubspot", {"token": "pat-eu1-other-2"}, name="crm_c")
+    assert first.limiters["search"] is second.limiters["search"]
+    assert first.limiters["default"] is second.limiters["default"]
+    assert other.limiters["search"] is not first.limiters["search"]
+    assert "pat-eu1-shared-1" not in first.limiter_key()
+
+
+def test_token_echoed_in_an_error_body_is_redacted(hubspot, sample_report, mocked_http):
+    portal = Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
+    portal.fail[("POST", "/crm/v3/objects/calls")] = (400, {}, {
+        "status": "error", "category": "VALIDATION_ERROR", "message": f"bad request from Bearer {TOKEN}"})
+    with pytest.raises(Permanent) as info:
+        deliver(hubspot, sample_report)
+    assert "destination 'crm'" in str(info.value) and TOKEN not in str(info.value)

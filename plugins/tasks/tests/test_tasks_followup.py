@@ -9,6 +9,7 @@ import responses
 import hub
 from hub.testing import deliver, make_destination
 
+from hub_tasks import DESTINATIONS
 from hub_tasks.base import idempotency_uuid
 from hub_tasks.followup import build_follow_up, priority_level
 
@@ -148,3 +149,12 @@ def test_destinations_sharing_a_credential_share_rate_limit_buckets():
     site = make_destination("jira", JIRA, name="jira-one").limiter_key()
     assert site == make_destination("jira", {**JIRA, "project": "OPS"}, name="jira-two").limiter_key()
     assert site != make_destination("jira", {**JIRA, "email": "bot@example.com"}, name="jira-three").limiter_key()
+
+
+@pytest.mark.parametrize("destination_class", DESTINATIONS, ids=lambda cls: cls.type)
+def test_every_tracker_by_default_acts_on_calls_that_need_a_follow_up(destination_class, make_report):
+    assert destination_class.default_when == "analysis.follow_up_needed"
+    rule = hub.Rule(destination_class.default_when)
+    assert rule.matches(make_report(analysis={"follow_up_needed": True, "sentiment": 7}))
+    assert not rule.matches(make_report(analysis={"follow_up_needed": False, "sentiment": 2}))
+    assert not rule.matches(make_report(analysis=None))
