@@ -13,9 +13,13 @@ def registry():
     return collect(make_manager())
 
 
-def write(tmp_path, text):
+SIGNED = '[sources.hms]\nsecret = "whsec_literal_secret"\n'
+
+
+def write(tmp_path, text, *, signed=False):
+    """The file ``text`` (dedented); ``signed`` puts a literal webhook secret before it."""
     path = tmp_path / "hub.toml"
-    path.write_text(textwrap.dedent(text))
+    path.write_text((SIGNED if signed else "") + textwrap.dedent(text))
     return path
 
 
@@ -42,9 +46,7 @@ def test_example_config_loads(registry, monkeypatch):
 
 
 def test_defaults_with_a_minimal_file(tmp_path, registry):
-    path = write(tmp_path, """
-        [sources.hms]
-        secret = "whsec_literal_secret"
+    path = write(tmp_path, signed=True, text="""
     """)
     config = load_config(path, registry)
     assert config.server == {"host": "127.0.0.1", "port": 8080, "max_body_bytes": 1048576,
@@ -151,9 +153,7 @@ def test_missing_file(tmp_path, registry):
 
 
 def test_invalid_analysis_schema(tmp_path, registry):
-    path = write(tmp_path, """
-        [sources.hms]
-        secret = "whsec_literal_secret"
+    path = write(tmp_path, signed=True, text="""
         [analysis.schema]
         type = "banana"
     """)
@@ -162,9 +162,7 @@ def test_invalid_analysis_schema(tmp_path, registry):
 
 
 def test_several_instances_of_one_type(tmp_path, registry):
-    path = write(tmp_path, """
-        [sources.hms]
-        secret = "whsec_literal_secret"
+    path = write(tmp_path, signed=True, text="""
         [destinations.all_calls]
         type = "jsonl"
         path = "all.jsonl"
@@ -184,9 +182,7 @@ def test_several_instances_of_one_type(tmp_path, registry):
 
 
 def test_type_defaults_to_table_name(tmp_path, registry):
-    path = write(tmp_path, """
-        [sources.hms]
-        secret = "whsec_literal_secret"
+    path = write(tmp_path, signed=True, text="""
         [destinations.jsonl]
         path = "calls.jsonl"
     """)
