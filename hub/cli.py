@@ -24,7 +24,7 @@ from .errors import UnknownDestination
 from .plugins import collect, describe, make_manager
 from .samples import NAMES as SAMPLE_NAMES
 from .secrets import mask_phone, redact
-from .store import DEAD, STATUSES
+from .store import STATUSES
 
 DEFAULT_CONFIG = "config.toml"
 ANALYSIS_PROMPT = [
@@ -295,7 +295,7 @@ def replay(hub, report_id, destination, dead):
               type=click.Choice(SAMPLE_NAMES))
 def send_test(hub, destination, dry_run, sample):
     """Send a sample report through one destination (not via the store)."""
-    from .errors import DeliveryError
+    from .errors import DeliveryError, Permanent
     from .samples import load_sample
 
     config = hub.config.destinations.get(destination)
@@ -314,8 +314,8 @@ def send_test(hub, destination, dry_run, sample):
     try:
         result = instance.deliver(report, ctx)
     except DeliveryError as exc:
-        raise click.ClickException(f"{'permanent' if exc.__class__.__name__ == 'Permanent' else 'retryable'} "
-                                   f"error: {exc.reason}") from None
+        kind = "permanent" if isinstance(exc, Permanent) else "retryable"
+        raise click.ClickException(f"{kind} error: {exc.reason}") from None
     finally:
         instance.close()
     if dry_run:

@@ -15,7 +15,6 @@ import jsonschema
 from marshmallow import Schema, ValidationError, fields, validate
 
 from .destinations import Destination, HubSettings
-from .errors import ConfigError
 from .plugins import Registry
 from .rules import Rule
 from .secrets import register_secret

@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Callable
 
 from . import logs, metrics
-from .errors import DeliveryError, Permanent, Retryable
+from .errors import Permanent, Retryable
 from .secrets import redact
 from .report import CallReport
 from .store import DEAD, PENDING, SUCCEEDED, Attempt, Delivery, Store, utcnow

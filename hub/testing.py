@@ -24,7 +24,7 @@ from .errors import Permanent, Retryable
 from .normalize import Normalizer
 from .plugins import collect, make_manager
 from .report import CallReport
-from .samples import NAMES as SAMPLES, analysis_schema, load_sample
+from .samples import analysis_schema, load_sample
 from .sources.hms import PayloadSchema, sign
 
 TEST_SECRET = "whsec_test_secret_12345"

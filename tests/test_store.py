@@ -275,7 +275,7 @@ def test_requeue_keeps_state_and_resets_attempts(store, new_report):
     store.insert_report(report, ["crm", "chat"])
     crm, chat = sorted(store.list_deliveries(report_id=report.id), key=lambda d: d.destination != "crm")
     # three failed attempts, then dead; the contact it created is in its state
-    for n in range(2):
+    for _ in range(2):
         _run_to(store, crm.id, PENDING, {"contact_id": "c-1"})
     _run_to(store, crm.id, DEAD, {"contact_id": "c-1", "call_id": "k-9"})
     _run_to(store, chat.id, SUCCEEDED, {"ts": "1.2"})

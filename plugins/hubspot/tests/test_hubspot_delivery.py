@@ -118,7 +118,7 @@ def clock(monkeypatch):
 
 
 def test_new_caller_full_flow_every_request(hubspot, sample_report, mocked_http):
-    portal = Portal(mocked_http)
+    Portal(mocked_http)  # registers the portal's answers
     result, ctx = deliver(hubspot, sample_report)
 
     assert [(r.method, r.url.removeprefix(API)) for r in ctx.sent] == [

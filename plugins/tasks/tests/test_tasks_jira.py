@@ -198,8 +198,9 @@ def test_retry_creates_when_the_search_finds_nothing(sample_report, tasks_jira_s
 def test_spec_check_rejects_a_broken_search(tasks_jira_spec):
     request = requests.Request("POST", SEARCH, json={"jql": "labels = x", "maxResults": "one", "limit": 1},
                                auth=("ops@example.com", "t")).prepare()
-    with pytest.raises(Exception):
+    with pytest.raises(Exception, match="Request body validation error") as info:
         tasks_jira_spec.request(request)
+    assert "'one' is not of type 'integer'" in str(info.value.__cause__)
 
 
 def test_without_the_delivery_label_a_retry_just_creates(sample_report):
