@@ -22,6 +22,7 @@ from . import logs
 from .config import ConfigProblems
 from .errors import UnknownDestination
 from .plugins import collect, describe, make_manager
+from .report import loads_json
 from .samples import NAMES as SAMPLE_NAMES
 from .secrets import mask_phone, redact
 from .store import STATUSES
@@ -119,6 +120,7 @@ def _die_with_parent():
 @click.option("--workers", type=int, help="HTTP worker processes (default: [server] workers).")
 def serve(config_path, host, port, workers):
     """Run the receiver (gunicorn) and the embedded dispatcher, each in its own process."""
+    logs.configure()  # before the Hub: its start-up warnings (allow_unsigned) are logged in full
     hub = load_hub(config_path)
     server, grace = hub.config.server, hub.config.dispatch["shutdown_grace_seconds"]
     hub.close()
@@ -168,6 +170,7 @@ def serve(config_path, host, port, workers):
 @click.option("--workers", type=int, help="Delivery threads (default: [dispatch] workers).")
 def worker(config_path, workers):
     """Run the dispatcher only: deliver due deliveries until SIGTERM/SIGINT."""
+    logs.configure()  # before the Hub: its start-up warnings (allow_unsigned) are logged in full
     hub = load_hub(config_path)
     logs.configure(hub.config.logging["level"])
     stop = threading.Event()
@@ -327,9 +330,9 @@ def _payloads(path: Path):
     """One payload, a JSON array of payloads, or JSON lines."""
     text = path.read_text()
     try:
-        data = json.loads(text)
+        data = loads_json(text)
     except ValueError:
-        data = [json.loads(line) for line in text.splitlines() if line.strip()]
+        data = [loads_json(line) for line in text.splitlines() if line.strip()]
     return data if isinstance(data, list) else [data]
 
 
@@ -346,7 +349,7 @@ def ingest(hub, files, source):
     for path in files:
         try:
             items.extend((path, n, payload) for n, payload in enumerate(_payloads(path), 1))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise click.ClickException(f"{path}: not JSON or JSON lines ({exc})") from None
     counts: dict[str, int] = {}
     problems = []

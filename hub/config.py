@@ -302,6 +302,10 @@ def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dic
         if dest is not None:
             destinations[name] = dest
 
+    # a secret written literally (not as { env } / { file }) is redacted all the same
+    for value in [loaded["admin"]["token"], *(table.get("secret") for table in sources.values())]:
+        register_secret(value)
+
     if problems:
         raise ConfigProblems(problems, label)
     return HubConfig(path=label, sources=sources, destinations=destinations, warnings=warnings, **loaded)

@@ -114,7 +114,8 @@ class Dispatcher:
                 raise Permanent(f"gave up after {delivery.attempts - 1} attempts (the last one's worker was lost)")
             ctx = destination.context(delivery_id=delivery.id, attempt=delivery.attempts, state=state)
             result = destination.deliver(report, ctx)
-            result_text = getattr(result, "message", None) or "delivered"
+            # redacted like errors: the webhook type's message names its URL, which is a secret
+            result_text = redact(getattr(result, "message", None) or "delivered")
             status, outcome, error, next_at = SUCCEEDED, "succeeded", None, None
         except Retryable as exc:
             http_status = exc.http_status

@@ -6,6 +6,7 @@ test keeps the two in step with ``CallReport.to_dict``.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -19,12 +20,37 @@ def isoformat(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: Python reads it as inf, and would store "Infinity"
+        raise ValueError(f"{text[:40]} is out of range for a JSON number")
+    return value
+
+
+def loads_json(text: str | bytes) -> Any:
+    """Strict JSON for what a sender sends: NaN, Infinity and numbers beyond a double are
+    refused (``ValueError``).
+
+    Python's ``json`` takes them, but what it would store is not JSON: it would break SQL's
+    JSON functions (the dashboard's statistics) and every receiver of the webhook destination.
+    """
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+
+
 def parse_datetime(text: str) -> datetime:
-    """Parse an ISO 8601 timestamp; a naive one is taken as UTC."""
+    """Parse an ISO 8601 timestamp; a naive one is taken as UTC. ``ValueError`` if it is not one,
+    or if it has no UTC form (``9999-12-31T23:59:59-14:00`` overflows the year)."""
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"{text!r} is out of range in UTC") from None
 
 
 @dataclass(frozen=True)

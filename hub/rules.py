@@ -6,11 +6,16 @@ spellings work and nothing else about JMESPath changes.
 """
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 import jmespath
-from jmespath.exceptions import JMESPathError
+from jmespath.exceptions import ArityError, JMESPathError, UnknownFunctionError
+
+from . import logs
+
+log = logging.getLogger(__name__)
 
 # A quoted string, a backtick literal, or a comparison followed by a bare number.
 _TOKEN = re.compile(
@@ -47,9 +52,23 @@ class Rule:
         except JMESPathError as exc:
             first_line = str(exc).splitlines()[0]
             raise ValueError(f"not a valid JMESPath expression ({first_line}): {expression!r}") from None
+        try:  # JMESPath finds an unknown function or a wrong argument count only when it runs
+            self._compiled.search({})
+        except (UnknownFunctionError, ArityError) as exc:
+            raise ValueError(f"not a valid JMESPath expression ({exc}): {expression!r}") from None
+        except JMESPathError:
+            pass  # a type error over an empty report says nothing about real ones
 
     def search(self, report: Any) -> Any:
-        return self._compiled.search(_data(report))
+        """The expression's value over the report; null when the report's data has a type the
+        expression cannot take (``length(analysis.notes)`` on a number): analysis is checked
+        against its schema but never rejected, so a rule must not fail the receiver with a 500."""
+        try:
+            return self._compiled.search(_data(report))
+        except JMESPathError as exc:
+            logs.event(log, "rule.type_error", logging.WARNING, rule=self.expression, error=str(exc),
+                       report_id=getattr(report, "id", None))
+            return None
 
     def matches(self, report: Any) -> bool:
         return truthy(self.search(report))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import threading
 import uuid
 from contextlib import contextmanager
@@ -454,15 +455,19 @@ class Store:
         of the average; a day with no numeric sentiment averages to None. Days with no report
         are absent: the caller fills the gaps.
         """
+        unreadable = []
         if self.is_postgres:
             as_json, path = sa.cast(reports.c.data, sa.JSON), sa.literal_column("'{analysis,sentiment}'")
             kind = sa.func.json_typeof(as_json.op("#>")(path))
-            number = sa.cast(as_json.op("#>>")(path), sa.Float)
+            number = sa.cast(as_json.op("#>>")(path), sa.Numeric)  # a JSON integer may exceed a double
+            # PostgreSQL's JSON operators fail the whole query on a \u0000 escape anywhere in the
+            # document (text cannot hold NUL). Such a report still counts; its sentiment is left out.
+            unreadable = [(sa.func.strpos(reports.c.data, "\\u0000") > 0, sa.null())]
         else:
             kind = sa.func.json_type(reports.c.data, "$.analysis.sentiment")
             number = sa.func.json_extract(reports.c.data, "$.analysis.sentiment")
         # Only JSON numbers count (a boolean or text means the analysis broke its schema).
-        sentiment = sa.case((kind.in_(["number", "integer", "real"]), number), else_=None)
+        sentiment = sa.case(*unreadable, (kind.in_(["number", "integer", "real"]), number), else_=None)
         query = sa.select(reports.c.received_at, sentiment).where(reports.c.received_at >= since)
         if until:
             query = query.where(reports.c.received_at < until)
@@ -472,10 +477,11 @@ class Store:
             for received_at, value in conn.execute(query):
                 day = received_at.date().isoformat()
                 counts[day] = counts.get(day, 0) + 1
-                if value is not None:
+                if value is not None and math.isfinite(float(value)):  # 10**400 is a float's inf
                     total, n = sums.get(day, (0.0, 0))
                     sums[day] = (total + float(value), n + 1)
+        averages = {day: total / n for day, (total, n) in sums.items()}
         return {day: {"reports": n,
-                      "average_sentiment": (sums[day][0] / sums[day][1]) if day in sums else None}
+                      "average_sentiment": averages[day] if math.isfinite(averages.get(day, math.nan)) else None}
                 for day, n in sorted(counts.items())}
 

@@ -1,7 +1,7 @@
 """A pytest plugin for plugin authors (loaded automatically once sovereign-hub is installed).
 
 Fixtures: ``sample_payload``, ``sample_report``, ``make_report``, ``mocked_http``,
-``hub_config``, ``app``, ``client``, ``runner``, ``signed_post``. Helpers:
+``hub_config``, ``app``, ``client``, ``runner``, ``signed_post``, ``register_plugin``. Helpers:
 ``make_destination``, ``deliver``, ``load_sample``, ``normalize_payload``.
 Subclass ``DestinationContract`` to run the checks every destination must pass.
 """
@@ -132,6 +132,34 @@ def app(hub_config):
     application.config["TESTING"] = True
     yield application
     application.hub.close()
+
+
+@pytest.fixture
+def register_plugin(hub_config):
+    """``app = register_plugin(plugin, ...)``: an app over ``hub_config`` whose plugin manager
+    also has ``plugin`` registered (a module or object with ``@hub.hookimpl`` functions), so a
+    plugin can be tested before it is installed. Its destination types can be used in
+    ``hub_config["destinations"]``; set those before calling. Dispatcher not started."""
+    from .app import create_app
+    from .config import load_config
+    from .service import Hub
+
+    made = []
+
+    def build(*plugins: Any):
+        pm = make_manager()
+        for plugin in plugins:
+            pm.register(plugin)
+        pm.check_pending()
+        registry = collect(pm)
+        application = create_app(hub=Hub(load_config(None, registry, data=hub_config), pm, registry))
+        application.config["TESTING"] = True
+        made.append(application)
+        return application
+
+    yield build
+    for application in made:
+        application.hub.close()
 
 
 @pytest.fixture

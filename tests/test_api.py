@@ -198,7 +198,8 @@ def test_list_reports_filters_and_pages(api, seeded):
 
 @pytest.mark.parametrize("query, param", [
     ("limit=0", "limit"), ("limit=501", "limit"), ("limit=ten", "limit"), ("offset=-1", "offset"),
-    ("since=yesterday", "since"), ("until=2026-13-01", "until"), ("customer=0612345678", "customer"),
+    ("since=yesterday", "since"), ("since=0001-01-01T00:00:00%2B14:00", "since"),  # no UTC form: was a 500
+    ("until=2026-13-01", "until"), ("customer=0612345678", "customer"),
     ("costumer=%2B31612345678", "costumer"),
 ])
 def test_bad_report_query_is_400_naming_the_param(api, query, param):
@@ -540,3 +541,20 @@ def test_store_report_days_and_deliveries_by_report(store, new_report):
     assert [d.destination for d in found[ids[0]]] == ["archive", "hook"]
     assert found[ids[1]] == [] and found["nope"] == []
     assert store.deliveries_by_report([]) == {}
+
+
+def test_report_days_answers_with_a_nul_escape_or_a_huge_number_in_a_stored_report(store, new_report):
+    """A \\u0000 in any string (here the summary), or a sentiment beyond a double, made
+    PostgreSQL fail the whole stats query: one such report broke /api/stats and the dashboard
+    for good (and SQLite averaged to inf, which is not JSON)."""
+    from dataclasses import replace
+
+    day = datetime(2026, 3, 2, 10, tzinfo=utcnow().tzinfo)
+    store.insert_report(replace(new_report(), received_at=day, summary="cut\x00off",
+                                analysis={"sentiment": 3}), [])
+    store.insert_report(replace(new_report(), received_at=day, analysis={"sentiment": 5}), [])
+    store.insert_report(replace(new_report(), received_at=day, analysis={"sentiment": 10**400}), [])
+    days = store.report_days(day - timedelta(days=1))
+    # SQLite reads the NUL report's sentiment; PostgreSQL leaves it out rather than fail
+    expected = 5.0 if store.is_postgres else 4.0
+    assert days == {"2026-03-02": {"reports": 3, "average_sentiment": expected}}

@@ -191,3 +191,31 @@ def test_analysis_plan_without_schema(tmp_path):
     path.write_text(f'[store]\nurl = "sqlite:///{tmp_path}/h.db"\n[sources.hms]\nallow_unsigned = true\n')
     result = run("analysis-plan", "-c", path)
     assert result.exit_code == 1 and "[analysis] schema is not set" in result.output
+
+
+@pytest.mark.parametrize("command", [["-c", "import hub.wsgi"], ["-m", "hub", "worker", "-c", "{config}"]])
+def test_allow_unsigned_warning_is_logged_in_full_at_start(tmp_path, command):
+    """The web process and the worker log the warning as a JSON line with its text; before
+    logging was configured first, Python's last-resort handler printed only "config.warning"."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "hub.toml"
+    path.write_text(f'[store]\nurl = "sqlite:///{tmp_path}/h.db"\n[sources.hms]\nallow_unsigned = true\n')
+    env = {**os.environ, "SOVEREIGN_HUB_CONFIG": str(path)}
+    args = [sys.executable, *(a.format(config=path) for a in command)]
+    proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    lines = []
+    try:  # up to the warning, or to the worker's start (logged after it), or to the end of output
+        while (text := proc.stderr.readline()) and "config.warning" not in text and "dispatcher.started" not in text:
+            lines.append(text)
+        lines.append(text)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    line = json.loads(lines[-1])
+    assert line["event"] == "config.warning" and line["level"] == "warning", lines
+    assert "allow_unsigned = true" in line["message"] and "WITHOUT a signature check" in line["message"]

@@ -45,6 +45,24 @@ def test_example_config_loads(registry, monkeypatch):
     assert [d.name for d in config.enabled_destinations()] == ["calls_file"]
 
 
+def test_example_config_shows_every_built_in_option(registry):
+    """Every key of the core sections, [sources.hms] and the built-in destination types is in
+    config.example.toml, set or commented out (a table counts as ``[section.key]``)."""
+    import re
+    from pathlib import Path
+
+    from hub.config import SECTIONS
+    from hub.sources import SourceConfig
+
+    text = (Path(__file__).parents[1] / "config.example.toml").read_text()
+    keys = [(section, key) for section, schema in SECTIONS.items() for key in schema().fields]
+    keys += [("sources.hms", key) for key in SourceConfig().fields]
+    keys += [(kind, key) for kind in ("webhook", "jsonl") for key in registry.destinations[kind].Config().fields]
+    missing = [f"{where}.{key}" for where, key in keys
+               if not re.search(rf"^#?\s*{key}\s*=", text, re.MULTILINE) and f"[{where}.{key}]" not in text]
+    assert missing == []
+
+
 def test_defaults_with_a_minimal_file(tmp_path, registry):
     path = write(tmp_path, signed=True, text="""
     """)
@@ -64,6 +82,17 @@ def test_env_secret_is_resolved_and_redacted(tmp_path, registry, monkeypatch):
     """)
     assert load_config(path, registry).sources["hms"]["secret"] == "s3cr3t-value-from-env"
     assert redact("token s3cr3t-value-from-env leaked") == "token [secret] leaked"
+
+
+def test_literal_webhook_secret_and_admin_token_are_redacted_too(tmp_path, registry):
+    path = write(tmp_path, """
+        [sources.hms]
+        secret = "literal-hook-secret-42"
+        [admin]
+        token = "literal-admin-token-0042"
+    """)
+    load_config(path, registry)
+    assert redact("a literal-hook-secret-42 b literal-admin-token-0042") == "a [secret] b [secret]"
 
 
 def test_file_secret_is_read_relative_to_the_config(tmp_path, registry):

@@ -305,6 +305,23 @@ def test_every_attempt_is_recorded_with_the_secret_redacted(store, new_report, k
     assert "[secret]" in row.last_error
 
 
+def test_a_success_message_is_stored_with_the_secret_redacted(store, new_report, mocked_http):
+    """The webhook type's result names its URL, registered as a secret (a catch-hook URL is a
+    password); the API and the CLI print the stored result as it is."""
+    from hub.testing import make_destination
+
+    url = f"https://hooks.example.test/catch/{uuid.uuid4().hex}/"
+    mocked_http.post(url, status=200)
+    d = one_delivery(store, new_report, "zap")
+
+    assert dispatcher(store, {"zap": make_destination("webhook", {"url": url}, name="zap")}).run_due() == 1
+
+    row = store.get_delivery(d.id)
+    assert row.status == SUCCEEDED
+    assert url not in json.dumps(row.to_dict(), default=str)
+    assert row.result == "POST [secret] -> 200"
+
+
 @pytest.mark.parametrize("failure", [Retryable("HTTP 503 on create call"), KeyError("boom")],
                          ids=["retryable", "unexpected"])
 def test_state_persists_so_a_multi_step_delivery_resumes_where_it_failed(store, new_report, failure):

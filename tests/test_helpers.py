@@ -38,10 +38,22 @@ def test_zero_is_true_in_jmespath(sample_report):
     assert Rule("`0`").matches(sample_report)
 
 
-@pytest.mark.parametrize("bad", ["analysis.sentiment <=", "[[", "foo(bar"])
+@pytest.mark.parametrize("bad", ["analysis.sentiment <=", "[[", "foo(bar",
+                                 "foo(summary)", "length(summary, summary)"])  # found only when run
 def test_invalid_rule_names_the_expression(bad):
     with pytest.raises(ValueError, match="not a valid JMESPath expression"):
         Rule(bad)
+
+
+def test_a_rule_over_data_of_another_type_is_null_not_an_error(make_report, caplog):
+    """analysis is never rejected, so its values can have any type: length() of a number raised
+    JMESPathTypeError, a 500 from the receiver and the report lost."""
+    report = make_report(analysis={"notes": 5})
+    with caplog.at_level("WARNING"):
+        assert Rule("length(analysis.notes) > `0`").matches(report) is False
+    assert Mapping({"n": "length(analysis.notes)", "s": "summary"}).evaluate(report) == {"s": report.summary}
+    assert any(r.getMessage() == "rule.type_error" for r in caplog.records)
+    assert Rule("length(summary) > `0`").matches(make_report())  # a type error over {} is no config error
 
 
 def test_mapping_leaves_out_nulls(sample_report):
@@ -202,3 +214,31 @@ def test_mask_phone_and_scrub():
 def test_template_runtime_error_is_permanent(sample_report):
     with pytest.raises(Permanent, match="TypeError"):
         Template("{{ duration_seconds + summary }}").render(sample_report)
+
+
+def test_ctx_send_uses_one_session_per_destination_with_user_agent_and_timeout(sample_report, mocked_http):
+    """The HTTP session the core gives every destination: the hub's user agent, the type's
+    timeout on each request, one pooled session per destination instance."""
+    from hub import Destination
+    from hub.http import USER_AGENT
+    from hub.testing import deliver
+
+    timeouts = []
+
+    class Twice(Destination):
+        type = "twice"
+        timeout = 7.5
+
+        def deliver(self, report, ctx):
+            ctx.send("GET", "https://api.example.test/a")
+            ctx.send("GET", "https://api.example.test/b")
+
+    mocked_http.get("https://api.example.test/a", status=200)
+    mocked_http.get("https://api.example.test/b", status=200)
+    destination, other = Twice("one", {}), Twice("two", {})
+    real_send = destination.http.send
+    destination.http.send = lambda prepared, **kw: timeouts.append(kw["timeout"]) or real_send(prepared, **kw)
+    deliver(destination, sample_report)
+    assert [c.request.headers["User-Agent"] for c in mocked_http.calls] == [USER_AGENT, USER_AGENT]
+    assert timeouts == [7.5, 7.5]
+    assert destination.http is not other.http

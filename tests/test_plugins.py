@@ -153,3 +153,38 @@ def test_every_hook_is_implemented_by_the_tested_sample_plugin():
     source = (FIXTURE / "hub_sample_plugin" / "__init__.py").read_text()
     for hook in HOOKS:
         assert f"def {hook}(" in source, hook
+
+
+def test_register_plugin_fixture_runs_an_uninstalled_plugin_in_the_app(register_plugin, hub_config):
+    """hub.testing's ``register_plugin``: a plugin object's destination type and observer are live."""
+    import hub
+    from hub.testing import load_sample, signed_headers
+
+    seen, delivered = [], []
+
+    class Collector(hub.Destination):
+        type = "collector"
+
+        def deliver(self, report, ctx):
+            delivered.append(report.call.id)
+            return hub.Result("collected")
+
+    class Plugin:
+        @hub.hookimpl
+        def register_destinations(self, register):
+            register(Collector)
+
+        @hub.hookimpl
+        def report_received(self, report, hub):
+            seen.append(report.id)
+
+    hub_config["destinations"] = {"bucket": {"type": "collector"}}
+    app = register_plugin(Plugin())
+    body = json.dumps(load_sample("end-of-call-report")).encode()
+    response = app.test_client().post("/webhooks/hms", data=body, headers=signed_headers(body))
+    assert response.status_code == 202
+    assert response.get_json()["deliveries"] == [{"destination": "bucket", "status": "pending"}]
+    assert seen == [response.get_json()["report_id"]]
+    assert delivered == [], "the request never calls a destination: the dispatcher does, afterwards"
+    assert app.hub.dispatcher.run_due() == 1
+    assert delivered == [load_sample("end-of-call-report")["message"]["call"]["id"]]

@@ -86,6 +86,28 @@ def test_event_types_without_destination_are_stored_and_ignored(app, signed_post
     assert rows(app, deliveries) == []
 
 
+def test_a_rule_that_cannot_read_the_analysis_does_not_fail_the_ack(hub_config, tmp_path, signed_post):
+    """analysis is not validated (only checked), so a rule can meet any type: it must not 500."""
+    from hub.app import create_app
+
+    hub_config["destinations"] = {"long": {"type": "jsonl", "path": str(tmp_path / "long.jsonl"),
+                                           "when": "length(analysis.notes) > `3`"}}
+    app = create_app(config_data=hub_config)
+    try:
+        payload = load_sample("end-of-call-report-full")
+        payload["message"]["analysis"]["notes"] = 42
+        body = json.dumps(payload).encode()
+        response = app.test_client().post("/webhooks/hms", data=body, headers=signed_headers(body))
+        assert response.status_code == 202 and response.get_json()["deliveries"] == []
+        payload["message"]["call"]["id"] = "another-call"
+        payload["message"]["analysis"]["notes"] = "a long note"
+        body = json.dumps(payload).encode()
+        response = app.test_client().post("/webhooks/hms", data=body, headers=signed_headers(body))
+        assert response.get_json()["deliveries"] == [{"destination": "long", "status": "pending"}]
+    finally:
+        app.hub.close()
+
+
 def test_status_update_not_matching_rule_is_ignored(app, signed_post):
     payload = load_sample("status-update")
     payload["message"]["call"]["status"] = "in-progress"
@@ -170,6 +192,22 @@ def test_timestamp_within_tolerance_is_accepted(client, body, offset):
     assert post_raw(client, body, signed_headers(body, timestamp=int(time.time()) + offset)).status_code == 202
 
 
+def test_signature_is_compared_in_constant_time(client, body, monkeypatch):
+    """Timing cannot be asserted reliably; that the comparison goes through hmac.compare_digest can."""
+    from hub.sources import hms
+
+    compared, real = [], hmac.compare_digest
+
+    def spy(a, b):
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hms.hmac, "compare_digest", spy)
+    headers = signed_headers(body)
+    assert post_raw(client, body, headers).status_code == 202
+    assert compared == [(headers["X-Webhook-Signature"][7:], headers["X-Webhook-Signature"][7:])]
+
+
 def test_signature_checked_before_parsing(client):
     """A body that is not JSON but is unsigned gets 401, not 400: nothing unverified is parsed."""
     response = post_raw(client, b"{not json", {"Content-Type": "application/json"})
@@ -225,11 +263,40 @@ def test_broken_json_is_400(app, client, raw):
     assert rows(app, reports) == []
 
 
+@pytest.mark.parametrize("raw", [
+    b"[" * 100_000 + b"]" * 100_000,                      # deeper than Python's recursion limit
+    b'{"message": {"type": "end-of-call-report", "duration_seconds": NaN}}',
+    b'{"message": {"type": "end-of-call-report", "duration_seconds": -Infinity}}',
+    b'{"message": {"type": "end-of-call-report", "duration_seconds": 1e999}}',  # Python: inf
+])
+def test_json_python_accepts_but_is_not_json_is_400(app, client, raw):
+    """Signed, so it reaches the parser: nesting deeper than the recursion limit, and NaN/Infinity
+    (which Python's json takes but which, once stored, break SQLite's json_extract in /api/stats)."""
+    response = post_raw(client, raw, signed_headers(raw))
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_json"
+    assert rows(app, reports) == []
+
+
+@pytest.mark.parametrize("timestamp", ["\u00b2", "9" * 400, "9" * 5000, "0x10", "+1700000000"])
+def test_odd_timestamp_header_is_401_not_5xx(client, body, timestamp):
+    """Checked before the signature, so anyone can send these: "²" passes str.isdigit() but not
+    int(); 400 digits overflow float arithmetic; 5000 exceed int()'s digit limit."""
+    headers = signed_headers(body)
+    headers["X-Webhook-Timestamp"] = timestamp
+    response = post_raw(client, body, headers)
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "malformed_timestamp"
+
+
 @pytest.mark.parametrize("mutate, path", [
     (lambda m: m.pop("call"), ("message", "call")),
     (lambda m: m["call"].pop("id"), ("message", "call", "id")),
+    (lambda m: m["call"].update(id="call\x00id"), ("message", "call", "id")),  # PostgreSQL: a 503 before
     (lambda m: m.update(type="call-started"), ("message", "type")),
     (lambda m: m.update(timestamp="last tuesday"), ("message", "timestamp")),
+    (lambda m: m.update(timestamp="9999-12-31T23:59:59-14:00"), ("message", "timestamp")),  # was a 500
+    (lambda m: m.update(timestamp="0001-01-01T00:00:00+14:00"), ("message", "timestamp")),
     (lambda m: m.pop("duration_seconds"), ("message", "duration_seconds")),
     (lambda m: m.update(duration_seconds="84"), ("message", "duration_seconds")),
     (lambda m: m.update(duration_seconds=-1), ("message", "duration_seconds")),

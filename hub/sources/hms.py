@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 EVENTS = ("end-of-call-report", "status-update", "tool-calls", "assistant-request")
 DIRECTIONS = {"inbound_phone_call": "inbound", "outbound_phone_call": "outbound", "web_call": "web"}
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+# ASCII digits only (str.isdigit() also takes "²", which int() refuses), and few enough of them
+# that int() and the float arithmetic below cannot fail: a header must never cause a 5xx.
+_UNIX_SECONDS = re.compile(r"^[0-9]{1,15}$")
 
 
 def sign(secret: str, timestamp: str | int, body: bytes) -> str:
@@ -40,8 +43,14 @@ class _Open(Schema):
         unknown = INCLUDE
 
 
+def _no_nul(value: str) -> None:
+    """The call id is a database column, and PostgreSQL text cannot hold NUL: a 422, not a 503."""
+    if "\x00" in value:
+        raise ValidationError("Must not contain a NUL character.")
+
+
 class CallSchema(_Open):
-    id = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    id = fields.String(required=True, validate=[validate.Length(min=1, max=200), _no_nul])
     type = fields.String(required=True, validate=validate.Length(min=1, max=100))
     status = fields.String(allow_none=True)
 
@@ -107,7 +116,7 @@ class HmsSource(Source):
             raise SignatureError("missing_signature", "The X-Webhook-Signature header is missing.")
         if not timestamp:
             raise SignatureError("missing_timestamp", "The X-Webhook-Timestamp header is missing.")
-        if not timestamp.strip().isdigit():
+        if not _UNIX_SECONDS.match(timestamp.strip()):
             raise SignatureError("malformed_timestamp", "X-Webhook-Timestamp must be Unix seconds.")
         hex_part = signature.strip()
         if hex_part.startswith("sha256="):

@@ -1,7 +1,6 @@
 """``POST /webhooks/<source>``: limits, signature, parse, validate, store, answer. Nothing slower."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -11,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .. import logs, metrics
 from ..app import error_response
+from ..report import loads_json
 from ..sources import SignatureError
 
 bp = Blueprint("webhooks", __name__)
@@ -46,8 +46,8 @@ def receive(source_name: str):
     except SignatureError as exc:
         return _reject(source_name, 401, exc.code, exc.message)
     try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        raw = loads_json(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return _reject(source_name, 400, "invalid_json", f"The body is not valid JSON: {exc}")
     try:
         payload = source.schema.load(raw)
