@@ -319,6 +319,9 @@ def send_test(hub, destination, dry_run, sample):
     except DeliveryError as exc:
         kind = "permanent" if isinstance(exc, Permanent) else "retryable"
         raise click.ClickException(f"{kind} error: {exc.reason}") from None
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug: one line, as the dispatcher would record it
+        raise click.ClickException(f"unexpected {type(exc).__name__} in destination {destination!r}: "
+                                   f"{redact(str(exc))}") from None
     finally:
         instance.close()
     if dry_run:
@@ -351,6 +354,8 @@ def ingest(hub, files, source):
             items.extend((path, n, payload) for n, payload in enumerate(_payloads(path), 1))
         except (ValueError, RecursionError) as exc:
             raise click.ClickException(f"{path}: not JSON or JSON lines ({exc})") from None
+        except OSError as exc:
+            raise click.ClickException(f"{path}: cannot read it ({exc.strerror})") from None
     counts: dict[str, int] = {}
     problems = []
     with click.progressbar(items, label="ingesting", file=sys.stderr, show_pos=True) as bar:

@@ -99,7 +99,9 @@ class StoreSchema(Schema):
 
 
 class DispatchSchema(Schema):
-    backend = fields.String(load_default="embedded", validate=validate.OneOf(["embedded"]))
+    backend = fields.String(load_default="embedded", validate=validate.OneOf(
+        ["embedded"], error='only "embedded" is built in; to scale out, run more `sovereign-hub worker` '
+                            'processes against PostgreSQL (docs/deployment.md)'))
     workers = fields.Integer(load_default=4, validate=validate.Range(1, 256))
     retry_delays = fields.List(fields.Float(validate=validate.Range(min=0)), load_default=DEFAULT_RETRY_DELAYS)
     max_attempts = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))

@@ -14,7 +14,7 @@ from requests.adapters import HTTPAdapter
 from .errors import Permanent, Retryable
 from .secrets import redact
 
-USER_AGENT = "sovereign-hub/0.1 (+https://github.com/sovereign-hub)"
+USER_AGENT = "sovereign-hub/0.1"
 SENSITIVE_HEADERS = {"authorization", "x-api-key", "api-key", "cookie", "x-auth-token"}
 
 

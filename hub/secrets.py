@@ -12,8 +12,9 @@ _lock = threading.Lock()
 _secrets: set[str] = set()
 _pattern: re.Pattern | None = None
 
-# A run of 7-15 digits with a leading + (E.164), optionally grouped by spaces or dashes.
-_PHONE = re.compile(r"\+\d[\d \-]{5,18}\d")
+# A run of 7-15 digits with a leading + (E.164), optionally grouped by spaces or dashes, or a
+# national number with its trunk 0 (06-12345678, 020 123 4567) as CRMs echo them back in errors.
+_PHONE = re.compile(r"\+\d[\d \-]{5,18}\d|(?<![\w.:/-])0\d(?:[ \-]?\d){7,10}(?![\w.:/-])")
 
 
 def register_secret(value: str) -> None:
@@ -42,7 +43,8 @@ def mask_phone(number: str | None) -> str | None:
     digits = re.sub(r"\D", "", number)
     if len(digits) <= 5:
         return "*" * len(digits)
-    return "+" + digits[:3] + "*" * (len(digits) - 6) + digits[-3:]
+    plus = "+" if number.lstrip().startswith("+") else ""
+    return plus + digits[:3] + "*" * (len(digits) - 6) + digits[-3:]
 
 
 def scrub(text: str) -> str:

@@ -209,6 +209,8 @@ def test_mask_phone_and_scrub():
     assert mask_phone("+31612345678") == "+316*****678"
     assert mask_phone(None) is None
     assert scrub("caller +31 6 1234 5678 rang") == "caller +316*****678 rang"
+    assert scrub("Phone 06-12345678 already exists") == "Phone 061****678 already exists"
+    assert scrub("duration 312 ms, id 0b7e9a52, at 2026-03-02") == "duration 312 ms, id 0b7e9a52, at 2026-03-02"
 
 
 def test_template_runtime_error_is_permanent(sample_report):
