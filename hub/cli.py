@@ -118,8 +118,14 @@ def _die_with_parent():
 @click.option("--host", help="Listen address (default: [server] host).")
 @click.option("--port", type=int, help="Listen port (default: [server] port).")
 @click.option("--workers", type=int, help="HTTP worker processes (default: [server] workers).")
-def serve(config_path, host, port, workers):
-    """Run the receiver (gunicorn) and the embedded dispatcher, each in its own process."""
+@click.option("--web-only", is_flag=True,
+              help="Run the receiver only; deliveries are left to `sovereign-hub worker` processes elsewhere.")
+def serve(config_path, host, port, workers, web_only):
+    """Run the receiver (gunicorn) and a dispatcher (`sovereign-hub worker`), each in its own process.
+
+    The dispatcher is the embedded one, or a Celery worker with the sweeper when
+    [dispatch] backend = "celery"; --web-only leaves it out (a web node of a larger setup).
+    """
     logs.configure()  # before the Hub: its start-up warnings (allow_unsigned) are logged in full
     hub = load_hub(config_path)
     server, grace = hub.config.server, hub.config.dispatch["shutdown_grace_seconds"]
@@ -132,9 +138,11 @@ def serve(config_path, host, port, workers):
                "--worker-class", "sync", "--graceful-timeout", str(int(grace)), "--timeout", "30",
                "--log-level", "warning", "hub.wsgi:app"]
     worker_cmd = [sys.executable, "-m", "hub", "worker", "-c", str(Path(config_path).resolve())]
-    children = [subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent) for cmd in (worker_cmd, web_cmd)]
-    click.echo(f"sovereign-hub listening on http://{host}:{port} (dispatcher pid {children[0].pid}, "
-               f"web pid {children[1].pid})", err=True)
+    commands = [web_cmd] if web_only else [worker_cmd, web_cmd]
+    children = [subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent) for cmd in commands]
+    dispatcher = "no dispatcher" if web_only else f"dispatcher pid {children[0].pid}"
+    click.echo(f"sovereign-hub listening on http://{host}:{port} ({dispatcher}, web pid {children[-1].pid})",
+               err=True)
     stopping = threading.Event()
 
     def forward(signum, _frame):
@@ -168,11 +176,19 @@ def serve(config_path, host, port, workers):
 @cli.command()
 @config_option
 @click.option("--workers", type=int, help="Delivery threads (default: [dispatch] workers).")
-def worker(config_path, workers):
-    """Run the dispatcher only: deliver due deliveries until SIGTERM/SIGINT."""
+@click.option("--sweeper/--no-sweeper", default=True, show_default=True,
+              help='backend = "celery": also run the sweeper (an embedded Celery beat).')
+def worker(config_path, workers, sweeper):
+    """Run the dispatcher only: deliver due deliveries until SIGTERM/SIGINT.
+
+    With [dispatch] backend = "celery", a Celery worker for [dispatch] broker_url and queue,
+    with --workers threads, and the sweeper that sends forgotten deliveries again.
+    """
     logs.configure()  # before the Hub: its start-up warnings (allow_unsigned) are logged in full
     hub = load_hub(config_path)
     logs.configure(hub.config.logging["level"])
+    if hub.config.dispatch["backend"] == "celery":
+        sys.exit(_celery_worker(hub, workers or hub.config.dispatch["workers"], sweeper))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -180,6 +196,17 @@ def worker(config_path, workers):
     stop.wait()
     hub.dispatcher.stop(hub.config.dispatch["shutdown_grace_seconds"])
     hub.close()
+
+
+def _celery_worker(hub, concurrency: int, sweeper: bool) -> int:
+    from .celery_app import BrokerUnreachable, run_worker
+
+    try:
+        return run_worker(hub, concurrency=concurrency, beat=sweeper)
+    except BrokerUnreachable as exc:
+        raise click.ClickException(redact(str(exc))) from None
+    finally:
+        hub.close()
 
 
 # --- checking -----------------------------------------------------------------------------
@@ -191,6 +218,13 @@ def check_config(config_path):
     hub = load_hub(config_path)
     try:
         hub.store.ping()
+        if hub.enqueuer is not None:
+            from .celery_app import BrokerUnreachable, ping
+
+            try:
+                ping(hub.enqueuer.app)
+            except BrokerUnreachable as exc:
+                raise click.ClickException(redact(str(exc))) from None
     finally:
         hub.close()
     for warning in hub.config.warnings:
@@ -284,6 +318,8 @@ def replay(hub, report_id, destination, dead):
         raise click.ClickException(f"no destination named {destination!r} in {hub.config.path}")
     ids = hub.store.requeue(report_id=report_id, destination=destination, dead_only=dead,
                             create_missing=bool(report_id and destination))
+    if ids:
+        hub.dispatcher.wake(ids)  # backend = "celery": sends them to the workers
     click.echo(f"{len(ids)} deliver{'y' if len(ids) == 1 else 'ies'} queued; a running dispatcher picks "
                f"{'it' if len(ids) == 1 else 'them'} up")
 

@@ -10,9 +10,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from .destinations import Destination, HubSettings
 from .plugins import Registry
@@ -98,10 +99,28 @@ class StoreSchema(Schema):
     sqlite_synchronous = fields.String(load_default="NORMAL", validate=validate.OneOf(["NORMAL", "FULL"]))
 
 
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
+
+
+def _broker_url(value: str) -> None:
+    scheme = value.split("://", 1)[0] if "://" in value else ""
+    if scheme not in BROKER_SCHEMES:
+        raise ValidationError(f"not a broker URL: use redis://host:6379/0 or amqp://user:password@host:5672// "
+                              f"(schemes: {', '.join(BROKER_SCHEMES)})")
+
+
+def _password_of(url: str | None) -> str | None:
+    try:
+        return urlsplit(url).password if url else None
+    except ValueError:
+        return None
+
+
 class DispatchSchema(Schema):
     backend = fields.String(load_default="embedded", validate=validate.OneOf(
-        ["embedded"], error='only "embedded" is built in; to scale out, run more `sovereign-hub worker` '
-                            'processes against PostgreSQL (docs/deployment.md)'))
+        ["embedded", "celery"],
+        error='must be "embedded" (delivery threads beside the receiver) or "celery" (workers fed by a '
+              'Redis or RabbitMQ broker_url; pip install "sovereign-hub[celery]"); see docs/deployment.md'))
     workers = fields.Integer(load_default=4, validate=validate.Range(1, 256))
     retry_delays = fields.List(fields.Float(validate=validate.Range(min=0)), load_default=DEFAULT_RETRY_DELAYS)
     max_attempts = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
@@ -109,6 +128,19 @@ class DispatchSchema(Schema):
     lease_seconds = fields.Float(load_default=300, validate=validate.Range(min=1))
     poll_interval = fields.Float(load_default=0.5, validate=validate.Range(min=0.01, max=60))
     shutdown_grace_seconds = fields.Float(load_default=25, validate=validate.Range(min=0))
+    # backend = "celery" only
+    broker_url = fields.String(load_default=None, allow_none=True, validate=_broker_url)
+    queue = fields.String(load_default="sovereign-hub", validate=validate.Regexp(
+        r"^[A-Za-z0-9_.:-]{1,200}$", error="letters, digits and _ . : - only"))
+    sweep_interval = fields.Float(load_default=5, validate=validate.Range(min=0.1, max=3600))
+    sweep_limit = fields.Integer(load_default=500, validate=validate.Range(1, 100_000))
+
+    @validates_schema
+    def _celery_needs_a_broker(self, data, **_):
+        if data.get("backend") == "celery" and not data.get("broker_url"):
+            raise ValidationError('required when backend = "celery": set broker_url = "redis://127.0.0.1:6379/0" '
+                                  'or "amqp://guest:guest@127.0.0.1:5672//" (or { env = "HUB_BROKER_URL" })',
+                                  "broker_url")
 
 
 class AdminSchema(Schema):
@@ -273,6 +305,9 @@ def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dic
         except ValidationError as exc:
             problems.extend(flatten_errors(exc.messages, f"sources.{name}"))
     warnings = []
+    if loaded["dispatch"]["backend"] == "celery" and loaded["store"]["url"].startswith("sqlite"):
+        warnings.append('dispatch.backend = "celery" with a SQLite store: every worker must run on this '
+                        'machine; for workers elsewhere set [store] url to PostgreSQL (docs/deployment.md)')
     for name in sorted(set(sources_table) | {"hms"}):
         table = sources_table.get(name) or {}
         key = f"sources.{name}.secret"
@@ -305,7 +340,8 @@ def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dic
             destinations[name] = dest
 
     # a secret written literally (not as { env } / { file }) is redacted all the same
-    for value in [loaded["admin"]["token"], *(table.get("secret") for table in sources.values())]:
+    for value in [loaded["admin"]["token"], *(table.get("secret") for table in sources.values()),
+                  _password_of(loaded["dispatch"]["broker_url"])]:
         register_secret(value)
 
     if problems:

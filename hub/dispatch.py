@@ -49,17 +49,20 @@ class Dispatcher:
     """Runs deliveries: ``process_one`` for a single claim, ``start``/``stop`` for worker threads.
 
     ``destinations`` maps configured names to Destination instances; ``on_finished`` is
-    called with (delivery, report) after a delivery succeeds or goes dead.
+    called with (delivery, report) after a delivery succeeds or goes dead; ``on_due`` with the
+    ids passed to ``wake`` (the Celery backend sends them to its workers).
     """
 
     def __init__(self, store: Store, destinations: dict, policy: RetryPolicy, *, lease_seconds: float = 300,
-                 poll_interval: float = 0.5, on_finished: Callable | None = None):
+                 poll_interval: float = 0.5, on_finished: Callable | None = None,
+                 on_due: Callable[[list[str] | None], None] | None = None):
         self.store = store
         self.destinations = destinations
         self.policy = policy
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self.on_finished = on_finished
+        self.on_due = on_due
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stopping = threading.Event()
         self._wake = threading.Condition()
@@ -71,12 +74,16 @@ class Dispatcher:
     # --- one delivery --------------------------------------------------------------
 
     def process_one(self, delivery_id: str | None = None) -> Delivery | None:
-        """Claim one due delivery (or the given one) and make one attempt; None if nothing was due."""
+        """Claim one due delivery (or the given one) and make one attempt; None if nothing was due.
+
+        Returns the delivery as the attempt left it: ``pending`` with the retry's
+        ``next_attempt_at``, ``succeeded`` or ``dead``; still ``running`` if the lease was lost
+        meanwhile (another worker holds the row and its outcome counts).
+        """
         delivery = self.store.claim(self.owner, self.lease_seconds, delivery_id=delivery_id)
         if delivery is None:
             return None
-        self._attempt(delivery, self.store.get_report(delivery.report_id))
-        return delivery
+        return self._attempt(delivery, self.store.get_report(delivery.report_id))
 
     def run_due(self, limit: int = 1000, batch: int = 16) -> int:
         """Attempt every delivery that is due now, in this thread; returns how many were tried."""
@@ -96,7 +103,7 @@ class Dispatcher:
         reports = self.store.get_reports(d.report_id for d in claimed)
         return [(d, reports.get(d.report_id)) for d in claimed]
 
-    def _attempt(self, delivery: Delivery, report: CallReport | None) -> None:
+    def _attempt(self, delivery: Delivery, report: CallReport | None) -> Delivery:
         started = utcnow()
         clock = time.perf_counter()
         destination = self.destinations.get(delivery.destination)
@@ -152,17 +159,28 @@ class Dispatcher:
                    delivery_id=delivery.id, report_id=delivery.report_id, destination=delivery.destination,
                    attempt=delivery.attempts, http_status=http_status, error=error,
                    next_attempt_at=next_at.isoformat() if next_at else None, lease_kept=kept)
-        if kept and status in (SUCCEEDED, DEAD) and self.on_finished is not None and report is not None:
-            finished = replace(delivery, status=status, state=state, last_error=error, lease_owner=None,
-                               lease_until=None, result=result_text or delivery.result)
+        if not kept:
+            return delivery
+        finished = replace(delivery, status=status, state=state, last_error=error, lease_owner=None,
+                           lease_until=None, next_attempt_at=next_at or utcnow(),
+                           result=result_text or delivery.result)
+        if status in (SUCCEEDED, DEAD) and self.on_finished is not None and report is not None:
             try:
                 self.on_finished(finished, report)
             except Exception:  # noqa: BLE001 - an observer's failure is logged, never fatal
                 log.exception("delivery_finished hook failed")
+        return finished
 
     # --- worker threads ------------------------------------------------------------
 
-    def wake(self) -> None:
+    def wake(self, delivery_ids: list[str] | None = None) -> None:
+        """New deliveries are due: these (committed) ids, or unnamed ones (None, after a requeue).
+
+        Wakes this process's claim thread and passes the ids on to ``on_due``, which must not
+        raise: the rows are committed, and a poll or a sweep finds them anyway.
+        """
+        if self.on_due is not None:
+            self.on_due(None if delivery_ids is None else list(delivery_ids))
         with self._wake:
             self._wake.notify_all()
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from . import logs
-from .config import DestinationConfig, HubConfig, load_config
+from .config import ConfigProblems, DestinationConfig, HubConfig, load_config
 from .destinations import Destination
 from .dispatch import Dispatcher, RetryPolicy
 from .errors import UnknownDestination
@@ -46,11 +46,13 @@ class Hub:
         for name, settings in config.sources.items():
             self.sources[name].configure(settings)
         self._destinations: dict[str, Destination] | None = None
+        # backend = "celery": new deliveries are sent to the Celery workers after the commit
+        self.enqueuer = _celery_enqueuer(config, self.store) if config.dispatch["backend"] == "celery" else None
         self.dispatcher = Dispatcher(
             self.store, _LazyDestinations(self),
             RetryPolicy(config.dispatch["retry_delays"], config.max_attempts, config.dispatch["jitter"]),
             lease_seconds=config.dispatch["lease_seconds"], poll_interval=config.dispatch["poll_interval"],
-            on_finished=self._delivery_finished)
+            on_finished=self._delivery_finished, on_due=self.enqueuer)
         self.app = None  # set by create_app, for register_routes
         for warning in config.warnings:
             logs.event(log, "config.warning", logging.WARNING, message=warning)
@@ -110,7 +112,7 @@ class Hub:
                     log.exception("report_received hook failed", extra={"fields": {
                         "plugin": impl.plugin_name, "report_id": accepted.report_id}})
             if targets:
-                self.dispatcher.wake()
+                self.dispatcher.wake(list(accepted.delivery_ids))
         return Ingested(status, accepted.report_id, accepted.deliveries)
 
     def _delivery_finished(self, delivery, report) -> None:
@@ -130,7 +132,18 @@ class Hub:
     def close(self) -> None:
         for destination in (self._destinations or {}).values():
             destination.close()
+        if self.enqueuer is not None:
+            self.enqueuer.close()
         self.store.close()
+
+
+def _celery_enqueuer(config: HubConfig, store: Store):
+    try:
+        from .celery_app import Enqueuer
+    except ImportError as exc:
+        raise ConfigProblems([f'dispatch.backend: "celery" needs the celery package ({exc}); '
+                              f'pip install "sovereign-hub[celery]"'], config.path) from None
+    return Enqueuer(config.dispatch, store)
 
 
 class _LazyDestinations:

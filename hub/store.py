@@ -135,6 +135,7 @@ class Accepted:
     report_id: str
     duplicate: bool
     deliveries: list[tuple[str, str]]  # (destination, status)
+    delivery_ids: tuple[str, ...] = ()  # of the new rows, in the order of ``deliveries``
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,7 @@ class Store:
             if existing is None:  # not a duplicate after all: let the caller see the real error
                 raise
             return Accepted(existing, True, [])
-        return Accepted(report.id, False, [(name, PENDING) for name in names])
+        return Accepted(report.id, False, [(name, PENDING) for name in names], tuple(row["id"] for row in rows))
 
     # --- the dispatcher's side -------------------------------------------------------
 
@@ -286,6 +287,23 @@ class Store:
         """A read-only look, so idle workers poll without taking SQLite's write lock."""
         with self.engine.connect() as conn:
             return conn.execute(self._has_due, {"b_now": now or utcnow()}).first() is not None
+
+    def due_ids(self, limit: int, *, overdue_seconds: float = 0.0, now: datetime | None = None) -> list[str]:
+        """Ids of deliveries that should be running and may have no one on them, oldest first:
+        pending and due for at least ``overdue_seconds``, or leased and the lease run out.
+
+        A read, no lock and no lease: the Celery backend's sweeper sends these to the workers
+        again, and a worker's claim decides (a row that is not due by then is left alone).
+        """
+        now = now or utcnow()
+        d = deliveries.c
+        query = (sa.select(d.id)
+                 .where(sa.or_(sa.and_(d.status == PENDING,
+                                       d.next_attempt_at <= now - timedelta(seconds=overdue_seconds)),
+                               sa.and_(d.status == RUNNING, d.lease_until < now)))
+                 .order_by(d.next_attempt_at).limit(limit))
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
 
     def claim_batch(self, owner: str, lease_seconds: float, limit: int, *,
                     delivery_id: str | None = None) -> list[Delivery]:

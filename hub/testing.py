@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import threading
 import time
+from collections import Counter
 from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +192,113 @@ def signed_post(client):
         return client.post("/webhooks/hms", data=body, headers=all_headers)
 
     return post
+
+
+def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def start_hub_process(command: str, config: Path, cwd: Path, log_name: str) -> subprocess.Popen:
+    """``sovereign-hub <command> -c config`` in its own process group, output appended to cwd/log_name."""
+    with open(cwd / log_name, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "hub", command, "-c", str(config)], cwd=cwd,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+
+def kill_process_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a process started by ``start_hub_process`` with all its children, as a crash would."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(10)
+
+
+class WebhookReceiver:
+    """A real HTTP server on 127.0.0.1 that records every POST a webhook destination makes.
+
+    ``url`` is its address. ``started`` lists the ``webhook-id`` of every request as it
+    arrives, ``answers`` every (webhook-id, status) answered, ``records`` the (webhook-id, JSON
+    body) of every request answered 200. ``delay()`` is each request's pause before it answers;
+    ``fail_first`` answers 503 to the first attempt of each webhook-id; with ``hold`` (an Event),
+    requests wait until it is set (30 s at most) and are then answered ``held_status``.
+    Use it as a context manager.
+    """
+
+    def __init__(self, *, delay=lambda: 0.0, hold: threading.Event | None = None, held_status: int = 200,
+                 fail_first: bool = False):
+        self.delay, self.hold, self.held_status, self.fail_first = delay, hold, held_status, fail_first
+        self.lock = threading.Lock()
+        self.started: list[str] = []
+        self.answers: list[tuple[str, int]] = []
+        self.records: list[tuple[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                webhook_id = self.headers.get("webhook-id", "")
+                with receiver.lock:
+                    first = webhook_id not in receiver.started
+                    receiver.started.append(webhook_id)
+                status = 503 if receiver.fail_first and first else 200
+                if receiver.hold is not None and not receiver.hold.is_set():
+                    receiver.hold.wait(30)
+                    status = receiver.held_status
+                time.sleep(receiver.delay())
+                with receiver.lock:
+                    receiver.answers.append((webhook_id, status))
+                    if status == 200:
+                        receiver.records.append((webhook_id, json.loads(body or b"null")))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass  # a sender killed mid-request leaves a broken pipe: expected in crash tests
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+
+    def start(self) -> "WebhookReceiver":
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if self.hold is not None:
+            self.hold.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> "WebhookReceiver":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def snapshot(self) -> tuple[list[str], list[tuple[str, Any]]]:
+        with self.lock:
+            return list(self.started), list(self.records)
+
+    def succeeded(self) -> Counter:
+        """How many times each webhook-id was answered 200."""
+        with self.lock:
+            return Counter(webhook_id for webhook_id, status in self.answers if status == 200)
 
 
 class DestinationContract:

@@ -110,3 +110,11 @@ def new_report():
         return normalize_payload(payload, report_id=str(uuid.uuid4()))
 
     return build
+
+
+@pytest.fixture
+def pg_store_url(pg_database_url) -> str:
+    """The session's PostgreSQL database with empty tables, for tests that need PostgreSQL only
+    (several processes sharing one store: Celery workers)."""
+    _empty_pg_tables(pg_database_url)
+    return pg_database_url

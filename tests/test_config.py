@@ -156,7 +156,7 @@ def test_every_problem_is_listed_with_its_key(tmp_path, registry):
     for expected in [
         "server.port: Not a valid integer.",
         "server.colour: unknown key (check the spelling)",
-        'dispatch.backend: only "embedded" is built in; to scale out, run more `sovereign-hub worker`',
+        'dispatch.backend: must be "embedded" (delivery threads beside the receiver) or "celery"',
         "sources.hms.tolerance_seconds:",
         "sources.hms.secret: no webhook secret is set",
         "surprise: unknown section",

@@ -19,7 +19,7 @@ from hub import Destination, Permanent, Result, Retryable, hookimpl
 from hub.dispatch import Dispatcher, RetryPolicy
 from hub.secrets import register_secret
 from hub.store import DEAD, PENDING, RUNNING, SUCCEEDED, deliveries, utcnow
-from hub.testing import signed_headers
+from hub.testing import signed_headers, wait_until
 
 
 # --- destinations used by the tests ---------------------------------------------------------------
@@ -104,15 +104,6 @@ def one_delivery(store, new_report, destination="rec"):
 def make_due(store, delivery_id):
     with store.engine.begin() as conn:
         conn.execute(deliveries.update().where(deliveries.c.id == delivery_id).values(next_attempt_at=utcnow()))
-
-
-def wait_until(predicate, timeout=15.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 # --- the retry policy on its own --------------------------------------------------------------------

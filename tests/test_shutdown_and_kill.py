@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
 import signal
 import socket
@@ -18,78 +17,16 @@ import threading
 import time
 import uuid
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 
 from hub.store import PENDING, SUCCEEDED, Store
-from hub.testing import TEST_SECRET, load_sample, normalize_payload, signed_headers
+from hub.testing import (TEST_SECRET, WebhookReceiver, kill_process_group, load_sample, normalize_payload,
+                         signed_headers, start_hub_process, wait_until)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals and process groups")
-
-
-# --- a slow local webhook receiver ------------------------------------------------------------------
-
-class Receiver:
-    """An HTTP server on 127.0.0.1 that records ``webhook-id`` and body of every POST.
-
-    ``delay()`` gives each request's pause before it answers 200; ``hold`` (an Event), when
-    set up, keeps every request waiting until it is set (or 30 s pass).
-    """
-
-    def __init__(self, delay=lambda: 0.0, hold: threading.Event | None = None):
-        self.delay = delay
-        self.hold = hold
-        self.lock = threading.Lock()
-        self.started: list[str] = []
-        self.records: list[tuple[str, dict]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                webhook_id = self.headers.get("webhook-id", "")
-                with receiver.lock:
-                    receiver.started.append(webhook_id)
-                if receiver.hold is not None:
-                    receiver.hold.wait(30)
-                time.sleep(receiver.delay())
-                with receiver.lock:
-                    receiver.records.append((webhook_id, json.loads(body)))
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request, client_address):
-                pass  # a hub killed mid-request leaves a broken pipe: expected here
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.hold is not None:
-            self.hold.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-    def snapshot(self) -> tuple[list[str], list[tuple[str, dict]]]:
-        with self.lock:
-            return list(self.started), list(self.records)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -123,37 +60,9 @@ def write_config(path: Path, *, db: Path, port: int, hook_url: str, jsonl: Path 
     return path
 
 
-def start(tmp_path: Path, command: str, config: Path, log_name: str) -> subprocess.Popen:
-    """``sovereign-hub <command> -c config`` in its own process group, output to a log file."""
-    log = open(tmp_path / log_name, "ab")
-    try:
-        return subprocess.Popen([sys.executable, "-m", "hub", command, "-c", str(config)], cwd=tmp_path,
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    finally:
-        log.close()
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(10)
-
-
 def log_tail(tmp_path: Path, name: str, lines: int = 30) -> str:
     path = tmp_path / name
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
 
 
 def report_payload(call_id: str) -> dict:
@@ -180,16 +89,16 @@ def queued(db: Path, count: int) -> list[str]:
 def test_worker_signal_stops_claiming_finishes_the_in_flight_delivery_and_exits_0(tmp_path, signum):
     db = tmp_path / "hub.db"
     ids = queued(db, 3)
-    with Receiver(delay=lambda: 1.0) as receiver:
+    with WebhookReceiver(delay=lambda: 1.0) as receiver:
         config = write_config(tmp_path / "hub.toml", db=db, port=free_port(), hook_url=receiver.url,
                               dispatch_workers=1, grace=8)
-        proc = start(tmp_path, "worker", config, "worker.log")
+        proc = start_hub_process("worker", config, tmp_path, "worker.log")
         try:
             assert wait_until(lambda: receiver.snapshot()[0], timeout=20), log_tail(tmp_path, "worker.log")
             proc.send_signal(signum)
             code = proc.wait(15)
         finally:
-            kill_group(proc)
+            kill_process_group(proc)
         started, records = receiver.snapshot()
 
     assert code == 0, log_tail(tmp_path, "worker.log")
@@ -210,10 +119,10 @@ def test_worker_signal_releases_a_delivery_that_overruns_the_grace_period(tmp_pa
     db = tmp_path / "hub.db"
     ids = queued(db, 2)
     hold = threading.Event()
-    with Receiver(hold=hold) as receiver:
+    with WebhookReceiver(hold=hold) as receiver:
         config = write_config(tmp_path / "hub.toml", db=db, port=free_port(), hook_url=receiver.url,
                               dispatch_workers=1, grace=0.5)
-        proc = start(tmp_path, "worker", config, "worker.log")
+        proc = start_hub_process("worker", config, tmp_path, "worker.log")
         try:
             assert wait_until(lambda: receiver.snapshot()[0], timeout=20), log_tail(tmp_path, "worker.log")
             signalled = time.monotonic()
@@ -221,7 +130,7 @@ def test_worker_signal_releases_a_delivery_that_overruns_the_grace_period(tmp_pa
             code = proc.wait(15)
             took = time.monotonic() - signalled
         finally:
-            kill_group(proc)
+            kill_process_group(proc)
             hold.set()
         started, _ = receiver.snapshot()
 
@@ -304,7 +213,7 @@ def test_serve_killed_again_and_again_loses_no_acknowledged_report(tmp_path):
     procs: list[subprocess.Popen] = []
 
     def serve() -> subprocess.Popen:
-        proc = start(tmp_path, "serve", config, "serve.log")
+        proc = start_hub_process("serve", config, tmp_path, "serve.log")
         procs.append(proc)
 
         def healthy():
@@ -318,7 +227,7 @@ def test_serve_killed_again_and_again_loses_no_acknowledged_report(tmp_path):
         return proc
 
     slowness = random.Random(seed + 1)  # the receiver threads draw from their own generator
-    with Receiver(delay=lambda: slowness.uniform(0.05, 0.2)) as receiver:
+    with WebhookReceiver(delay=lambda: slowness.uniform(0.05, 0.2)) as receiver:
         config = write_config(tmp_path / "hub.toml", db=db, port=port, hook_url=receiver.url, jsonl=jsonl,
                               grace=1, lease_seconds=2, retry_delays=(0.2,) * 10)
         try:
@@ -329,14 +238,14 @@ def test_serve_killed_again_and_again_loses_no_acknowledged_report(tmp_path):
             for _ in range(kills):
                 time.sleep(rng.uniform(0.2, 0.9))
                 killed_at.append((len(sender.acked), len(receiver.snapshot()[1])))
-                kill_group(proc)
+                kill_process_group(proc)
                 time.sleep(rng.uniform(0.0, 0.3))
                 proc = serve()
             sender.join(max(1.0, test_deadline - time.monotonic() - 15))
             assert not sender.is_alive(), f"the sender did not finish (seed {seed})"
             # once more, while the last deliveries are likely still under way
             killed_at.append((len(sender.acked), len(receiver.snapshot()[1])))
-            kill_group(proc)
+            kill_process_group(proc)
 
             # with every hub process dead: each acknowledged report is on disk, with its deliveries
             acked = set(sender.acked.values())
@@ -379,7 +288,7 @@ def test_serve_killed_again_and_again_loses_no_acknowledged_report(tmp_path):
             assert proc.wait(20) == 0, f"serve did not stop cleanly:\n{log_tail(tmp_path, 'serve.log')}"
         finally:
             for p in procs:
-                kill_group(p)
+                kill_process_group(p)
         records = receiver.snapshot()[1]
 
     assert sender.unexpected == [], context

@@ -278,7 +278,7 @@ def retry_delivery(delivery_id: str):
         return 409, {"error": "delivery_running",
                      "message": "The delivery is being attempted right now; look again when the attempt is over.",
                      "details": {"delivery_id": delivery_id}}
-    hub.dispatcher.wake()
+    hub.dispatcher.wake(ids)
     return 202, {"status": "queued", "delivery": delivery_json(hub.store.get_delivery(delivery_id))}
 
 
@@ -311,7 +311,7 @@ def replay_report(report_id: str, destination: str | None):
         return 409, {"error": "delivery_running",
                      "message": "Every matching delivery is being attempted right now; try again shortly.",
                      "details": {"running": skipped}}
-    hub.dispatcher.wake()
+    hub.dispatcher.wake(ids)
     return 202, {"status": "queued", "report_id": report_id,
                  "deliveries": [delivery_json(hub.store.get_delivery(i)) for i in ids],
                  "skipped_running": skipped}
@@ -336,7 +336,7 @@ def retry_dead(destination: str | None):
     names = [destination] if destination else sorted(name for name in dead if name in hub.destinations)
     ids = [i for name in names for i in hub.store.requeue(destination=name, dead_only=True)]
     if ids:
-        hub.dispatcher.wake()
+        hub.dispatcher.wake(ids)
     skipped = {name: n for name, n in sorted(dead.items()) if name not in hub.destinations}
     return 202, {"status": "queued", "requeued": len(ids), "delivery_ids": ids,
                  "skipped_unconfigured": skipped}
