@@ -19,7 +19,7 @@ from marshmallow import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import logs
-from .config import ConfigProblems
+from .config import ConfigProblems, load_config
 from .errors import UnknownDestination
 from .plugins import collect, describe, make_manager
 from .report import loads_json
@@ -58,6 +58,11 @@ def config_option(func):
     return click.option("-c", "--config", "config_path", envvar="SOVEREIGN_HUB_CONFIG", default=DEFAULT_CONFIG,
                         show_default=True, type=click.Path(dir_okay=False),
                         help="The TOML configuration file (or SOVEREIGN_HUB_CONFIG).")(func)
+
+
+def load_settings(config_path: str):
+    """The validated configuration alone: for commands that only read it (no store, no broker)."""
+    return load_config(config_path, collect(make_manager()))
 
 
 def load_hub(config_path: str):
@@ -126,10 +131,8 @@ def serve(config_path, host, port, workers, web_only):
     The dispatcher is the embedded one, or a Celery worker with the sweeper when
     [dispatch] backend = "celery"; --web-only leaves it out (a web node of a larger setup).
     """
-    logs.configure()  # before the Hub: its start-up warnings (allow_unsigned) are logged in full
-    hub = load_hub(config_path)
-    server, grace = hub.config.server, hub.config.dispatch["shutdown_grace_seconds"]
-    hub.close()
+    config = load_settings(config_path)  # fail here, in one line, before any child starts
+    server, grace = config.server, config.dispatch["shutdown_grace_seconds"]
     host, port, workers = host or server["host"], port or server["port"], workers or server["workers"]
     metrics_dir = tempfile.mkdtemp(prefix="sovereign-hub-metrics-")
     env = {**os.environ, "SOVEREIGN_HUB_CONFIG": str(Path(config_path).resolve()),
@@ -343,8 +346,8 @@ def send_test(hub, destination, dry_run, sample):
                                    f"(configured: {', '.join(hub.config.destinations) or 'none'})")
     raw = load_sample(sample)
     source = hub.sources["hms"]
-    report = source.normalize(source.schema.load(raw), raw=raw, report_id="send-test", received_at=datetime.now(timezone.utc),
-                              normalizer=hub.normalizer)
+    report = source.normalize(source.schema.load(raw), raw=raw, report_id="send-test",
+                              received_at=datetime.now(timezone.utc), normalizer=hub.normalizer)
     instance = config.cls(config.name, config.options, hub.settings)
     ctx = instance.context(delivery_id=f"send-test-{int(time.time())}", dry_run=dry_run)
     if config.when is not None and not config.when.matches(report):
@@ -415,11 +418,7 @@ def ingest(hub, files, source):
 @config_option
 def analysis_plan(config_path):
     """Print the analysis_plan JSON to paste into the assistant, built from [analysis]."""
-    from .service import Hub
-
-    hub = Hub.from_path(config_path)
-    analysis = hub.config.analysis
-    hub.close()
+    analysis = load_settings(config_path).analysis
     if not analysis["schema"]:
         raise click.ClickException(f"{config_path}: [analysis] schema is not set; add the JSON Schema the "
                                    f"assistant should fill in")

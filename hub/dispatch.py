@@ -103,6 +103,12 @@ class Dispatcher:
         reports = self.store.get_reports(d.report_id for d in claimed)
         return [(d, reports.get(d.report_id)) for d in claimed]
 
+    def _retry_or_dead(self, delivery: Delivery, started, error: str, retry_after: float | None = None):
+        """A failure time may fix: the next attempt per the schedule, or dead once it is spent."""
+        if self.policy.exhausted(delivery.attempts):
+            return DEAD, "dead", f"{error} (gave up after {delivery.attempts} attempts)", None
+        return PENDING, "retry", error, started + timedelta(seconds=self.policy.delay(delivery.attempts, retry_after))
+
     def _attempt(self, delivery: Delivery, report: CallReport | None) -> Delivery:
         started = utcnow()
         clock = time.perf_counter()
@@ -126,26 +132,16 @@ class Dispatcher:
             status, outcome, error, next_at = SUCCEEDED, "succeeded", None, None
         except Retryable as exc:
             http_status = exc.http_status
-            error = redact(exc.reason)
-            if self.policy.exhausted(delivery.attempts):
-                status, outcome, next_at = DEAD, "dead", None
-                error = f"{error} (gave up after {delivery.attempts} attempts)"
-            else:
-                status, outcome = PENDING, "retry"
-                next_at = started + timedelta(seconds=self.policy.delay(delivery.attempts, exc.retry_after))
+            status, outcome, error, next_at = self._retry_or_dead(delivery, started, redact(exc.reason),
+                                                                  exc.retry_after)
         except Permanent as exc:
             http_status = exc.http_status
             status, outcome, error, next_at = DEAD, "dead", redact(exc.reason), None
         except Exception as exc:  # noqa: BLE001 - a plugin bug must not kill the worker or lose the delivery
             log.exception("destination raised an unexpected error", extra={"fields": {
                 "delivery_id": delivery.id, "destination": delivery.destination}})
-            error = redact(f"unexpected {type(exc).__name__}: {exc}")[:1000]
-            if self.policy.exhausted(delivery.attempts):
-                status, outcome, next_at = DEAD, "dead", None
-                error = f"{error} (gave up after {delivery.attempts} attempts)"
-            else:
-                status, outcome = PENDING, "retry"
-                next_at = started + timedelta(seconds=self.policy.delay(delivery.attempts))
+            status, outcome, error, next_at = self._retry_or_dead(
+                delivery, started, redact(f"unexpected {type(exc).__name__}: {exc}")[:1000])
         if ctx is not None:
             state = ctx.state
             http_status = http_status or ctx.last_status

@@ -146,14 +146,12 @@ def _json_body(allowed: set[str]) -> dict[str, Any]:
     return data
 
 
-def _configured_destination(name: str | None, param: str = "destination"):
-    """None, or an error response when ``name`` is not an enabled destination."""
+def _not_configured(name: str, message: str | None = None) -> tuple[int, dict]:
+    """The 409 answer for a destination that is not (or no longer) an enabled one."""
     hub = current_app.hub
-    if name is None or name in hub.destinations:
-        return None
-    return error_response(409, "destination_not_configured",
-                          f"No enabled destination named {name!r} is configured.",
-                          {param: name, "configured": sorted(hub.destinations)})
+    return 409, {"error": "destination_not_configured",
+                 "message": message or f"No enabled destination named {name!r} is configured.",
+                 "details": {"destination": name, "configured": sorted(hub.destinations)}}
 
 
 # --- JSON forms ----------------------------------------------------------------------
@@ -268,10 +266,9 @@ def retry_delivery(delivery_id: str):
         return 404, {"error": "delivery_not_found", "message": f"No delivery with id {delivery_id!r}.",
                      "details": {"delivery_id": delivery_id}}
     if delivery.destination not in hub.destinations:
-        return 409, {"error": "destination_not_configured",
-                     "message": f"The destination {delivery.destination!r} is not configured (any more); "
-                                f"add it back to the configuration, then retry.",
-                     "details": {"destination": delivery.destination, "configured": sorted(hub.destinations)}}
+        return _not_configured(delivery.destination,
+                               f"The destination {delivery.destination!r} is not configured (any more); "
+                               f"add it back to the configuration, then retry.")
     ids = [] if delivery.status == RUNNING else hub.store.requeue(report_id=delivery.report_id,
                                                                   destination=delivery.destination)
     if not ids:
@@ -296,9 +293,7 @@ def replay_report(report_id: str, destination: str | None):
         return 404, {"error": "report_not_found", "message": f"No report with id {report_id!r}.",
                      "details": {"report_id": report_id}}
     if destination is not None and destination not in hub.destinations:
-        return 409, {"error": "destination_not_configured",
-                     "message": f"No enabled destination named {destination!r} is configured.",
-                     "details": {"destination": destination, "configured": sorted(hub.destinations)}}
+        return _not_configured(destination)
     existing = hub.store.list_deliveries(report_id=report_id, destination=destination, limit=None)
     if destination is None and not existing:
         return 409, {"error": "nothing_to_replay",
@@ -329,9 +324,7 @@ def retry_dead(destination: str | None):
     """Requeue every dead delivery of configured destinations (or of one)."""
     hub = current_app.hub
     if destination is not None and destination not in hub.destinations:
-        return 409, {"error": "destination_not_configured",
-                     "message": f"No enabled destination named {destination!r} is configured.",
-                     "details": {"destination": destination, "configured": sorted(hub.destinations)}}
+        return _not_configured(destination)
     dead = {name: n for (name, status), n in hub.store.delivery_counts().items() if status == DEAD}
     names = [destination] if destination else sorted(name for name in dead if name in hub.destinations)
     ids = [i for name in names for i in hub.store.requeue(destination=name, dead_only=True)]
