@@ -6,7 +6,7 @@ CONFIG ?= config.example.toml
 PLUGINS := $(wildcard plugins/*/setup.cfg)
 PLUGIN_DIRS := $(patsubst %/setup.cfg,%,$(PLUGINS))
 
-.PHONY: run test install bench clean
+.PHONY: run secrets test install bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,14 +20,17 @@ $(STAMP): setup.cfg $(PLUGINS) | $(BIN)/python
 
 install: $(STAMP)
 
+# The webhook secret and the dashboard's admin token, made once into .webhook-secret and
+# .admin-token (git-ignored, readable by their owner only) unless the environment sets them.
+secrets:
+	@umask 077; test -n "$$HMS_WEBHOOK_SECRET" || test -s .webhook-secret || \
+	  $(PYTHON) -c "import secrets; print('whsec_' + secrets.token_urlsafe(32))" > .webhook-secret
+	@umask 077; test -n "$$HUB_ADMIN_TOKEN" || test -s .admin-token || \
+	  $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(24))" > .admin-token
+
 # Runs the hub on its embedded defaults (SQLite file, in-process dispatcher) on 127.0.0.1:8080.
-# Secrets come from HMS_WEBHOOK_SECRET and HUB_ADMIN_TOKEN, or are made once into
-# .webhook-secret and .admin-token (both git-ignored).
-run: install
-	@test -n "$$HMS_WEBHOOK_SECRET" || test -s .webhook-secret || \
-	  $(BIN)/python -c "import secrets; print('whsec_' + secrets.token_urlsafe(32))" > .webhook-secret
-	@test -n "$$HUB_ADMIN_TOKEN" || test -s .admin-token || \
-	  $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(24))" > .admin-token
+# `serve` applies the store's schema migrations first.
+run: install secrets
 	@test -n "$$HMS_WEBHOOK_SECRET" || echo "webhook secret (the assistant's webhook_secret): $$(cat .webhook-secret)"
 	@test -n "$$HUB_ADMIN_TOKEN" || echo "dashboard: http://127.0.0.1:8080/  admin token: $$(cat .admin-token)"
 	HMS_WEBHOOK_SECRET="$${HMS_WEBHOOK_SECRET:-$$(cat .webhook-secret)}" \

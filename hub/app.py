@@ -17,12 +17,13 @@ def error_response(status: int, code: str, message: str, details: dict | None = 
 
 
 def create_app(config_path: str | None = None, *, config_data: dict | None = None, hub: Hub | None = None,
-               start_dispatcher: bool = False) -> Flask:
+               start_dispatcher: bool = False, wait_for_schema: bool = False) -> Flask:
     """Build the app over a Hub. ``start_dispatcher`` runs delivery threads in this process
-    (tests and single-process use); ``serve`` runs them in their own process instead."""
+    (tests and single-process use); ``serve`` runs them in their own process instead.
+    ``wait_for_schema``: wait for an upgrade under way (``[store] schema_wait_seconds``)."""
     if hub is None:
         path = config_path or (None if config_data is not None else os.environ.get(CONFIG_ENV))
-        hub = Hub.from_path(path, data=config_data)
+        hub = Hub.from_path(path, data=config_data, wait_for_schema=wait_for_schema)
     app = Flask(__name__)
     app.hub = hub
     hub.app = app

@@ -98,7 +98,7 @@ def worker_hub():
         if _hub is None:
             from .service import Hub
 
-            _hub = Hub.from_path(os.environ["SOVEREIGN_HUB_CONFIG"])
+            _hub = Hub.from_path(os.environ["SOVEREIGN_HUB_CONFIG"], wait_for_schema=True)
         return _hub
 
 

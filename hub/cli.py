@@ -24,6 +24,7 @@ from .errors import UnknownDestination
 from .plugins import collect, describe, make_manager
 from .report import loads_json
 from .samples import NAMES as SAMPLE_NAMES
+from .schema import SchemaError
 from .secrets import mask_phone, redact
 from .store import STATUSES
 
@@ -46,8 +47,8 @@ class HubGroup(click.Group):
             for line in str(exc).splitlines():
                 click.secho(f"error: {line}", err=True, fg="red")
             ctx.exit(1)
-        except UnknownDestination as exc:
-            click.secho(f"error: {exc}", err=True, fg="red")
+        except (UnknownDestination, SchemaError) as exc:
+            click.secho(f"error: {redact(str(exc))}", err=True, fg="red")
             ctx.exit(1)
         except SQLAlchemyError as exc:
             click.secho(f"error: the store is not reachable: {redact(str(exc).splitlines()[0])}", err=True, fg="red")
@@ -65,10 +66,10 @@ def load_settings(config_path: str):
     return load_config(config_path, collect(make_manager()))
 
 
-def load_hub(config_path: str):
+def load_hub(config_path: str, *, wait_for_schema: bool = False):
     from .service import Hub
 
-    return Hub.from_path(config_path)
+    return Hub.from_path(config_path, wait_for_schema=wait_for_schema)
 
 
 def pass_hub(func):
@@ -132,6 +133,12 @@ def serve(config_path, host, port, workers, web_only):
     [dispatch] backend = "celery"; --web-only leaves it out (a web node of a larger setup).
     """
     config = load_settings(config_path)  # fail here, in one line, before any child starts
+    # The schema first, once, in a process of its own, before any web worker or dispatcher:
+    # upgraded (auto_migrate, not --web-only) or checked (waiting for an upgrade under way).
+    schema_cmd = (["upgrade"] if config.store["auto_migrate"] and not web_only else ["check", "--wait"])
+    migrated = subprocess.run([sys.executable, "-m", "hub", "db", *schema_cmd, "-c", config_path], check=False)
+    if migrated.returncode != 0:
+        sys.exit(migrated.returncode)
     server, grace = config.server, config.dispatch["shutdown_grace_seconds"]
     host, port, workers = host or server["host"], port or server["port"], workers or server["workers"]
     metrics_dir = tempfile.mkdtemp(prefix="sovereign-hub-metrics-")
@@ -188,7 +195,7 @@ def worker(config_path, workers, sweeper):
     with --workers threads, and the sweeper that sends forgotten deliveries again.
     """
     logs.configure()  # before the Hub: its start-up warnings (allow_unsigned) are logged in full
-    hub = load_hub(config_path)
+    hub = load_hub(config_path, wait_for_schema=True)
     logs.configure(hub.config.logging["level"])
     if hub.config.dispatch["backend"] == "celery":
         sys.exit(_celery_worker(hub, workers or hub.config.dispatch["workers"], sweeper))
@@ -217,24 +224,119 @@ def _celery_worker(hub, concurrency: int, sweeper: bool) -> int:
 @cli.command("check-config")
 @config_option
 def check_config(config_path):
-    """Validate the configuration: every problem, one line each, naming the key."""
-    hub = load_hub(config_path)
-    try:
-        hub.store.ping()
-        if hub.enqueuer is not None:
-            from .celery_app import BrokerUnreachable, ping
+    """Validate the configuration: every problem, one line each, naming the key; then reach the
+    store (and its schema revision) and the broker."""
+    from . import schema
 
-            try:
-                ping(hub.enqueuer.app)
-            except BrokerUnreachable as exc:
-                raise click.ClickException(redact(str(exc))) from None
-    finally:
-        hub.close()
-    for warning in hub.config.warnings:
+    config = load_settings(config_path)
+    found = schema.state(config.store["url"])
+    if config.dispatch["backend"] == "celery":
+        _ping_broker(config)
+    for warning in config.warnings:
         click.secho(f"warning: {warning}", err=True, fg="yellow")
-    enabled = hub.config.enabled_destinations()
+    if not found.current:
+        when = ("`serve` applies it when it starts (auto_migrate)" if config.store["auto_migrate"]
+                else f"run `{schema.UPGRADE_COMMAND}` before starting the hub")
+        click.secho(f"warning: store: {_schema_status(found)}: {when}", err=True, fg="yellow")
+    enabled = config.enabled_destinations()
     click.echo(f"{config_path}: OK ({len(enabled)} enabled destination(s): "
                f"{', '.join(f'{d.name} ({d.type})' for d in enabled) or 'none'})")
+
+
+def _ping_broker(config) -> None:
+    try:
+        from .celery_app import BrokerUnreachable, create_celery, ping
+    except ImportError as exc:
+        raise click.ClickException(f'dispatch.backend: "celery" needs the celery package ({exc}); '
+                                   f'pip install "sovereign-hub[celery]"') from None
+    try:
+        ping(create_celery(config.dispatch))
+    except BrokerUnreachable as exc:
+        raise click.ClickException(redact(str(exc))) from None
+
+
+def _schema_status(found) -> str:
+    if found.current:
+        return f"schema revision {found.database} (the newest)"
+    if found.database is None:
+        return f"empty: no schema yet (this release needs revision {found.code})"
+    if found.legacy:
+        return f"release 0.1.0's tables, not yet recorded as a revision (this release needs {found.code})"
+    return f"schema revision {found.database}, behind this release's {found.code}"
+
+
+# --- the store's schema and backups -----------------------------------------------------------
+
+@cli.group()
+def db():
+    """The store's schema (migrations) and backups."""
+
+
+@db.command("upgrade")
+@config_option
+def db_upgrade(config_path):
+    """Apply every pending migration (idempotent; two at once run one after the other)."""
+    from . import schema
+
+    url = load_settings(config_path).store["url"]
+    done = schema.upgrade(url)
+    where = schema.describe(url)
+    if not done.applied and not done.adopted:
+        click.echo(f"{where}: schema revision {done.after}, the newest; nothing to do")
+        return
+    adopted = " (release 0.1.0's tables recorded as revision 0001)" if done.adopted else ""
+    click.echo(f"{where}: upgraded to schema revision {done.after}{adopted}; applied: "
+               f"{', '.join(done.applied) or 'none'}", err=True)
+
+
+@db.command("current")
+@config_option
+def db_current(config_path):
+    """The schema revision of the database and of this release."""
+    from . import schema
+
+    url = load_settings(config_path).store["url"]
+    found = schema.state(url)
+    click.echo(f"database: {_schema_status(found)}  ({schema.describe(url)})")
+    click.echo(f"code:     schema revision {found.code}")
+
+
+@db.command("history")
+@config_option
+def db_history(config_path):
+    """Every schema revision this release knows, oldest first; the database's is marked."""
+    from . import schema
+
+    found = schema.state(load_settings(config_path).store["url"])
+    for revision in schema.history():
+        mark = "  <- the database" if revision.id == found.database else ""
+        click.echo(f"{revision.id}  {revision.description}{mark}")
+
+
+@db.command("check")
+@config_option
+@click.option("--wait", is_flag=True, help="Wait up to [store] schema_wait_seconds for a schema that is behind.")
+def db_check(config_path, wait):
+    """Exit 0 when the database's schema is this release's; otherwise one line and exit 1."""
+    from . import schema
+
+    config = load_settings(config_path)
+    schema.require_current(config.store["url"], wait_seconds=config.store["schema_wait_seconds"] if wait else 0)
+
+
+@db.command("backup")
+@config_option
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def db_backup(config_path, file):
+    """Write a consistent copy of a SQLite store to FILE, while the hub runs (PostgreSQL: pg_dump)."""
+    from .backup import BackupError, backup
+
+    try:
+        done = backup(load_settings(config_path).store["url"], file)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{file}: {done.reports} report(s), {done.deliveries} deliver{'y' if done.deliveries == 1 else 'ies'}, "
+               f"schema revision {done.revision or 'none'}, {done.size_bytes:,} bytes")
 
 
 @cli.command()
@@ -330,25 +432,29 @@ def replay(hub, report_id, destination, dead):
 # --- sending ------------------------------------------------------------------------------
 
 @cli.command("send-test")
-@pass_hub
+@config_option
 @click.argument("destination")
 @click.option("--dry-run", is_flag=True, help="Build the requests and print them; send nothing.")
 @click.option("--sample", default="end-of-call-report-full", show_default=True,
               type=click.Choice(SAMPLE_NAMES))
-def send_test(hub, destination, dry_run, sample):
-    """Send a sample report through one destination (not via the store)."""
+def send_test(config_path, destination, dry_run, sample):
+    """Send a sample report through one destination (not via the store, which it does not open)."""
     from .errors import DeliveryError, Permanent
+    from .normalize import Normalizer
     from .samples import load_sample
 
-    config = hub.config.destinations.get(destination)
+    registry = collect(make_manager())
+    settings = load_config(config_path, registry)
+    config = settings.destinations.get(destination)
     if config is None:
-        raise click.ClickException(f"no destination named {destination!r} in {hub.config.path} "
-                                   f"(configured: {', '.join(hub.config.destinations) or 'none'})")
+        raise click.ClickException(f"no destination named {destination!r} in {settings.path} "
+                                   f"(configured: {', '.join(settings.destinations) or 'none'})")
     raw = load_sample(sample)
-    source = hub.sources["hms"]
+    source = registry.sources["hms"]
     report = source.normalize(source.schema.load(raw), raw=raw, report_id="send-test",
-                              received_at=datetime.now(timezone.utc), normalizer=hub.normalizer)
-    instance = config.cls(config.name, config.options, hub.settings)
+                              received_at=datetime.now(timezone.utc),
+                              normalizer=Normalizer(settings.phone["default_region"], settings.analysis["schema"]))
+    instance = config.cls(config.name, config.options, settings.settings)
     ctx = instance.context(delivery_id=f"send-test-{int(time.time())}", dry_run=dry_run)
     if config.when is not None and not config.when.matches(report):
         click.secho(f"note: the rule when = {config.when.expression!r} does not match this sample; "

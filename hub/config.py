@@ -97,6 +97,10 @@ class ServerSchema(Schema):
 class StoreSchema(Schema):
     url = fields.String(load_default="sqlite:///hub.db")
     sqlite_synchronous = fields.String(load_default="NORMAL", validate=validate.OneOf(["NORMAL", "FULL"]))
+    # serve applies pending migrations before it starts anything; false: `sovereign-hub db upgrade` does
+    auto_migrate = fields.Boolean(load_default=True)
+    # how long a worker or web process waits for a schema that is behind (an upgrade under way)
+    schema_wait_seconds = fields.Float(load_default=60, validate=validate.Range(0, 3600))
 
 
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
@@ -341,7 +345,7 @@ def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dic
 
     # a secret written literally (not as { env } / { file }) is redacted all the same
     for value in [loaded["admin"]["token"], *(table.get("secret") for table in sources.values()),
-                  _password_of(loaded["dispatch"]["broker_url"])]:
+                  _password_of(loaded["dispatch"]["broker_url"]), _password_of(loaded["store"]["url"])]:
         register_secret(value)
 
     if problems:

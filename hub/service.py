@@ -19,6 +19,7 @@ from .errors import UnknownDestination
 from .normalize import Normalizer
 from .plugins import collect, make_manager
 from .report import CallReport
+from .schema import require_current
 from .secrets import mask_phone
 from .store import Accepted, Store, utcnow
 
@@ -35,11 +36,14 @@ class Ingested:
 
 
 class Hub:
-    def __init__(self, config: HubConfig, pm=None, registry=None):
+    def __init__(self, config: HubConfig, pm=None, registry=None, *, schema_wait_seconds: float = 0.0):
+        """Refuses (``SchemaError``) a store whose schema is not this release's; one that is behind
+        is waited for up to ``schema_wait_seconds`` (a ``db upgrade`` under way)."""
         self.config = config
         self.pm = pm or make_manager()
         self.registry = registry or collect(self.pm)
         self.settings = config.settings
+        require_current(config.store["url"], wait_seconds=schema_wait_seconds)
         self.store = Store(config.store["url"], sqlite_synchronous=config.store["sqlite_synchronous"])
         self.normalizer = Normalizer(config.phone["default_region"], config.analysis["schema"])
         self.sources = self.registry.sources
@@ -58,10 +62,13 @@ class Hub:
             logs.event(log, "config.warning", logging.WARNING, message=warning)
 
     @classmethod
-    def from_path(cls, path: str | None, *, data: dict | None = None) -> "Hub":
+    def from_path(cls, path: str | None, *, data: dict | None = None, wait_for_schema: bool = False) -> "Hub":
+        """``wait_for_schema``: wait ``[store] schema_wait_seconds`` for a schema that is behind."""
         pm = make_manager()
         registry = collect(pm)
-        return cls(load_config(path, registry, data=data), pm, registry)
+        config = load_config(path, registry, data=data)
+        wait = config.store["schema_wait_seconds"] if wait_for_schema else 0.0
+        return cls(config, pm, registry, schema_wait_seconds=wait)
 
     # --- destinations ----------------------------------------------------------------
 
@@ -94,7 +101,8 @@ class Hub:
         report = source.normalize(payload, raw=raw, report_id=str(uuid.uuid4()),
                                   received_at=received_at or utcnow(), normalizer=self.normalizer)
         targets = self.route(report)
-        accepted: Accepted = self.store.insert_report(report, [d.name for d in targets])
+        accepted: Accepted = self.store.insert_report(report, [d.name for d in targets],
+                                                      event_key=source.event_key_of(payload))
         if accepted.duplicate:
             status = "duplicate"
         elif not targets and report.event != "end-of-call-report":

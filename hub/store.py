@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import math
+import os
 import threading
 import uuid
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from .files import open_private
 from .report import CallReport
 
 PENDING, RUNNING, SUCCEEDED, DEAD = "pending", "running", "succeeded", "dead"
@@ -61,7 +63,10 @@ reports = sa.Table(
     sa.Column("received_at", UTCDateTime, nullable=False, index=True),
     sa.Column("customer_number", sa.String(32), index=True),
     sa.Column("data", sa.Text, nullable=False),
-    sa.UniqueConstraint("source", "call_id", "event", name="uq_reports_source_call_event"),
+    # What tells apart events of one type for one call: a status-update's call status, a
+    # tool-calls event's tool call ids (the source says); empty for the rest.
+    sa.Column("event_key", sa.String(255), nullable=False, server_default=""),
+    sa.UniqueConstraint("source", "call_id", "event", "event_key", name="uq_reports_identity"),
 )
 
 deliveries = sa.Table(
@@ -149,39 +154,52 @@ class Attempt:
     error: str | None = None
 
 
-def _sqlite_pragmas(synchronous: str):
+def _sqlite_pragmas(synchronous: str, foreign_keys: bool):
     def on_connect(dbapi_connection, _record):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=10000")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cursor.close()
 
     return on_connect
 
 
-def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
+def sqlite_path(url: str) -> str | None:
+    """The file of a SQLite store URL; None for PostgreSQL and for an in-memory database."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return parsed.database
+
+
+def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL", foreign_keys: bool = True) -> Engine:
+    """An engine for ``url``. A SQLite file is created readable by its owner only; SQLite gives
+    its -wal and -shm files the same mode."""
     if url.startswith("sqlite"):
+        path = sqlite_path(url)
+        if path is not None and not os.path.exists(path):
+            open_private(path).close()
         engine = sa.create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_pragmas(sqlite_synchronous))
+        event.listen(engine, "connect", _sqlite_pragmas(sqlite_synchronous, foreign_keys))
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
 class Store:
-    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL", create: bool = True):
+    """Reads and writes rows; never creates or alters a table (``hub.schema`` does, by migrations)."""
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL"):
         self.url = url
         self.engine = make_engine(url, sqlite_synchronous=sqlite_synchronous)
         self.is_postgres = self.engine.dialect.name == "postgresql"
         self._thread_lock = threading.Lock()
         self._lock_file = None
-        database = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
-        if database and database != ":memory:":
-            self._lock_file = open(f"{database}.lock", "a+b")  # noqa: SIM115 - held for the store's life
+        path = sqlite_path(url)
+        if path is not None:
+            self._lock_file = open_private(f"{path}.lock")  # held for the store's life
         self._build_statements()
-        if create:
-            metadata.create_all(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -216,11 +234,11 @@ class Store:
 
     # --- the ack path ------------------------------------------------------------------
 
-    def insert_report(self, report: CallReport, destinations: Iterable[str]) -> Accepted:
+    def insert_report(self, report: CallReport, destinations: Iterable[str], *, event_key: str = "") -> Accepted:
         """Store the report and one pending delivery per destination in ONE transaction.
 
-        The same (source, call id, event) a second time changes nothing and answers with
-        the first report's id.
+        The same (source, call id, event, event key) a second time changes nothing and answers
+        with the first report's id.
         """
         now = utcnow()
         names = list(destinations)
@@ -229,7 +247,7 @@ class Store:
                 for name in names]
         values = {"id": report.id, "source": report.source, "event": report.event, "call_id": report.call.id,
                   "occurred_at": report.occurred_at, "received_at": report.received_at,
-                  "customer_number": report.customer.number, "data": report.to_json()}
+                  "customer_number": report.customer.number, "data": report.to_json(), "event_key": event_key}
         try:  # everything computed before the transaction: SQLite's write lock is held briefly
             with self.write() as conn:
                 conn.execute(_INSERT_REPORT, values)
@@ -239,7 +257,7 @@ class Store:
             with self.engine.connect() as conn:
                 existing = conn.execute(sa.select(reports.c.id).where(
                     reports.c.source == report.source, reports.c.call_id == report.call.id,
-                    reports.c.event == report.event)).scalar()
+                    reports.c.event == report.event, reports.c.event_key == event_key)).scalar()
             if existing is None:  # not a duplicate after all: let the caller see the real error
                 raise
             return Accepted(existing, True, [])

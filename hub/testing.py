@@ -130,11 +130,20 @@ def hub_config(tmp_path: Path) -> dict:
     }
 
 
+def migrated(url: str) -> str:
+    """``url`` with its schema upgraded to the newest revision, as ``serve`` would leave it."""
+    from .schema import upgrade
+
+    upgrade(url)
+    return url
+
+
 @pytest.fixture
 def app(hub_config):
-    """The Flask app over ``hub_config``; the dispatcher is not started (call ``app.hub.run_due()``)."""
+    """The Flask app over ``hub_config`` (its store migrated first); the dispatcher is not started."""
     from .app import create_app
 
+    migrated(hub_config["store"]["url"])
     application = create_app(config_data=hub_config, start_dispatcher=False)
     application.config["TESTING"] = True
     yield application
@@ -159,6 +168,7 @@ def register_plugin(hub_config):
             pm.register(plugin)
         pm.check_pending()
         registry = collect(pm)
+        migrated(hub_config["store"]["url"])
         application = create_app(hub=Hub(load_config(None, registry, data=hub_config), pm, registry))
         application.config["TESTING"] = True
         made.append(application)

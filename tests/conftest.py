@@ -65,11 +65,10 @@ def pg_database_url():
 def _empty_pg_tables(url: str) -> None:
     import sqlalchemy as sa
 
-    from hub.store import metadata
+    from hub.testing import migrated
 
-    engine = sa.create_engine(url)
+    engine = sa.create_engine(migrated(url))
     try:
-        metadata.create_all(engine)
         with engine.begin() as conn:
             conn.execute(sa.text("TRUNCATE attempts, deliveries, reports RESTART IDENTITY CASCADE"))
     finally:
@@ -78,9 +77,11 @@ def _empty_pg_tables(url: str) -> None:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store_url(request, tmp_path: Path) -> str:
-    """A store URL on an empty database: a SQLite file in tmp_path, or the session's PostgreSQL."""
+    """A store URL on an empty, migrated database: a SQLite file in tmp_path, or the session's PostgreSQL."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hub.db'}"
+        from hub.testing import migrated
+
+        return migrated(f"sqlite:///{tmp_path / 'hub.db'}")
     url = request.getfixturevalue("pg_database_url")
     _empty_pg_tables(url)  # tests run one at a time: each starts from empty tables
     return url
@@ -118,3 +119,26 @@ def pg_store_url(pg_database_url) -> str:
     (several processes sharing one store: Celery workers)."""
     _empty_pg_tables(pg_database_url)
     return pg_database_url
+
+
+@pytest.fixture
+def new_pg_database(pg_database_url):
+    """``new_pg_database()``: the URL of a new, empty PostgreSQL database; all dropped at the end."""
+    import psycopg
+    import sqlalchemy as sa
+
+    base = sa.engine.make_url(pg_database_url)
+    made = []
+
+    def create() -> str:
+        name = f"hub_mig_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(host=base.host, port=base.port, user=base.username, dbname="test",
+                             autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return base.set(database=name).render_as_string(hide_password=False)
+
+    yield create
+    with psycopg.connect(host=base.host, port=base.port, user=base.username, dbname="test", autocommit=True) as admin:
+        for name in made:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from hub.store import SUCCEEDED, Store, utcnow
-from hub.testing import (TEST_SECRET, WebhookReceiver, kill_process_group, load_sample, signed_headers,
+from hub.testing import (TEST_SECRET, WebhookReceiver, kill_process_group, load_sample, migrated, signed_headers,
                          start_hub_process, wait_until)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals and process groups")
@@ -334,7 +334,7 @@ def test_worker_with_an_unreachable_broker_is_one_line_and_exit_1(tmp_path):
     q = json.dumps
     config = tmp_path / "hub.toml"
     config.write_text("\n".join([
-        "[store]", f"url = {q('sqlite:///' + str(tmp_path / 'hub.db'))}",
+        "[store]", f"url = {q(migrated('sqlite:///' + str(tmp_path / 'hub.db')))}",
         "[dispatch]", 'backend = "celery"', 'broker_url = "amqp://hub:s3cret-pw@127.0.0.1:1//"',
         "[sources.hms]", f"secret = {q(TEST_SECRET)}",
     ]) + "\n")

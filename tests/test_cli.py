@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from hub.cli import cli
 from hub.service import Hub
-from hub.testing import load_sample
+from hub.testing import load_sample, migrated
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def config_file(tmp_path, monkeypatch):
     path = tmp_path / "hub.toml"
     path.write_text(textwrap.dedent(f"""
         [store]
-        url = "sqlite:///{tmp_path / 'hub.db'}"
+        url = "{migrated(f"sqlite:///{tmp_path / 'hub.db'}")}"
         [sources.hms]
         secret = {{ env = "CLI_TEST_SECRET" }}
         [dispatch]
@@ -203,7 +203,7 @@ def test_allow_unsigned_warning_is_logged_in_full_at_start(tmp_path, command):
     import sys
 
     path = tmp_path / "hub.toml"
-    path.write_text(f'[store]\nurl = "sqlite:///{tmp_path}/h.db"\n[sources.hms]\nallow_unsigned = true\n')
+    path.write_text(f'[store]\nurl = "{migrated(f"sqlite:///{tmp_path}/h.db")}"\n[sources.hms]\nallow_unsigned = true\n')
     env = {**os.environ, "SOVEREIGN_HUB_CONFIG": str(path)}
     args = [sys.executable, *(a.format(config=path) for a in command)]
     proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True, cwd=tmp_path)

@@ -19,7 +19,7 @@ from hub import Destination, Permanent, Result, Retryable, hookimpl
 from hub.dispatch import Dispatcher, RetryPolicy
 from hub.secrets import register_secret
 from hub.store import DEAD, PENDING, RUNNING, SUCCEEDED, deliveries, utcnow
-from hub.testing import signed_headers, wait_until
+from hub.testing import migrated, signed_headers, wait_until
 
 
 # --- destinations used by the tests ---------------------------------------------------------------
@@ -458,6 +458,7 @@ def test_delivery_finished_hook_fires_on_succeeded_and_dead(hub_config, sample_p
     hub_config["destinations"] = {"good": {"type": "test-ok"}, "refused": {"type": "test-refused"},
                                   "down": {"type": "test-down"}}
     hub_config["dispatch"].update(retry_delays=[0.05], jitter=0.0)  # max_attempts = 2
+    migrated(hub_config["store"]["url"])
     hub = Hub(load_config(None, registry, data=hub_config), pm, registry)
     try:
         client = create_app(hub=hub).test_client()

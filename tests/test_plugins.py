@@ -10,6 +10,7 @@ import pytest
 
 from hub import hookspecs
 from hub.plugins import collect, make_manager
+from hub.testing import migrated
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sample_plugin"
 DOCS = Path(__file__).parents[1] / "docs" / "plugin_hooks.md"
@@ -50,7 +51,7 @@ def test_every_hook_of_an_installed_plugin_fires(installed, tmp_path):
     config = tmp_path / "hub.toml"
     config.write_text(textwrap.dedent(f"""
         [store]
-        url = "sqlite:///{tmp_path / 'hub.db'}"
+        url = "{migrated(f"sqlite:///{tmp_path / 'hub.db'}")}"
         [sources.hms]
         secret = "whsec_test_secret_12345"
         [sources.plain]

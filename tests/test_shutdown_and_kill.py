@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from hub.store import PENDING, SUCCEEDED, Store
-from hub.testing import (TEST_SECRET, WebhookReceiver, kill_process_group, load_sample, normalize_payload,
+from hub.testing import (TEST_SECRET, WebhookReceiver, kill_process_group, load_sample, migrated, normalize_payload,
                          signed_headers, start_hub_process, wait_until)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals and process groups")
@@ -73,7 +73,7 @@ def report_payload(call_id: str) -> dict:
 
 def queued(db: Path, count: int) -> list[str]:
     """``count`` stored reports with a pending delivery to ``hook`` each; their delivery ids."""
-    store = Store(f"sqlite:///{db}")
+    store = Store(migrated(f"sqlite:///{db}"))
     try:
         for n in range(count):
             report = normalize_payload(report_payload(f"queued-{n}-{uuid.uuid4()}"), report_id=str(uuid.uuid4()))

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from hub.sources.hms import sign
 from hub.store import deliveries, reports
-from hub.testing import TEST_SECRET, load_sample, signed_headers
+from hub.testing import TEST_SECRET, load_sample, migrated, signed_headers
 
 
 def rows(app, table):
@@ -384,6 +384,7 @@ def test_allow_unsigned_accepts_and_warns(hub_config, caplog):
     from hub.app import create_app
 
     hub_config["sources"] = {"hms": {"allow_unsigned": True}}
+    migrated(hub_config["store"]["url"])
     with caplog.at_level("WARNING"):
         app = create_app(config_data=hub_config)
     try:

@@ -9,6 +9,7 @@ from marshmallow import Schema, fields
 
 from ..destinations import Destination, Result
 from ..errors import Permanent, Retryable
+from ..files import open_private
 from ..hookspecs import hookimpl
 from ..http import RecordedRequest
 
@@ -62,7 +63,7 @@ class JsonlDestination(Destination):
         try:
             directory = os.path.dirname(os.path.abspath(path))
             os.makedirs(directory, exist_ok=True)
-            with self._lock, open(path, "a+b") as fh:
+            with self._lock, open_private(path) as fh:
                 fcntl.flock(fh, fcntl.LOCK_EX)
                 _cut_torn_tail(fh)
                 fh.write(line)

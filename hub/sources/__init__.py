@@ -49,6 +49,14 @@ class Source:
     def call_id_of(self, payload: dict) -> str:
         raise NotImplementedError
 
+    def event_key_of(self, payload: dict) -> str:
+        """What tells apart two events of one type for one call (at most 255 characters).
+
+        The store takes (source, call id, event type, this key) as an event's identity: the same
+        identity again is a duplicate. Empty (the default) where a call has one event of a type.
+        """
+        return ""
+
     def normalize(self, payload: dict, *, raw: dict, report_id: str, received_at: datetime,
                   normalizer) -> Any:
         raise NotImplementedError

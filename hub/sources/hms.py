@@ -137,6 +137,17 @@ class HmsSource(Source):
     def call_id_of(self, payload: dict) -> str:
         return payload["message"]["call"]["id"]
 
+    def event_key_of(self, payload: dict) -> str:
+        """A status-update's call status; a tool-calls event's tool call ids (sorted, hashed when
+        long). One call sends several of each, and each is its own event."""
+        msg = payload["message"]
+        if msg["type"] == "status-update":
+            return msg["call"].get("status") or ""
+        if msg["type"] == "tool-calls":
+            key = ",".join(sorted(str(c.get("id", "")) for c in msg.get("tool_call_list") or []))
+            return key if len(key) <= 200 else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+        return ""
+
     def normalize(self, payload: dict, *, raw: dict, report_id: str, received_at: datetime,
                   normalizer) -> CallReport:
         """``payload`` is the schema's output; ``raw`` is the JSON as it arrived."""
