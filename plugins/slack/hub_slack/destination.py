@@ -66,7 +66,7 @@ class SlackDestination(Destination):
     Config = SlackConfig
     description = "Post a Block Kit alert per call to a Slack channel (incoming webhook or bot token)"
     # Slack allows about one message a second per channel; one destination posts to one channel.
-    rate_limits = {"default": (1.0, 1.0)}
+    rate_limits = {"default": "1/1s"}
     timeout = 10.0
     auth_hint = TOKEN_FIX
     secret_options = ("token", "webhook_url")

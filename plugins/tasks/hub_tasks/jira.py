@@ -89,7 +89,7 @@ class JiraDestination(TrackerDestination):
     vendor = "Jira"
     Config = JiraConfig
     description = "Open a Jira Cloud issue for each call that needs a follow-up"
-    rate_limits = {"default": (10, 50)}  # Jira Cloud publishes no fixed figure; it answers 429 + Retry-After
+    rate_limits = {"default": "10/1s"}  # Jira Cloud publishes no fixed figure; it answers 429 + Retry-After
     limit_options = ("base_url", "email")
     secret_options = ("api_token",)
     auth_hint = ("Check 'email' and 'api_token' (an Atlassian API token of that account); the account "
