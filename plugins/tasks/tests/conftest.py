@@ -105,3 +105,34 @@ class GraphQLChecker:
 @pytest.fixture(scope="session")
 def tasks_linear_schema() -> GraphQLChecker:
     return GraphQLChecker(_spec_file("linear/schema.graphql").read_text())
+
+
+@pytest.fixture
+def tasks_flood(sample_report):
+    """Deliver ``count`` reports at once on a fake clock, as the dispatcher would: a delivery the
+    rate limiter refuses (Retryable) is tried again when it said. The times each create arrived."""
+    import responses
+
+    import hub
+    from hub.testing import FakeClock, deliver
+
+    def flood(destination, url: str, answer: dict, count: int) -> list[float]:
+        clock = FakeClock().drive(destination)
+        arrived: list[float] = []
+
+        def created(request):
+            arrived.append(clock.now)
+            return 200, {}, json.dumps(answer)
+
+        with responses.RequestsMock() as rsps:
+            rsps.add_callback(responses.POST, url, callback=created)
+            for number in range(count):
+                while True:
+                    try:
+                        deliver(destination, sample_report, state={"n": number})
+                        break
+                    except hub.Retryable as exc:
+                        clock.now += exc.retry_after
+        return arrived
+
+    return flood
