@@ -10,7 +10,7 @@ from .fields import EmptyConfig, MappingField, RuleField, TemplateField
 from .hookspecs import hookimpl
 from .normalize import to_e164
 from .http import raise_for_exception, raise_for_response, retry_after_seconds
-from .ratelimit import TokenBucket
+from .ratelimit import WindowLimiter, parse_rate
 from .report import Call, CallReport, Message, PhoneNumber
 from .rules import Mapping, Rule
 from .secrets import mask_phone, redact
@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Call", "CallReport", "ConfigError", "DeliveryContext", "DeliveryError", "Destination",
     "EmptyConfig", "HubSettings", "Mapping", "MappingField", "Message", "Permanent", "PhoneNumber",
-    "Result", "Retryable", "Rule", "RuleField", "SignatureError", "Source", "SourceConfig", "Template", "TemplateField", "TokenBucket",
+    "Result", "Retryable", "Rule", "RuleField", "SignatureError", "Source", "SourceConfig", "Template", "TemplateField", "WindowLimiter",
     "due_date", "format_duration", "format_phone", "hookimpl", "mask_phone", "pass_hub", "raise_for_exception",
-    "raise_for_response", "redact", "retry_after_seconds", "to_e164",
+    "parse_rate", "raise_for_response", "redact", "retry_after_seconds", "to_e164",
 ]

@@ -6,6 +6,7 @@ the fix, so ``sovereign-hub check-config`` shows the whole list in one run.
 from __future__ import annotations
 
 import os
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from .destinations import Destination, HubSettings
 from .plugins import Registry
+from .ratelimit import parse_rate
 from .rules import Rule
 from .secrets import register_secret
 
@@ -221,8 +223,49 @@ def load_destination_options(cls: type[Destination], options: dict[str, Any], ke
     return loaded
 
 
+def _ca_bundle(value: Any, base_dir: Path, key: str, problems: list[str]) -> str | None:
+    """The CA bundle as an absolute path, checked to hold at least one PEM certificate."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        problems.append(f"{key}: must be the path of a PEM file of CA certificates")
+        return None
+    path = (base_dir / value).expanduser().resolve()
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except FileNotFoundError:
+        problems.append(f"{key}: no such file {path}")
+        return None
+    except (OSError, ssl.SSLError) as exc:
+        problems.append(f"{key}: {path} is not a readable PEM file of CA certificates ({exc})")
+        return None
+    return str(path)
+
+
+def _rate_limits(value: Any, cls: type[Destination], key: str, problems: list[str]) -> dict[str, str]:
+    """Per-destination overrides of the type's buckets, each ``"count/Ns"``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f'{key}: must be a table of bucket = "count/Ns", e.g. {{ default = "1500/60s" }}')
+        return {}
+    known = ", ".join(sorted(cls.rate_limits)) or "none"
+    rates = {}
+    for bucket, rate in value.items():
+        if bucket not in cls.rate_limits:
+            problems.append(f"{key}.{bucket}: {cls.type!r} has no such rate-limit bucket (its buckets: {known})")
+            continue
+        try:
+            parse_rate(rate)
+        except ValueError as exc:
+            problems.append(f"{key}.{bucket}: {exc}")
+            continue
+        rates[bucket] = rate
+    return rates
+
+
 def _load_destination(name: str, table: Any, registry: Registry, known_events: set[str],
-                      problems: list[str]) -> DestinationConfig | None:
+                      problems: list[str], base_dir: Path) -> DestinationConfig | None:
     key = f"destinations.{name}"
     if not isinstance(table, dict):
         problems.append(f"{key}: must be a table ([{key}])")
@@ -254,12 +297,16 @@ def _load_destination(name: str, table: Any, registry: Registry, known_events: s
     if unknown:
         problems.append(f"{key}.events: unknown event type(s) {', '.join(unknown)} "
                         f"(known: {', '.join(sorted(known_events))})")
-    options = {k: v for k, v in table.items() if k not in COMMON_DESTINATION_KEYS}
+    # options of every destination type, checked here once and handed to the instance in its config
+    core = {"ca_bundle": _ca_bundle(table.get("ca_bundle"), base_dir, f"{key}.ca_bundle", problems),
+            "rate_limits": _rate_limits(table.get("rate_limits"), cls, f"{key}.rate_limits", problems)}
+    options = {k: v for k, v in table.items() if k not in COMMON_DESTINATION_KEYS and k not in core}
     try:
         options = load_destination_options(cls, options, key)
     except ConfigProblems as exc:
         problems.extend(exc.problems)
         return None
+    options.update(core)
     return DestinationConfig(name, type_name, bool(enabled), when, tuple(events), options, cls)
 
 
@@ -339,7 +386,7 @@ def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dic
         problems.append("destinations: must be a table of [destinations.<name>] tables")
         dest_table = {}
     for name, table in dest_table.items():
-        dest = _load_destination(name, table, registry, known_events, problems)
+        dest = _load_destination(name, table, registry, known_events, problems, base_dir)
         if dest is not None:
             destinations[name] = dest
 

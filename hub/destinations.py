@@ -12,10 +12,10 @@ from marshmallow import Schema
 from .errors import Permanent, Retryable
 from .fields import EmptyConfig
 from .http import DryRunResponse, RecordedRequest, make_session, raise_for_exception, raise_for_response
-from .ratelimit import TokenBucket
+from .ratelimit import WindowLimiter
 
 
-_SHARED_BUCKETS: dict[tuple, TokenBucket] = {}
+_SHARED_BUCKETS: dict[tuple, WindowLimiter] = {}
 _SHARED_LOCK = threading.Lock()
 
 
@@ -58,8 +58,9 @@ class Destination:
     description: ClassVar[str] = ""
     #: the rule used when the operator writes no ``when`` (None: every report of its events)
     default_when: ClassVar[str | None] = None
-    #: ``{bucket: (requests per second, burst)}``; ``ctx.send(bucket=...)`` waits for a token
-    rate_limits: ClassVar[dict[str, tuple[float, float]]] = {}
+    #: ``{bucket: "count/Ns"}``, the vendor's published limits; ``ctx.send(bucket=...)`` waits for a
+    #: slot. An operator may lower or raise a bucket per destination (``rate_limits`` option).
+    rate_limits: ClassVar[dict[str, str]] = {}
     #: seconds for connect and read of each request
     timeout: ClassVar[float] = 15.0
     #: added to a 401/403 message: which credential or scope to fix
@@ -72,10 +73,14 @@ class Destination:
         self.config = config
         self.settings = settings or HubSettings()
         self.http = make_session()
+        #: a PEM file of the CAs this destination trusts (the core ``ca_bundle`` option); None: the
+        #: environment's REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, else the bundled certifi store
+        self.ca_bundle: str | None = config.get("ca_bundle")
+        rates = {**self.rate_limits, **(config.get("rate_limits") or {})}
         key = (self.type, self.limiter_key())
         with _SHARED_LOCK:
-            self.limiters = {bucket: _SHARED_BUCKETS.setdefault((*key, bucket), TokenBucket(rate, burst))
-                             for bucket, (rate, burst) in self.rate_limits.items()}
+            self.limiters = {bucket: _SHARED_BUCKETS.setdefault((*key, bucket, rate), WindowLimiter.parse(rate))
+                             for bucket, rate in rates.items()}
 
     def limiter_key(self) -> str:
         """Destinations of one type that return the same key share their rate-limit buckets.
@@ -126,11 +131,13 @@ class DeliveryContext:
              dry_run_response: Any = None, record_body: Any = None, **kwargs: Any) -> requests.Response:
         """Send one request through the destination's session.
 
-        Waits for a token of ``bucket`` (or of ``"default"`` when the type declares one),
-        applies the type's timeout, records the request, and with ``check`` maps a non-2xx
-        answer or a network failure to ``Retryable``/``Permanent``. In a dry run nothing is
-        sent: the answer is 200 with ``dry_run_response`` as JSON (``{}`` unless given).
-        ``record_body`` replaces the body in ``ctx.sent`` (to mask a credential sent in a form).
+        Waits for a slot of ``bucket`` (or of ``"default"`` when the type declares one),
+        applies the type's timeout and the environment's proxy and CA settings (as
+        ``requests.request`` would; the destination's ``ca_bundle`` wins over the CA ones),
+        records the request, and with ``check`` maps a non-2xx answer or a network failure to
+        ``Retryable``/``Permanent``. In a dry run nothing is sent: the answer is 200 with
+        ``dry_run_response`` as JSON (``{}`` unless given). ``record_body`` replaces the body in
+        ``ctx.sent`` (to mask a credential sent in a form).
         """
         dest = self.destination
         limiter = dest.limiters.get(bucket or "default")
@@ -147,7 +154,8 @@ class DeliveryContext:
             response = DryRunResponse({} if dry_run_response is None else dry_run_response).build(prepared)
         else:
             try:
-                response = dest.http.send(prepared, timeout=kwargs["timeout"], allow_redirects=False)
+                settings = dest.http.merge_environment_settings(prepared.url, {}, None, dest.ca_bundle, None)
+                response = dest.http.send(prepared, timeout=kwargs["timeout"], allow_redirects=False, **settings)
             except requests.RequestException as exc:
                 raise_for_exception(exc, dest.name)
         record.status = response.status_code

@@ -51,18 +51,19 @@ def body_excerpt(response: requests.Response, limit: int = 300) -> str:
 
 
 def raise_for_response(response: requests.Response, destination: str, *, auth_hint: str = "",
-                       retry_after: float | None = None) -> None:
+                       retry_after: float | None = None, detail: str | None = None) -> None:
     """Map a non-2xx response to ``Retryable`` or ``Permanent``; return quietly on 2xx.
 
     429, 408, 425 and 5xx retry (honouring ``Retry-After``); 401/403 are permanent and
     name the destination and ``auth_hint`` (the token or scopes to fix); other 4xx are
-    permanent with the far side's own words.
+    permanent with the far side's own words: ``detail`` when the caller read them from the
+    body (a vendor's message and request id), else the body's start.
     """
     status = response.status_code
     if 200 <= status < 300:
         return
     host = urlsplit(response.url or "").netloc or "the API"
-    detail = body_excerpt(response)
+    detail = redact(detail) if detail is not None else body_excerpt(response)
     where = f"destination {destination!r}: HTTP {status} from {host}"
     if status in (408, 425, 429) or status >= 500:
         wait = retry_after if retry_after is not None else retry_after_seconds(response.headers.get("Retry-After"))

@@ -30,6 +30,7 @@ from .destinations import DeliveryContext, Destination, HubSettings, Result, res
 from .errors import Permanent, Retryable
 from .normalize import Normalizer
 from .plugins import collect, make_manager
+from .ratelimit import parse_rate
 from .report import CallReport
 from .samples import analysis_schema, load_sample
 from .sources.hms import PayloadSchema, sign
@@ -382,3 +383,30 @@ class DestinationContract:
             with pytest.raises(Permanent) as info:
                 deliver(destination, self.report())
         assert destination.name in str(info.value)
+
+
+class FakeClock:
+    """A clock for rate limiters in tests: ``sleep`` moves it on instead of waiting."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def drive(self, destination: Destination) -> "FakeClock":
+        """Put every rate limiter of ``destination`` on this clock."""
+        for limiter in destination.limiters.values():
+            limiter.clock, limiter.sleep = self, self.sleep
+        return self
+
+
+def assert_no_window_exceeded(times: list[float], rate: str) -> None:
+    """A moving window: never more than ``count`` of ``times`` in any ``seconds``-long window."""
+    count, seconds = parse_rate(rate)
+    times = sorted(times)
+    for first, later in zip(times, times[count:]):
+        assert later - first >= seconds - 1e-9, f"more than {rate}: a request at {first} and {count} more by {later}"

@@ -5,9 +5,10 @@ import pytest
 import requests
 import responses
 
-from hub import (Mapping, Permanent, Retryable, Rule, Template, TokenBucket, due_date, mask_phone,
+from hub import (Mapping, Permanent, Retryable, Rule, Template, WindowLimiter, due_date, mask_phone, parse_rate,
                  raise_for_response, retry_after_seconds)
 from hub.secrets import register_secret, scrub
+from hub.testing import FakeClock, assert_no_window_exceeded
 
 
 # --- rules ------------------------------------------------------------------------------
@@ -91,61 +92,81 @@ def test_template_sandbox_blocks_unsafe_access(sample_report):
 
 # --- rate limiting ------------------------------------------------------------------------
 
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-        self.slept = []
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.slept.append(seconds)
-        self.now += seconds
+def granted_times(limiter, clock, n, **kwargs):
+    """Acquire ``n`` slots on a fake clock; the times they were granted at."""
+    times = []
+    for _ in range(n):
+        limiter.acquire(**kwargs)
+        times.append(clock.now)
+    return times
 
 
-def test_token_bucket_allows_burst_then_paces():
+@pytest.mark.parametrize("count, seconds, n", [(4, 1, 13), (150, 60, 451), (1000, 900, 2001)])
+def test_window_limiter_never_lets_a_window_exceed_its_count(count, seconds, n):
     clock = FakeClock()
-    bucket = TokenBucket(2, burst=2, clock=clock, sleep=clock.sleep)
-    waits = [bucket.acquire() for _ in range(5)]
-    assert waits[:2] == [0.0, 0.0]
-    assert waits[2:] == pytest.approx([0.5, 0.5, 0.5])
-    assert clock.now == pytest.approx(1.5)  # 5 requests at 2/s with a burst of 2
+    limiter = WindowLimiter(count, seconds, clock=clock, sleep=clock.sleep)
+    times = granted_times(limiter, clock, n, max_wait=seconds)
+    assert times[:count] == [0.0] * count  # the whole window's worth at once, no more
+    assert_no_window_exceeded(times, f"{count}/{seconds}s")
+    assert clock.now == pytest.approx((n - 1) // count * seconds)
 
 
-def test_token_bucket_refills_while_idle():
+def test_window_limiter_frees_a_slot_as_the_oldest_leaves_the_window():
     clock = FakeClock()
-    bucket = TokenBucket(1, burst=3, clock=clock, sleep=clock.sleep)
-    for _ in range(3):
-        bucket.acquire()
-    clock.now += 10
-    assert [bucket.acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
+    limiter = WindowLimiter(2, 1, clock=clock, sleep=clock.sleep)
+    limiter.acquire()
+    clock.now = 0.7
+    limiter.acquire()
+    assert limiter.acquire() == pytest.approx(0.3)  # the grant at 0.0 leaves the window at 1.0
+    assert limiter.acquire() == pytest.approx(0.7)  # the one at 0.7 leaves at 1.7
 
 
-def test_token_bucket_too_long_a_wait_is_retryable_and_costs_no_token():
+def test_window_limiter_too_long_a_wait_is_retryable_and_takes_no_slot():
     clock = FakeClock()
-    bucket = TokenBucket(0.1, burst=1, clock=clock, sleep=clock.sleep)
-    bucket.acquire()
+    limiter = WindowLimiter.parse("1/10s")
+    limiter.clock, limiter.sleep = clock, clock.sleep
+    limiter.acquire()
     with pytest.raises(Retryable) as info:
-        bucket.acquire(max_wait=5, who="destination 'crm': ")
+        limiter.acquire(max_wait=5, who="destination 'crm': ")
     assert info.value.retry_after == pytest.approx(10)
-    assert info.value.reason == "destination 'crm': rate limit: next slot in 10.0s"
+    assert info.value.reason == "destination 'crm': rate limit (1/10s): next slot in 10.0s"
     clock.now += 10
-    assert bucket.acquire(max_wait=5) == 0.0
+    assert limiter.acquire(max_wait=5) == 0.0
 
 
-def test_token_bucket_is_thread_safe():
+@pytest.mark.parametrize("text, parsed", [("4/1s", (4, 1.0)), ("150/60s", (150, 60.0)), (" 1000 / 900s ", (1000, 900.0)),
+                                          ("5/0.5s", (5, 0.5))])
+def test_parse_rate(text, parsed):
+    assert parse_rate(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["4", "4/s", "0/1s", "4/0s", "4 per second", "-1/1s", 4, None])
+def test_parse_rate_names_the_form(text):
+    with pytest.raises(ValueError, match='write "count/Ns"'):
+        parse_rate(text)
+
+
+def test_window_limiter_is_thread_safe():
     import threading
     import time
 
-    bucket = TokenBucket(200, burst=1)
-    start = time.monotonic()
-    threads = [threading.Thread(target=lambda: [bucket.acquire() for _ in range(10)]) for _ in range(4)]
+    limiter = WindowLimiter(5, 0.05)
+    granted = []
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(5):
+            limiter.acquire()
+            with lock:
+                granted.append(time.monotonic())
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert time.monotonic() - start >= 39 / 200 * 0.95  # 40 tokens, 1 free, 200/s
+    assert len(granted) == 20
+    assert granted[-1] - granted[0] >= 3 * 0.05 * 0.95  # 20 grants, 5 per 50 ms: three full waits
 
 
 # --- due dates --------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""A thin layer over HubSpot's CRM v3 endpoints, sending through the delivery context.
+"""A thin layer over HubSpot's CRM objects, search and properties endpoints, sending through the
+delivery context.
 
 Every request goes through ``ctx.send`` (rate limiter, timeout, recording, dry run); this
-module only knows paths, bodies and HubSpot's own error shapes (429 rate-limit headers,
-409 "Existing ID", missing scopes).
+module only knows paths (per API version), bodies and HubSpot's own error shapes (429 rate-limit
+headers, 409 "Existing ID", ``category`` and ``correlationId``).
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from typing import Any
 from hub import Retryable, raise_for_response, retry_after_seconds
 
 DEFAULT_BASE_URL = "https://api.hubapi.com"
+#: date-based versions (``/crm/objects/2026-03/...``) and the numbered v3 paths they replace
+API_VERSIONS = ("2026-03", "2026-09", "v3")
+DEFAULT_API_VERSION = "2026-03"
 
 # HubSpot-defined association type ids (v4, category HUBSPOT_DEFINED), from -> to.
 ASSOCIATION_TYPES: dict[tuple[str, str], int] = {
@@ -36,6 +40,32 @@ def association(from_type: str, to_type: str, to_id: str) -> dict[str, Any]:
     return {"to": {"id": str(to_id)},
             "types": [{"associationCategory": "HUBSPOT_DEFINED",
                        "associationTypeId": ASSOCIATION_TYPES[(from_type, to_type)]}]}
+
+
+def api_path(version: str, api: str, object_type: str, suffix: str = "") -> str:
+    """``/crm/objects/2026-03/calls/search`` (dated) or ``/crm/v3/objects/calls/search`` (v3)."""
+    if version == "v3":
+        return f"/crm/v3/{api}/{object_type}{suffix}"
+    return f"/crm/{api}/{version}/{object_type}{suffix}"
+
+
+def error_detail(response) -> str | None:
+    """HubSpot's message with the ``category`` and ``correlationId`` its support asks for.
+
+    Every field of HubSpot's error body is optional ("treat all as optional in any error
+    parsing"); None when the body is not such an object.
+    """
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or not any(k in body for k in ("message", "category", "correlationId")):
+        return None
+    parts = [str(body.get("message") or "").strip()[:400]]
+    parts += [str(e["message"])[:200] for e in (body.get("errors") or [])[:3]
+              if isinstance(e, dict) and e.get("message") and e["message"] != body.get("message")]
+    ids = [f"{k} {body[k]}" for k in ("category", "correlationId") if body.get(k)]
+    return "; ".join(p for p in parts if p) + (f" ({', '.join(ids)})" if ids else "")
 
 
 def rate_limit_wait(response) -> tuple[float, str]:
@@ -70,39 +100,45 @@ class HubSpotApi:
         self.destination = destination
         self.ctx = ctx
         self.base_url = destination.config["base_url"].rstrip("/")
+        self.version = destination.config["api_version"]
         self.headers = {"Authorization": f"Bearer {destination.config['token']}",
                         "Content-Type": "application/json"}
 
     def _send(self, method: str, path: str, *, bucket: str | None = None, fake: Any = None,
-              json: Any = None, params: dict | None = None):
+              json: Any = None, check: bool = True):
         response = self.ctx.send(method, f"{self.base_url}{path}", bucket=bucket, check=False,
-                                 dry_run_response=fake, headers=self.headers, json=json, params=params)
-        self.check(response)
+                                 dry_run_response=fake, headers=self.headers, json=json)
+        if check:
+            self.check(response)
         return response
 
     def check(self, response) -> None:
         name = self.destination.name
+        detail = error_detail(response)
         if response.status_code == 429:
             wait, policy = rate_limit_wait(response)
             raise Retryable(f"destination {name!r}: HubSpot rate limit reached ({policy}); "
-                            f"retrying in {wait:g}s", retry_after=wait, http_status=429)
-        raise_for_response(response, name, auth_hint=self.destination.auth_hint)
+                            f"retrying in {wait:g}s" + (f": {detail}" if detail else ""),
+                            retry_after=wait, http_status=429)
+        raise_for_response(response, name, auth_hint=self.destination.auth_hint, detail=detail)
 
     def search(self, object_type: str, body: dict) -> list[dict]:
-        """POST /crm/v3/objects/{type}/search through the search limiter; the results."""
-        response = self._send("POST", f"/crm/v3/objects/{object_type}/search", bucket="search",
+        """POST .../objects/{type}/search through the search limiter; the results.
+
+        HubSpot's reference marks ``after``, ``filterGroups``, ``limit``, ``properties`` and
+        ``sorts`` required: the first page (``after`` "0") and no sort order unless given.
+        """
+        body = {"after": "0", "sorts": [], **body}
+        response = self._send("POST", api_path(self.version, "objects", object_type, "/search"), bucket="search",
                               json=body, fake={"total": 0, "results": []})
         return response.json().get("results") or []
 
     def create(self, object_type: str, properties: dict, associations: list | None = None) -> str:
-        """POST /crm/v3/objects/{type}; the new record's id."""
-        body: dict[str, Any] = {"properties": properties}
-        if associations:
-            body["associations"] = associations
+        """POST .../objects/{type}; the new record's id."""
+        body = {"properties": properties, "associations": associations or []}  # both required (reference)
         fake = {"id": f"dry-run-{object_type.rstrip('s')}", "properties": properties}
-        url = f"{self.base_url}/crm/v3/objects/{object_type}"
-        response = self.ctx.send("POST", url, check=False, dry_run_response=fake,
-                                 headers=self.headers, json=body)
+        response = self._send("POST", api_path(self.version, "objects", object_type), fake=fake, json=body,
+                              check=False)
         if response.status_code == 409 and object_type == "contacts":
             existing = _EXISTING_ID.search(response.text or "")
             if existing:  # a unique property (email) already belongs to a contact: use it
@@ -111,11 +147,11 @@ class HubSpotApi:
         return str(response.json()["id"])
 
     def update(self, object_type: str, object_id: str, properties: dict) -> None:
-        """PATCH /crm/v3/objects/{type}/{id}."""
-        self._send("PATCH", f"/crm/v3/objects/{object_type}/{object_id}", json={"properties": properties},
-                   fake={"id": object_id, "properties": properties})
+        """PATCH .../objects/{type}/{id}."""
+        self._send("PATCH", api_path(self.version, "objects", object_type, f"/{object_id}"),
+                   json={"properties": properties}, fake={"id": object_id, "properties": properties})
 
     def property_definitions(self, object_type: str, fake: list[dict]) -> list[dict]:
-        """GET /crm/v3/properties/{type}: every property's name, type and options."""
-        response = self._send("GET", f"/crm/v3/properties/{object_type}", fake={"results": fake})
+        """GET .../properties/{type}: every property's name, type and options."""
+        response = self._send("GET", api_path(self.version, "properties", object_type), fake={"results": fake})
         return response.json().get("results") or []

@@ -7,7 +7,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates, va
 
 from hub import Destination, Mapping, MappingField, Rule, RuleField, Template, TemplateField
 
-from .client import DEFAULT_BASE_URL
+from .client import API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_BASE_URL
 from .flow import Delivery
 from .mapping import (DEFAULT_CALL_BODY, DEFAULT_CALL_TITLE, DEFAULT_DEAL_DESCRIPTION, DEFAULT_DEAL_NAME,
                       DEFAULT_TASK_BODY, DEFAULT_TASK_SUBJECT, PRIORITIES, TASK_TYPES)
@@ -74,6 +74,9 @@ class DealSchema(Schema):
 class HubSpotConfig(Schema):
     token = fields.String(required=True, validate=validate.Length(min=1))
     base_url = fields.Url(load_default=DEFAULT_BASE_URL, schemes={"http", "https"}, require_tld=False)
+    api_version = fields.String(load_default=DEFAULT_API_VERSION, validate=validate.OneOf(
+        API_VERSIONS, error=f"must be one of {', '.join(API_VERSIONS)} (the date-based versions, or v3 for "
+                            f"the numbered paths HubSpot stops supporting in September 2027)"))
     default_region = fields.String(load_default=None, validate=validate.Regexp(r"^[A-Z]{2}$",
                                    error="must be a two-letter region code, e.g. NL"))
     create_contacts = fields.Boolean(load_default=True)
@@ -97,13 +100,15 @@ class HubSpotDestination(Destination):
     description = ("Log the call on the caller's HubSpot contact (found by phone, created if new), update "
                    "contact properties, create a follow-up task and a deal when their rules hold")
     default_when = None
-    # HubSpot private apps: 100 requests / 10 s (Free, Starter); search: 5 requests / s per account
-    # (search guide), 4 per token (changelog): paced at 4 / s.
-    rate_limits = {"default": (9.0, 10.0), "search": (4.0, 4.0)}
+    # Private apps (and service keys, which share their limits): 100 requests / 10 s on Free and
+    # Starter; the search endpoints: 4 requests / s per token (changelog), never a burst above it.
+    rate_limits = {"default": "100/10s", "search": "4/1s"}
     timeout = 20.0
-    auth_hint = (f"Check the private app token (token = {{ env = \"HUBSPOT_TOKEN\" }}) and its scopes: "
-                 f"{', '.join(SCOPES)}; with [deal] also {', '.join(DEAL_SCOPES)}. "
-                 "HubSpot: Settings > Integrations > Private Apps > your app > Scopes.")
+    auth_hint = (f"Check the token (token = {{ env = \"HUBSPOT_TOKEN\" }}): a service key, or the access token "
+                 f"of a legacy private app, with the scopes {', '.join(SCOPES)}; with [deal] also "
+                 f"{', '.join(DEAL_SCOPES)}; with company_id also crm.objects.companies.read. A service key: "
+                 "HubSpot > Development > Keys > Service keys > your key (add scopes there, or create a key); "
+                 "a legacy private app: Development > Legacy apps > your app (Auth tab: its token, Scopes).")
 
     secret_options = ("token",)
 

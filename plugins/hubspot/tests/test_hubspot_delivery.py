@@ -1,22 +1,26 @@
 """The HubSpot flow, request by request, against a portal mocked with ``responses``.
 
-Paths, bodies and association type ids follow HubSpot's CRM v3 reference: objects
-(``/crm/v3/objects/{contacts,calls,tasks,deals}``), search (``.../search`` with
-``filterGroups``), properties (``GET /crm/v3/properties/contacts``), and the v4
-HUBSPOT_DEFINED association types call->contact 194, task->contact 204, task->deal 216,
-deal->contact 3, call->company 182.
+Paths, bodies and association type ids follow HubSpot's 2026-03 reference (the default
+``api_version``): objects (``/crm/objects/2026-03/{contacts,calls,tasks,deals}``), search
+(``.../search`` with ``filterGroups``), properties (``GET /crm/properties/2026-03/contacts``), and
+the HUBSPOT_DEFINED association types call->contact 194, task->contact 204, task->deal 216,
+deal->contact 3, call->company 182. The last section checks every request against HubSpot's
+official SDK, and the paths of each ``api_version``.
 """
 from __future__ import annotations
 
 import json
 import re
 
+import httpx
 import pytest
 import requests
 import responses
+from hubspot_sdk import HubSpot
 
-from hub import Permanent, Retryable, TokenBucket
-from hub.testing import deliver, make_destination
+from hub import Permanent, Retryable
+from hub.config import ConfigProblems
+from hub.testing import FakeClock, assert_no_window_exceeded, deliver, make_destination
 from hub_hubspot import flow
 
 API = "https://api.hubapi.com"
@@ -49,15 +53,18 @@ CALL_ASSOC = [{"to": {"id": "501"}, "types": [{"associationCategory": "HUBSPOT_D
 class Portal:
     """A HubSpot portal behind ``responses``: hands out ids, can fail a request once."""
 
-    def __init__(self, rsps, *, contacts=None, found=None):
+    def __init__(self, rsps, *, contacts=None, found=None, objects="/crm/objects/2026-03",
+                 properties="/crm/properties/2026-03"):
         self.contacts = contacts or []  # search hits for the phone lookup
         self.found = found or {}        # object type -> hits of a lookup search
         self.fail: dict[tuple[str, str], object] = {}
         self.created: list[tuple[str, dict]] = []
         self.ids = {"contacts": 501, "calls": 701, "deals": 801, "tasks": 901}
-        rsps.add_callback(responses.GET, re.compile(rf"{API}/crm/v3/properties/contacts"), callback=self.handle)
+        self.clock = None               # with a FakeClock: when each search arrived, in searched_at
+        self.searched_at: list[float] = []
+        rsps.add_callback(responses.GET, re.compile(rf"{API}{properties}/contacts"), callback=self.handle)
         for method in ("POST", "PATCH"):
-            rsps.add_callback(method, re.compile(rf"{API}/crm/v3/objects/.*"), callback=self.handle)
+            rsps.add_callback(method, re.compile(rf"{API}{objects}/.*"), callback=self.handle)
 
     def handle(self, request):
         path = request.path_url
@@ -72,6 +79,8 @@ class Portal:
             return 200, {}, json.dumps({"results": DEFINITIONS})
         object_type = path.split("/")[4]
         if path.endswith("/search"):
+            if self.clock is not None:
+                self.searched_at.append(self.clock.now)
             hits = self.contacts if object_type == "contacts" else self.found.get(object_type, [])
             return 200, {}, json.dumps({"total": len(hits), "results": hits})
         if request.method == "PATCH":
@@ -122,12 +131,12 @@ def test_new_caller_full_flow_every_request(hubspot, sample_report, mocked_http)
     result, ctx = deliver(hubspot, sample_report)
 
     assert [(r.method, r.url.removeprefix(API)) for r in ctx.sent] == [
-        ("POST", "/crm/v3/objects/contacts/search"),
-        ("GET", "/crm/v3/properties/contacts"),
-        ("POST", "/crm/v3/objects/contacts"),
-        ("POST", "/crm/v3/objects/calls"),
-        ("POST", "/crm/v3/objects/deals"),
-        ("POST", "/crm/v3/objects/tasks"),
+        ("POST", "/crm/objects/2026-03/contacts/search"),
+        ("GET", "/crm/properties/2026-03/contacts"),
+        ("POST", "/crm/objects/2026-03/contacts"),
+        ("POST", "/crm/objects/2026-03/calls"),
+        ("POST", "/crm/objects/2026-03/deals"),
+        ("POST", "/crm/objects/2026-03/tasks"),
     ]
     real = mocked_http.calls[0].request
     assert real.headers["Authorization"] == f"Bearer {TOKEN}"
@@ -147,7 +156,7 @@ def test_new_caller_full_flow_every_request(hubspot, sample_report, mocked_http)
 
     assert ctx.sent[2].body == {"properties": {
         "phone": NUMBER, "last_call_sentiment": "2", "last_call_intent": "complaint",
-        "last_call_resolved": "false", "last_call_at": "2026-03-02T09:14:07.512Z"}}
+        "last_call_resolved": "false", "last_call_at": "2026-03-02T09:14:07.512Z"}, "associations": []}
 
     call = ctx.sent[3].body
     props = call["properties"]
@@ -203,11 +212,11 @@ def test_existing_contact_found_by_phone_is_updated_not_created(hubspot, sample_
     ])
     result, ctx = deliver(hubspot, sample_report)
     assert portal.count("contacts") == 0
-    patch = sent(ctx, "PATCH", "/crm/v3/objects/contacts/51")
+    patch = sent(ctx, "PATCH", "/crm/objects/2026-03/contacts/51")
     assert len(patch) == 1
     assert patch[0].body == {"properties": {"last_call_sentiment": "2", "last_call_intent": "complaint",
                                             "last_call_resolved": "false", "last_call_at": "2026-03-02T09:14:07.512Z"}}
-    call = sent(ctx, "POST", "/crm/v3/objects/calls")[0].body
+    call = sent(ctx, "POST", "/crm/objects/2026-03/calls")[0].body
     assert call["associations"][0]["to"] == {"id": "51"}
     assert "2 contacts have this number; logged on contact 51, the most recently updated." in call["properties"]["hs_call_body"]
     assert result.data["contact_id"] == "51"
@@ -229,8 +238,8 @@ def test_web_call_is_logged_without_a_contact(make_report, mocked_http):
     report = make_report("end-of-call-report-web-call")
     result, ctx = deliver(hubspot, report)
     assert not sent(ctx, "POST", "/contacts/search") and portal.count("contacts") == 0
-    call = sent(ctx, "POST", "/crm/v3/objects/calls")[0].body
-    assert "associations" not in call
+    call = sent(ctx, "POST", "/crm/objects/2026-03/calls")[0].body
+    assert call["associations"] == []  # required by the reference, empty here
     assert call["properties"]["hs_call_direction"] == "INBOUND"
     assert call["properties"]["hs_call_title"].startswith("Web call")
     assert "hs_call_from_number" not in call["properties"]
@@ -243,11 +252,11 @@ def test_contact_id_from_the_report_skips_the_search(sample_report, mocked_http)
     Portal(mocked_http)
     _, ctx = deliver(hubspot, sample_report)
     assert not sent(ctx, "POST", "/contacts/search")
-    call = sent(ctx, "POST", "/crm/v3/objects/calls")[0].body
+    call = sent(ctx, "POST", "/crm/objects/2026-03/calls")[0].body
     assert call["associations"] == [
         {"to": {"id": "51"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 194}]},
         {"to": {"id": "9001"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 182}]}]
-    assert not sent(ctx, "POST", "/crm/v3/objects/tasks")
+    assert not sent(ctx, "POST", "/crm/objects/2026-03/tasks")
 
 
 def test_values_that_do_not_fit_are_reported_not_sent(sample_report, mocked_http):
@@ -273,7 +282,7 @@ def test_property_definitions_are_fetched_once_per_destination(hubspot, sample_r
     Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
     deliver(hubspot, sample_report)
     _, ctx = deliver(hubspot, sample_report)
-    assert not sent(ctx, "GET", "/crm/v3/properties/contacts")
+    assert not sent(ctx, "GET", "/crm/properties/2026-03/contacts")
     assert len([c for c in mocked_http.calls if c.request.method == "GET"]) == 1
 
 
@@ -282,31 +291,31 @@ def test_new_contact_properties_are_set_only_on_creation(sample_report, mocked_h
                     "options": [{"label": "Lead", "value": "lead"}, {"label": "Customer", "value": "customer"}]}]
     hubspot = make_destination("hubspot", {"token": TOKEN, "new_contact_properties": {"lifecyclestage": "'Lead'"},
                                            "follow_up": {"enabled": False}}, name="crm")
-    mocked_http.add(responses.GET, f"{API}/crm/v3/properties/contacts", json={"results": definitions})
+    mocked_http.add(responses.GET, f"{API}/crm/properties/2026-03/contacts", json={"results": definitions})
     portal = Portal(mocked_http)
     _, ctx = deliver(hubspot, sample_report)
-    assert sent(ctx, "POST", "/crm/v3/objects/contacts")[0].body == {
-        "properties": {"phone": NUMBER, "lifecyclestage": "lead"}}
+    assert sent(ctx, "POST", "/crm/objects/2026-03/contacts")[0].body == {
+        "properties": {"phone": NUMBER, "lifecyclestage": "lead"}, "associations": []}
     portal.contacts = [contact("501", phone=NUMBER)]
     _, again = deliver(hubspot, sample_report)  # a later call from the same, now known, number
-    assert not sent(again, "PATCH", "/crm/v3/objects/contacts/501") and portal.count("contacts") == 1
+    assert not sent(again, "PATCH", "/crm/objects/2026-03/contacts/501") and portal.count("contacts") == 1
 
 
 def test_contact_conflict_409_uses_the_existing_id(sample_report, mocked_http):
     hubspot = make_destination("hubspot", {"token": TOKEN, "follow_up": {"enabled": False}}, name="crm")
     portal = Portal(mocked_http)
-    portal.fail[("POST", "/crm/v3/objects/contacts")] = (
+    portal.fail[("POST", "/crm/objects/2026-03/contacts")] = (
         409, {}, {"status": "error", "message": "Contact already exists. Existing ID: 3001", "category": "CONFLICT"})
     _, ctx = deliver(hubspot, sample_report)
     assert ctx.state["contact_id"] == "3001"
-    assert sent(ctx, "POST", "/crm/v3/objects/calls")[0].body["associations"][0]["to"] == {"id": "3001"}
+    assert sent(ctx, "POST", "/crm/objects/2026-03/calls")[0].body["associations"][0]["to"] == {"id": "3001"}
 
 
 # --- failure at each step, then a retry with the saved state -------------------------
 
-STEPS = [("POST", "/crm/v3/objects/contacts/search"), ("GET", "/crm/v3/properties/contacts"),
-         ("POST", "/crm/v3/objects/contacts"), ("POST", "/crm/v3/objects/calls"),
-         ("POST", "/crm/v3/objects/deals"), ("POST", "/crm/v3/objects/tasks")]
+STEPS = [("POST", "/crm/objects/2026-03/contacts/search"), ("GET", "/crm/properties/2026-03/contacts"),
+         ("POST", "/crm/objects/2026-03/contacts"), ("POST", "/crm/objects/2026-03/calls"),
+         ("POST", "/crm/objects/2026-03/deals"), ("POST", "/crm/objects/2026-03/tasks")]
 
 
 @pytest.mark.parametrize("step", STEPS, ids=lambda s: f"{s[0]} {s[1]}")
@@ -329,27 +338,27 @@ def test_lost_answer_to_a_create_is_found_not_created_again(hubspot, sample_repo
     """HubSpot created the call but the answer never came back (timeout)."""
     portal = Portal(mocked_http, found={"calls": [{"id": "777", "properties": {"hs_object_id": "777"}}]})
     ctx, _ = failed_attempt(
-        hubspot, sample_report, portal, ("POST", "/crm/v3/objects/calls"), requests.ReadTimeout("read timed out"))
+        hubspot, sample_report, portal, ("POST", "/crm/objects/2026-03/calls"), requests.ReadTimeout("read timed out"))
     assert ctx.state["call_pending"] == clock[0] and "call_id" not in ctx.state
     _, ctx2 = deliver(hubspot, sample_report, state=ctx.state, attempt=2)
-    lookup = sent(ctx2, "POST", "/crm/v3/objects/calls/search")
+    lookup = sent(ctx2, "POST", "/crm/objects/2026-03/calls/search")
     assert len(lookup) == 1
     assert lookup[0].body == {"filterGroups": [{"filters": [
         {"propertyName": "hs_timestamp", "operator": "EQ", "value": "1772442847512"},
         {"propertyName": "associations.contact", "operator": "EQ", "value": "501"}]}],
-        "properties": ["hs_object_id"], "limit": 1}
-    assert not sent(ctx2, "POST", "/crm/v3/objects/calls")
+        "properties": ["hs_object_id"], "limit": 1, "after": "0", "sorts": []}
+    assert not sent(ctx2, "POST", "/crm/objects/2026-03/calls")
     assert ctx2.state["call_id"] == "777" and "call_pending" not in ctx2.state
-    assert sent(ctx2, "POST", "/crm/v3/objects/tasks")[0].body["associations"][0]["to"] == {"id": "501"}
+    assert sent(ctx2, "POST", "/crm/objects/2026-03/tasks")[0].body["associations"][0]["to"] == {"id": "501"}
 
 
 def test_lost_task_answer_not_found_is_created_once(hubspot, sample_report, mocked_http, clock):
     portal = Portal(mocked_http)
     ctx, _ = failed_attempt(
-        hubspot, sample_report, portal, ("POST", "/crm/v3/objects/tasks"), requests.ConnectionError("reset"))
+        hubspot, sample_report, portal, ("POST", "/crm/objects/2026-03/tasks"), requests.ConnectionError("reset"))
     clock[0] += flow.SEARCH_LAG
     _, ctx2 = deliver(hubspot, sample_report, state=ctx.state, attempt=2)
-    lookup = sent(ctx2, "POST", "/crm/v3/objects/tasks/search")[0].body["filterGroups"][0]["filters"]
+    lookup = sent(ctx2, "POST", "/crm/objects/2026-03/tasks/search")[0].body["filterGroups"][0]["filters"]
     assert lookup == [
         {"propertyName": "hs_timestamp", "operator": "EQ", "value": "1772529247512"},
         {"propertyName": "hs_task_subject", "operator": "EQ", "value": "Follow up (complaint): +31 6 23456789"},
@@ -357,8 +366,8 @@ def test_lost_task_answer_not_found_is_created_once(hubspot, sample_report, mock
     assert portal.count("tasks") == 1 and ctx2.state["task_id"] == "901"
 
 
-LOST = [("contact", "/crm/v3/objects/contacts"), ("call", "/crm/v3/objects/calls"),
-        ("deal", "/crm/v3/objects/deals"), ("task", "/crm/v3/objects/tasks")]
+LOST = [("contact", "/crm/objects/2026-03/contacts"), ("call", "/crm/objects/2026-03/calls"),
+        ("deal", "/crm/objects/2026-03/deals"), ("task", "/crm/objects/2026-03/tasks")]
 
 
 @pytest.mark.parametrize("kind, path", LOST, ids=[k for k, _ in LOST])
@@ -390,19 +399,19 @@ def test_retry_soon_after_a_lost_create_waits_for_search_instead_of_creating(
 def test_lost_contact_create_found_by_phone_on_retry(hubspot, sample_report, mocked_http, clock):
     portal = Portal(mocked_http)
     ctx, _ = failed_attempt(
-        hubspot, sample_report, portal, ("POST", "/crm/v3/objects/contacts"), requests.ReadTimeout("read timed out"))
+        hubspot, sample_report, portal, ("POST", "/crm/objects/2026-03/contacts"), requests.ReadTimeout("read timed out"))
     portal.contacts = [contact("3001", phone=NUMBER)]  # the lost create, now searchable
     clock[0] += 5
     _, retry = deliver(hubspot, sample_report, state=ctx.state, attempt=2)
-    assert portal.count("contacts") == 0 and not sent(retry, "POST", "/crm/v3/objects/contacts")
+    assert portal.count("contacts") == 0 and not sent(retry, "POST", "/crm/objects/2026-03/contacts")
     assert retry.state["contact_id"] == "3001" and "contact_pending" not in retry.state
-    assert sent(retry, "POST", "/crm/v3/objects/calls")[0].body["associations"][0]["to"] == {"id": "3001"}
+    assert sent(retry, "POST", "/crm/objects/2026-03/calls")[0].body["associations"][0]["to"] == {"id": "3001"}
 
 
 def test_429_on_a_create_is_not_a_lost_answer(hubspot, sample_report, mocked_http, clock):
     portal = Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
     ctx, _ = failed_attempt(
-        hubspot, sample_report, portal, ("POST", "/crm/v3/objects/calls"), (429, {"Retry-After": "1"}, {"errorType": "RATE_LIMIT"}))
+        hubspot, sample_report, portal, ("POST", "/crm/objects/2026-03/calls"), (429, {"Retry-After": "1"}, {"errorType": "RATE_LIMIT"}))
     assert "call_pending" not in ctx.state  # HubSpot refused it: nothing to wait for
     _, retry = deliver(hubspot, sample_report, state=ctx.state, attempt=2)  # at once, same clock
     assert portal.count("calls") == 1 and retry.state["call_id"] == "701"
@@ -420,9 +429,9 @@ def test_company_and_deal_ids_from_the_report_are_associated_everywhere(sample_r
     def kind(type_id):
         return [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}]
 
-    assert links("/crm/v3/objects/calls") == [("51", kind(194)), ("9001", kind(182)), ("7007", kind(206))]
-    assert links("/crm/v3/objects/deals") == [("51", kind(3)), ("9001", kind(5))]
-    assert links("/crm/v3/objects/tasks") == [("51", kind(204)), ("9001", kind(192)), ("7007", kind(216)),
+    assert links("/crm/objects/2026-03/calls") == [("51", kind(194)), ("9001", kind(182)), ("7007", kind(206))]
+    assert links("/crm/objects/2026-03/deals") == [("51", kind(3)), ("9001", kind(5))]
+    assert links("/crm/objects/2026-03/tasks") == [("51", kind(204)), ("9001", kind(192)), ("7007", kind(216)),
                                               ("801", kind(216))]
 
 
@@ -433,8 +442,8 @@ def test_replay_updates_every_record_and_creates_nothing(hubspot, sample_report,
     result, ctx = deliver(hubspot, sample_report, state=first.state)
     assert portal.created == created
     assert [(r.method, r.url.removeprefix(API)) for r in ctx.sent] == [
-        ("PATCH", "/crm/v3/objects/contacts/501"), ("PATCH", "/crm/v3/objects/calls/701"),
-        ("PATCH", "/crm/v3/objects/deals/801"), ("PATCH", "/crm/v3/objects/tasks/901")]
+        ("PATCH", "/crm/objects/2026-03/contacts/501"), ("PATCH", "/crm/objects/2026-03/calls/701"),
+        ("PATCH", "/crm/objects/2026-03/deals/801"), ("PATCH", "/crm/objects/2026-03/tasks/901")]
     assert ctx.sent[1].body["properties"]["hs_call_duration"] == "312000"
     assert "dealstage" not in ctx.sent[2].body["properties"] and "pipeline" not in ctx.sent[2].body["properties"]
     assert "hs_task_status" not in ctx.sent[3].body["properties"]
@@ -447,10 +456,10 @@ def test_replay_failing_midway_resumes_with_updates_only(hubspot, sample_report,
     portal = Portal(mocked_http)
     _, first = deliver(hubspot, sample_report)
     ctx, _ = failed_attempt(
-        hubspot, sample_report, portal, ("PATCH", "/crm/v3/objects/deals/801"), (502, {}, {"message": "bad gateway"}), state=first.state)
+        hubspot, sample_report, portal, ("PATCH", "/crm/objects/2026-03/deals/801"), (502, {}, {"message": "bad gateway"}), state=first.state)
     _, ctx2 = deliver(hubspot, sample_report, state=ctx.state, attempt=2)
     assert [(r.method, r.url.removeprefix(API)) for r in ctx2.sent] == [
-        ("PATCH", "/crm/v3/objects/deals/801"), ("PATCH", "/crm/v3/objects/tasks/901")]
+        ("PATCH", "/crm/objects/2026-03/deals/801"), ("PATCH", "/crm/objects/2026-03/tasks/901")]
     assert portal.count("calls") == 1
 
 
@@ -463,15 +472,15 @@ def test_replay_without_the_old_state_finds_and_updates_instead_of_creating(hubs
     result, ctx = deliver(hubspot, sample_report)
     assert portal.created == []
     assert [(r.method, r.url.removeprefix(API)) for r in ctx.sent] == [
-        ("POST", "/crm/v3/objects/contacts/search"), ("GET", "/crm/v3/properties/contacts"),
-        ("PATCH", "/crm/v3/objects/contacts/51"),
-        ("POST", "/crm/v3/objects/calls/search"), ("PATCH", "/crm/v3/objects/calls/701"),
-        ("POST", "/crm/v3/objects/deals/search"), ("PATCH", "/crm/v3/objects/deals/801"),
-        ("POST", "/crm/v3/objects/tasks/search"), ("PATCH", "/crm/v3/objects/tasks/901")]
+        ("POST", "/crm/objects/2026-03/contacts/search"), ("GET", "/crm/properties/2026-03/contacts"),
+        ("PATCH", "/crm/objects/2026-03/contacts/51"),
+        ("POST", "/crm/objects/2026-03/calls/search"), ("PATCH", "/crm/objects/2026-03/calls/701"),
+        ("POST", "/crm/objects/2026-03/deals/search"), ("PATCH", "/crm/objects/2026-03/deals/801"),
+        ("POST", "/crm/objects/2026-03/tasks/search"), ("PATCH", "/crm/objects/2026-03/tasks/901")]
     assert ctx.sent[3].body == {"filterGroups": [{"filters": [
         {"propertyName": "hs_timestamp", "operator": "EQ", "value": "1772442847512"},
         {"propertyName": "associations.contact", "operator": "EQ", "value": "51"}]}],
-        "properties": ["hs_object_id"], "limit": 1}
+        "properties": ["hs_object_id"], "limit": 1, "after": "0", "sorts": []}
     assert ctx.sent[5].body["filterGroups"][0]["filters"] == [
         {"propertyName": "dealname", "operator": "EQ", "value": "Complaint opportunity: +31 6 23456789"},
         {"propertyName": "pipeline", "operator": "EQ", "value": "default"},
@@ -487,7 +496,7 @@ def test_find_existing_after_failure_only_searches_for_the_contact(sample_report
     hubspot = make_destination("hubspot", {"token": TOKEN, "find_existing": "after-failure"}, name="crm")
     portal = Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
     _, ctx = deliver(hubspot, sample_report)
-    assert [r.url.removeprefix(API) for r in sent(ctx, "POST", "/search")] == ["/crm/v3/objects/contacts/search"]
+    assert [r.url.removeprefix(API) for r in sent(ctx, "POST", "/search")] == ["/crm/objects/2026-03/contacts/search"]
     assert portal.count("calls") == 1 and portal.count("tasks") == 1
 
 
@@ -496,7 +505,7 @@ def test_find_existing_after_failure_only_searches_for_the_contact(sample_report
 @pytest.mark.parametrize("status", [401, 403])
 def test_auth_errors_are_permanent_and_name_destination_and_scopes(hubspot, sample_report, mocked_http, status):
     portal = Portal(mocked_http)
-    portal.fail[("POST", "/crm/v3/objects/contacts/search")] = (status, {}, {
+    portal.fail[("POST", "/crm/objects/2026-03/contacts/search")] = (status, {}, {
         "status": "error", "category": "MISSING_SCOPES" if status == 403 else "INVALID_AUTHENTICATION",
         "message": "This app hasn't been granted all required scopes to make this call."})
     with pytest.raises(Permanent) as info:
@@ -520,7 +529,7 @@ def test_auth_errors_are_permanent_and_name_destination_and_scopes(hubspot, samp
 ])
 def test_429_honours_hubspot_rate_limit_headers(hubspot, sample_report, mocked_http, headers, body, wait, policy):
     portal = Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
-    portal.fail[("POST", "/crm/v3/objects/calls")] = (429, headers, body)
+    portal.fail[("POST", "/crm/objects/2026-03/calls")] = (429, headers, body)
     with pytest.raises(Retryable) as info:
         deliver(hubspot, sample_report)
     assert info.value.retry_after == wait and info.value.http_status == 429
@@ -529,7 +538,7 @@ def test_429_honours_hubspot_rate_limit_headers(hubspot, sample_report, mocked_h
 
 def test_bad_request_is_permanent_with_hubspot_words(hubspot, sample_report, mocked_http):
     portal = Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
-    portal.fail[("POST", "/crm/v3/objects/deals")] = (400, {}, {
+    portal.fail[("POST", "/crm/objects/2026-03/deals")] = (400, {}, {
         "status": "error", "message": "Property values were not valid: dealstage", "category": "VALIDATION_ERROR"})
     with pytest.raises(Permanent) as info:
         deliver(hubspot, sample_report)
@@ -538,25 +547,20 @@ def test_bad_request_is_permanent_with_hubspot_words(hubspot, sample_report, moc
 
 # --- the search limiter ---------------------------------------------------------------
 
-def test_search_requests_go_through_the_search_limiter(sample_report, mocked_http):
+def test_search_requests_never_exceed_hubspots_per_second_limit(sample_report, mocked_http):
+    """More than a window's worth of searches at once: never more than 4 in any second."""
     hubspot = make_destination("hubspot", {"token": TOKEN, "follow_up": {"enabled": False}}, name="crm")
-    assert hubspot.rate_limits["search"] == (4.0, 4.0)
-    now = [0.0]
-    waits: list[float] = []
-
-    def sleep(seconds):
-        waits.append(seconds)
-        now[0] += seconds
-
-    hubspot.limiters["search"] = TokenBucket(*hubspot.rate_limits["search"], clock=lambda: now[0], sleep=sleep)
-    hubspot.limiters["default"] = TokenBucket(1000, 1000)
-    Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
-    for _ in range(6):  # six deliveries at the same instant: contact search + call lookup each
-        _, ctx = deliver(hubspot, sample_report)
-    assert len(sent(ctx, "POST", "/search")) == 2
-    # 12 searches at 4/s with a burst of 4: the last 8 wait a quarter second each
-    assert waits == [pytest.approx(0.25)] * 8
-    assert now[0] == pytest.approx(2.0)
+    assert hubspot.rate_limits["search"] == "4/1s"
+    clock = FakeClock().drive(hubspot)
+    portal = Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
+    portal.clock = clock
+    arrived = portal.searched_at
+    for _ in range(7):  # seven deliveries at the same instant: contact search + call lookup each
+        deliver(hubspot, sample_report)
+    assert len(arrived) == 14
+    assert arrived[:4] == [0.0] * 4 and arrived[4] == 1.0  # the fifth waits for the first to leave the window
+    assert_no_window_exceeded(arrived, "4/1s")
+    assert clock.now == pytest.approx(3.0)
 
 
 # --- dry run --------------------------------------------------------------------------
@@ -567,7 +571,7 @@ def test_dry_run_sends_nothing_and_lists_the_exact_requests(hubspot, sample_repo
     assert [(r.method, r.url.removeprefix(API)) for r in ctx.sent] == STEPS
     assert ctx.sent[2].body == {"properties": {"phone": NUMBER, "last_call_sentiment": "2",
                                                "last_call_intent": "complaint", "last_call_resolved": "false",
-                                               "last_call_at": "2026-03-02T09:14:07.512Z"}}
+                                               "last_call_at": "2026-03-02T09:14:07.512Z"}, "associations": []}
     assert ctx.sent[3].body["associations"][0]["to"] == {"id": "dry-run-contact"}
     assert all(r.headers["Authorization"] == "[secret]" for r in ctx.sent)
     assert "call dry-run-call created" in result.message
@@ -577,15 +581,16 @@ def test_dry_run_with_both_property_tables_reads_definitions_once(sample_report,
     hubspot = make_destination("hubspot", {"token": TOKEN, "new_contact_properties": {"lifecyclestage": "'lead'"},
                                            "properties": {"last_call_intent": "analysis.intent"}}, name="crm")
     _, ctx = deliver(hubspot, sample_report, dry_run=True)
-    assert len(sent(ctx, "GET", "/crm/v3/properties/contacts")) == 1
-    assert sent(ctx, "POST", "/crm/v3/objects/contacts")[0].body == {
-        "properties": {"phone": NUMBER, "lifecyclestage": "lead", "last_call_intent": "complaint"}}
+    assert len(sent(ctx, "GET", "/crm/properties/2026-03/contacts")) == 1
+    assert sent(ctx, "POST", "/crm/objects/2026-03/contacts")[0].body == {
+        "properties": {"phone": NUMBER, "lifecyclestage": "lead", "last_call_intent": "complaint"},
+        "associations": []}
 
 
 def test_base_url_is_configurable(sample_report, mocked_http):
     hubspot = make_destination("hubspot", {"token": TOKEN, "base_url": "http://127.0.0.1:8999/"}, name="crm")
     _, ctx = deliver(hubspot, sample_report, dry_run=True)
-    assert ctx.sent[0].url == "http://127.0.0.1:8999/crm/v3/objects/contacts/search"
+    assert ctx.sent[0].url == "http://127.0.0.1:8999/crm/objects/2026-03/contacts/search"
 
 
 # --- call and task details ------------------------------------------------------------
@@ -594,7 +599,7 @@ def test_recording_url_that_is_not_https_is_left_out(make_report, mocked_http):
     hubspot = make_destination("hubspot", {"token": TOKEN, "follow_up": {"enabled": False}}, name="crm")
     Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
     _, ctx = deliver(hubspot, make_report("end-of-call-report-full", recording_url="http://rec.example.com/1.mp3"))
-    assert "hs_call_recording_url" not in sent(ctx, "POST", "/crm/v3/objects/calls")[0].body["properties"]
+    assert "hs_call_recording_url" not in sent(ctx, "POST", "/crm/objects/2026-03/calls")[0].body["properties"]
 
 
 def test_task_due_in_business_days_owner_and_priority_rules(make_report, mocked_http):
@@ -604,18 +609,18 @@ def test_task_due_in_business_days_owner_and_priority_rules(make_report, mocked_
     Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
     friday = make_report("end-of-call-report-full", timestamp="2026-03-06T16:30:00.000Z")
     _, ctx = deliver(hubspot, friday)
-    props = sent(ctx, "POST", "/crm/v3/objects/tasks")[0].body["properties"]
+    props = sent(ctx, "POST", "/crm/objects/2026-03/tasks")[0].body["properties"]
     assert props["hs_timestamp"] == "2026-03-09T16:30:00.000Z"  # the next business day: Monday
     assert props["hubspot_owner_id"] == "222" and props["hs_task_type"] == "TODO"
     assert props["hs_task_priority"] == "LOW"  # sentiment 2: HIGH's rule fails, LOW's holds
-    assert sent(ctx, "POST", "/crm/v3/objects/calls")[0].body["properties"]["hubspot_owner_id"] == "111"
+    assert sent(ctx, "POST", "/crm/objects/2026-03/calls")[0].body["properties"]["hubspot_owner_id"] == "111"
 
 
 def test_task_priority_falls_back_to_the_default(make_report, mocked_http):
     hubspot = make_destination("hubspot", {"token": TOKEN, "follow_up": {"priority": {}}}, name="crm")
     Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
     _, ctx = deliver(hubspot, make_report("end-of-call-report-full"))
-    assert sent(ctx, "POST", "/crm/v3/objects/tasks")[0].body["properties"]["hs_task_priority"] == "MEDIUM"
+    assert sent(ctx, "POST", "/crm/objects/2026-03/tasks")[0].body["properties"]["hs_task_priority"] == "MEDIUM"
 
 
 # --- shared limits, secrets -------------------------------------------------------------
@@ -632,8 +637,177 @@ def test_destinations_with_one_token_share_the_rate_limit_buckets():
 
 def test_token_echoed_in_an_error_body_is_redacted(hubspot, sample_report, mocked_http):
     portal = Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
-    portal.fail[("POST", "/crm/v3/objects/calls")] = (400, {}, {
+    portal.fail[("POST", "/crm/objects/2026-03/calls")] = (400, {}, {
         "status": "error", "category": "VALIDATION_ERROR", "message": f"bad request from Bearer {TOKEN}"})
     with pytest.raises(Permanent) as info:
         deliver(hubspot, sample_report)
     assert "destination 'crm'" in str(info.value) and TOKEN not in str(info.value)
+
+
+# --- api_version: the official SDK as the oracle ------------------------------------------
+#
+# The oracle is ``hubspot-sdk`` (HubSpot's Python SDK, generated from HubSpot's 2026-03 OpenAPI
+# description): each request the plugin sent is sent again through the SDK method HubSpot
+# documents for it, built field by field from the plugin's body (a key the SDK does not know
+# fails the mapping), and the two requests must agree on method, path and JSON body.
+
+FILTER_KEYS = {"propertyName": "property_name", "operator": "operator", "value": "value", "values": "values",
+               "highValue": "high_value"}
+ASSOCIATION_TYPE_KEYS = {"associationCategory": "association_category", "associationTypeId": "association_type_id"}
+
+
+def renamed(record: dict, names: dict[str, str]) -> dict:
+    """``record`` with the SDK's parameter names; a key the SDK has no name for is an error."""
+    return {names[key]: value for key, value in record.items()}
+
+
+class Oracle:
+    """The SDK against an in-memory transport: what it would send for a call."""
+
+    def __init__(self):
+        self.seen: list[httpx.Request] = []
+        answer = {"id": "1", "properties": {}, "createdAt": "2026-03-02T09:14:07Z",
+                  "updatedAt": "2026-03-02T09:14:07Z", "archived": False, "results": [], "total": 0}
+
+        def handler(request):
+            self.seen.append(request)
+            return httpx.Response(200, json=answer)
+
+        self.client = HubSpot(access_token=TOKEN, base_url=API, max_retries=0,
+                              http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+
+    def resend(self, method: str, path: str, body) -> tuple[str, str, object]:
+        """Send the plugin's request through the SDK method for it; the SDK's (method, path, body)."""
+        parts = path.split("/")  # ['', 'crm', 'objects'|'properties', '2026-03', type, ...]
+        crm = self.client.crm
+        if parts[2] == "properties":
+            crm.properties.list(parts[4])
+        elif path.endswith("/search"):
+            getattr(crm.objects, parts[4]).search(
+                after=body["after"], limit=body["limit"], properties=body["properties"], sorts=body["sorts"],
+                filter_groups=[{"filters": [renamed(f, FILTER_KEYS) for f in group["filters"]]}
+                               for group in body["filterGroups"]],
+                **{k: v for k, v in body.items() if k == "query"})
+        elif method == "PATCH":
+            getattr(crm.objects, parts[4]).update(parts[5], properties=body["properties"])
+        else:
+            getattr(crm.objects, parts[4]).create(
+                properties=body["properties"],
+                associations=[{"to": link["to"], "types": [renamed(t, ASSOCIATION_TYPE_KEYS) for t in link["types"]]}
+                              for link in body["associations"]])
+        request = self.seen[-1]
+        # The SDK addresses deals by their object type id (0-3); HubSpot's deals guide by name
+        # (POST /crm/objects/2026-03/deals), the same object (deal object definition: 0-3).
+        sdk_path = request.url.path.replace("/0-3", "/deals")
+        return request.method, sdk_path, json.loads(request.content) if request.content else None
+
+
+def flow_requests(hubspot, sample_report, mocked_http, *, replay: bool = False):
+    """Every request of a new caller's delivery (and, with ``replay``, of a replay without its state)."""
+    portal = Portal(mocked_http)
+    _, ctx = deliver(hubspot, sample_report)
+    requests_sent = list(ctx.sent)
+    if replay:
+        portal.contacts = [contact("501", phone=NUMBER)]
+        portal.found = {"calls": [contact("701")], "deals": [contact("801")], "tasks": [contact("901")]}
+        _, again = deliver(hubspot, sample_report)
+        requests_sent += again.sent
+    return requests_sent
+
+
+def test_every_2026_03_request_is_what_the_official_sdk_sends(sample_report, mocked_http):
+    hubspot = make_destination("hubspot", OPTIONS, name="crm")
+    assert hubspot.config["api_version"] == "2026-03"  # the default
+    sent = flow_requests(hubspot, sample_report, mocked_http, replay=True)
+    kinds = {(r.method, r.url.removeprefix(API).split("/")[-1]) for r in sent}
+    assert {("POST", "search"), ("GET", "contacts"), ("POST", "contacts"), ("POST", "calls"), ("POST", "deals"),
+            ("POST", "tasks"), ("PATCH", "501"), ("PATCH", "701"), ("PATCH", "801"), ("PATCH", "901")} <= kinds
+    oracle = Oracle()
+    for request in sent:
+        path = request.url.removeprefix(API)
+        assert oracle.resend(request.method, path, request.body) == (request.method, path, request.body)
+    # the SDK sends the same credential the same way
+    assert oracle.seen[0].headers["Authorization"] == f"Bearer {TOKEN}"
+    assert mocked_http.calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_a_body_the_sdk_does_not_describe_fails_the_oracle():
+    """The oracle is not a mirror: an unknown key or a wrong spelling cannot pass through it."""
+    oracle = Oracle()
+    link = {"to": {"id": "501"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeID": 194}]}
+    with pytest.raises(KeyError):
+        oracle.resend("POST", "/crm/objects/2026-03/calls", {"properties": {}, "associations": [link]})
+    body = {"after": "0", "limit": 1, "properties": [], "sorts": [],
+            "filterGroups": [{"filters": [{"property": "hs_timestamp", "operator": "EQ", "value": "1"}]}]}
+    with pytest.raises(KeyError):
+        oracle.resend("POST", "/crm/objects/2026-03/calls/search", body)
+    # a body the plugin would send without `associations` is not what the SDK sends
+    assert oracle.resend("POST", "/crm/objects/2026-03/contacts", {"properties": {"phone": NUMBER},
+                                                                    "associations": []})[2] == {
+        "properties": {"phone": NUMBER}, "associations": []}
+
+
+@pytest.mark.parametrize("version, objects, properties", [
+    ("2026-03", "/crm/objects/2026-03", "/crm/properties/2026-03"),
+    ("2026-09", "/crm/objects/2026-09", "/crm/properties/2026-09"),
+    ("v3", "/crm/v3/objects", "/crm/v3/properties"),
+])
+def test_api_version_selects_the_paths(version, objects, properties, sample_report):
+    hubspot = make_destination("hubspot", {**OPTIONS, "api_version": version}, name="crm")
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:  # a new caller: no PATCH
+        Portal(rsps, objects=objects, properties=properties)
+        _, ctx = deliver(hubspot, sample_report)
+    assert [(r.method, r.url.removeprefix(API)) for r in ctx.sent] == [
+        ("POST", f"{objects}/contacts/search"),
+        ("GET", f"{properties}/contacts"),
+        ("POST", f"{objects}/contacts"),
+        ("POST", f"{objects}/calls"),
+        ("POST", f"{objects}/deals"),
+        ("POST", f"{objects}/tasks"),
+    ]
+
+
+def test_an_unknown_api_version_names_the_key_and_the_choices():
+    with pytest.raises(ConfigProblems) as info:
+        make_destination("hubspot", {"token": TOKEN, "api_version": "2025-09"}, name="crm")
+    assert "api_version: must be one of 2026-03, 2026-09, v3" in str(info.value)
+
+
+def test_validation_error_keeps_category_and_correlation_id(hubspot_2026_09, sample_report, mocked_http):
+    """2026-09 enforces the portal's validation rules on writes: the 400 carries what support asks for."""
+    mocked_http.add(responses.POST, f"{API}/crm/objects/2026-09/contacts/search",
+                    json={"total": 1, "results": [contact("51", phone=NUMBER)]})
+    mocked_http.add(responses.POST, f"{API}/crm/objects/2026-09/calls/search", json={"total": 0, "results": []})
+    mocked_http.add(responses.POST, f"{API}/crm/objects/2026-09/calls", status=400, json={
+        "status": "error", "message": "Property values were not valid",
+        "errors": [{"message": "hs_call_disposition is required when hs_call_status is COMPLETED",
+                    "in": "hs_call_disposition"}],
+        "category": "VALIDATION_ERROR", "correlationId": "a43683b0-5717-4ceb-80b4-104d02915d8c"})
+    with pytest.raises(Permanent) as info:
+        deliver(hubspot_2026_09, sample_report)
+    reason = info.value.reason
+    assert reason.startswith("destination 'crm': HTTP 400 from api.hubapi.com: Property values were not valid; "
+                             "hs_call_disposition is required when hs_call_status is COMPLETED")
+    assert reason.endswith("(category VALIDATION_ERROR, correlationId a43683b0-5717-4ceb-80b4-104d02915d8c)")
+
+
+def test_missing_scope_403_names_service_keys_and_keeps_the_correlation_id(sample_report, mocked_http):
+    hubspot = make_destination("hubspot", {"token": TOKEN}, name="crm")
+    mocked_http.add(responses.POST, f"{API}/crm/objects/2026-03/contacts/search", status=403, json={
+        "status": "error", "message": "This app hasn't been granted all required scopes to make this call.",
+        "category": "MISSING_SCOPES", "correlationId": "0f8a1b2c-0000-4ceb-80b4-104d02915d8c",
+        "errors": [{"message": "One or more of the following scopes are required.",
+                    "context": {"requiredGranularScopes": ["crm.objects.contacts.read"]}}]})
+    with pytest.raises(Permanent) as info:
+        deliver(hubspot, sample_report)
+    reason = info.value.reason
+    assert "(category MISSING_SCOPES, correlationId 0f8a1b2c-0000-4ceb-80b4-104d02915d8c)" in reason
+    assert "a service key, or the access token of a legacy private app" in reason
+    assert "Development > Keys > Service keys" in reason and "crm.objects.contacts.read" in reason
+    assert TOKEN not in reason
+
+
+@pytest.fixture
+def hubspot_2026_09():
+    return make_destination("hubspot", {"token": TOKEN, "api_version": "2026-09", "follow_up": {"enabled": False}},
+                            name="crm")

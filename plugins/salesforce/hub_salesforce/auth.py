@@ -92,7 +92,7 @@ class TokenCache:
                             headers={"Accept": "application/json"}, dry_run_response=fake,
                             record_body=masked_form(form))
         if response.status_code != 200:
-            raise_for_token_response(response, self.destination.name)
+            raise_for_token_response(response, self.destination)
         try:
             body = response.json()
             access_token = body["access_token"]

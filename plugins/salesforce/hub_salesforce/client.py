@@ -41,7 +41,7 @@ class SalesforceClient:
             if response.status_code in ok or response.status_code in allow:
                 return response
             try:
-                raise_for_errors(response.status_code, salesforce_errors(response), self.name, what=what,
+                raise_for_errors(response.status_code, salesforce_errors(response), self.destination, what=what,
                                  retry_after=response.headers.get("Retry-After"))
             except SessionExpired as exc:
                 self.tokens.invalidate(token)
@@ -108,7 +108,7 @@ class SalesforceClient:
             real = [r for r in failed if not any(e.get("errorCode") == HALTED for e in _errors(r))] or failed
             first = real[0]
             try:
-                raise_for_errors(int(first.get("httpStatusCode") or 400), _errors(first), self.name,
+                raise_for_errors(int(first.get("httpStatusCode") or 400), _errors(first), self.destination,
                                  what=f"{what} ({first.get('referenceId')}; nothing was saved)")
             except SessionExpired as exc:
                 if self.token is not None:

@@ -91,6 +91,9 @@ class SalesforceConfig(Schema):
     instance_url = _url(load_default=None)
     api_version = fields.String(load_default=DEFAULT_API_VERSION)
     token_lifetime_seconds = fields.Integer(load_default=3600, validate=validate.Range(min=60))
+    # --- this destination's retry floors: waits at least this long, [dispatch] retry_delays when longer
+    server_error_retry_seconds = fields.Float(load_default=0, validate=validate.Range(min=0))
+    request_limit_retry_seconds = fields.Float(load_default=3600, validate=validate.Range(min=0))
     # --- who called -----------------------------------------------------------------
     search_objects = fields.List(fields.String(validate=validate.OneOf(["Contact", "Lead"])),
                                  load_default=lambda: ["Contact", "Lead"], validate=validate.Length(min=1))

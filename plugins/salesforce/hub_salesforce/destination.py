@@ -38,7 +38,7 @@ class SalesforceDestination(Destination):
     type = "salesforce"
     Config = SalesforceConfig
     description = "log each call as a completed Call task on the matching Salesforce Contact or Lead"
-    rate_limits = {"default": (10.0, 20.0), "search": (5.0, 5.0)}
+    rate_limits = {"default": "20/2s", "search": "5/1s"}
     timeout = 30.0
     auth_hint = ("Check client_id/client_secret (or username/private_key for the JWT flow) and that the "
                  "integration user has API Enabled and access to Task, Contact and Lead.")

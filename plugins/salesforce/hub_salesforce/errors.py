@@ -13,10 +13,6 @@ from typing import Any
 import requests
 from hub import Permanent, Retryable, redact, retry_after_seconds
 
-#: seconds to wait after the org's API request limit is exhausted (a rolling 24-hour quota)
-LIMIT_RETRY_SECONDS = 3600.0
-#: seconds to wait after a 5xx when Salesforce sends no Retry-After
-SERVER_RETRY_SECONDS = 300.0
 
 FIELD_ERRORS = {
     "INVALID_FIELD", "REQUIRED_FIELD_MISSING", "INVALID_FIELD_FOR_INSERT_UPDATE", "INVALID_TYPE",
@@ -75,21 +71,35 @@ def describe(errors: list[dict[str, Any]]) -> str:
     return redact("; ".join(parts))[:600]
 
 
-def raise_for_errors(status: int, errors: list[dict[str, Any]], destination: str, *, what: str,
+def retry_floor(retry_after: str | None, floor: float) -> float | None:
+    """``Retry-After`` when Salesforce sends one, else the destination's own floor (0: none).
+
+    Either is a floor: the dispatcher's ``[dispatch] retry_delays`` still apply when longer.
+    """
+    return retry_after_seconds(retry_after) or floor or None
+
+
+def raise_for_errors(status: int, errors: list[dict[str, Any]], destination, *, what: str,
                      retry_after: str | None = None) -> None:
-    """Raise the outcome of a failed Salesforce call (``status`` is never 2xx here)."""
+    """Raise the outcome of a failed Salesforce call (``status`` is never 2xx here).
+
+    ``destination`` supplies its name and the floors ``request_limit_retry_seconds`` and
+    ``server_error_retry_seconds``.
+    """
+    config = destination.config
     codes = {e.get("errorCode") for e in errors}
-    where = f"destination {destination!r}: Salesforce refused {what}"
+    where = f"destination {destination.name!r}: Salesforce refused {what}"
     text = describe(errors)
     if "INVALID_SESSION_ID" in codes or status == 401:
         raise SessionExpired(text)
     if "REQUEST_LIMIT_EXCEEDED" in codes or "TOO_MANY_REQUESTS" in codes or status == 429:
-        wait = retry_after_seconds(retry_after) or LIMIT_RETRY_SECONDS
-        raise Retryable(f"{where}: {text}. The org's API request limit is used up; retrying in {wait:.0f}s "
+        wait = retry_floor(retry_after, config["request_limit_retry_seconds"])
+        later = f"retrying in {wait:.0f}s at the earliest" if wait else "retrying on the dispatch schedule"
+        raise Retryable(f"{where}: {text}. The org's API request limit is used up; {later} "
                         f"(raise the limit or lower the traffic)", retry_after=wait, http_status=status)
     if status >= 500 or codes & {"SERVER_UNAVAILABLE", "UNABLE_TO_LOCK_ROW"}:
-        wait = retry_after_seconds(retry_after) or SERVER_RETRY_SECONDS
-        raise Retryable(f"{where}: HTTP {status}: {text}", retry_after=wait, http_status=status)
+        raise Retryable(f"{where}: HTTP {status}: {text}",
+                        retry_after=retry_floor(retry_after, config["server_error_retry_seconds"]), http_status=status)
     if status == 403 or codes & PERMISSION_ERRORS:
         raise Permanent(f"{where}: {text}. Fix: {PERMISSION_FIX}.", http_status=status)
     if "DUPLICATES_DETECTED" in codes:
@@ -105,8 +115,8 @@ def raise_for_errors(status: int, errors: list[dict[str, Any]], destination: str
     raise Permanent(f"{where}: HTTP {status}: {text}", http_status=status)
 
 
-def raise_for_token_response(response: requests.Response, destination: str) -> None:
-    """Map a failed answer of ``/services/oauth2/token``."""
+def raise_for_token_response(response: requests.Response, destination) -> None:
+    """Map a failed answer of ``/services/oauth2/token`` (``destination`` as for ``raise_for_errors``)."""
     status = response.status_code
     try:
         body = response.json()
@@ -114,9 +124,9 @@ def raise_for_token_response(response: requests.Response, destination: str) -> N
         body = {}
     error = str(body.get("error") or "") if isinstance(body, dict) else ""
     description = str(body.get("error_description") or "") if isinstance(body, dict) else ""
-    where = f"destination {destination!r}: Salesforce login failed (HTTP {status}"
+    where = f"destination {destination.name!r}: Salesforce login failed (HTTP {status}"
     if status >= 500 or status == 429 or error == "rate_limit_exceeded":
-        wait = retry_after_seconds(response.headers.get("Retry-After")) or SERVER_RETRY_SECONDS
+        wait = retry_floor(response.headers.get("Retry-After"), destination.config["server_error_retry_seconds"])
         raise Retryable(f"{where}): {redact(error or response.text[:200])}", retry_after=wait, http_status=status)
     fix = TOKEN_FIX.get(error, "check login_url, client_id and the connected/external client app's OAuth settings")
     if "approve" in description:  # "user hasn't approved this consumer"

@@ -250,13 +250,14 @@ def test_login_refusals_are_permanent_and_name_the_fix(sample_report, error, des
     assert "consumer-s3cret" not in message
 
 
-def test_login_server_errors_retry_later(sample_report):
-    destination = make_destination("salesforce", CC)
+@pytest.mark.parametrize("options, wait", [({}, None), ({"server_error_retry_seconds": 60}, 60)])
+def test_login_server_errors_retry_on_the_schedule(sample_report, options, wait):
+    destination = make_destination("salesforce", {**CC, **options})
     with responses.RequestsMock() as rsps:
         rsps.post(TOKEN_URL, status=503, body="maintenance")
         with pytest.raises(Retryable) as info:
             deliver(destination, sample_report)
-    assert info.value.retry_after == 300
+    assert info.value.retry_after == wait
 
 
 def test_login_answer_without_token_is_permanent(sample_report):

@@ -511,14 +511,20 @@ def test_request_limit_exceeded_retries_after_a_long_delay(sample_report):
     assert "'sf_crm'" in str(info.value) and "API request limit" in str(info.value)
 
 
-@pytest.mark.parametrize("status, headers, wait", [(500, {}, 300), (503, {"Retry-After": "120"}, 120)])
-def test_server_errors_retry_with_a_long_delay(sample_report, status, headers, wait):
+@pytest.mark.parametrize("options, status, headers, wait", [
+    ({}, 500, {}, None),                                           # the operator's retry_delays alone
+    ({}, 503, {"Retry-After": "120"}, 120),                        # Retry-After stays a floor
+    ({"server_error_retry_seconds": 300}, 500, {}, 300),           # the destination's own, documented floor
+    ({"server_error_retry_seconds": 300}, 503, {"Retry-After": "120"}, 120),
+])
+def test_server_errors_follow_the_operators_schedule(sample_report, options, status, headers, wait):
     with responses.RequestsMock() as rsps:
         rsps.post(TOKEN_URL, json={"access_token": "tok", "instance_url": LOGIN})
         rsps.get(SEARCH, status=status, headers=headers, json=[{"errorCode": "UNKNOWN_EXCEPTION", "message": "x"}])
         with pytest.raises(Retryable) as info:
-            deliver(make_destination("salesforce", CC), sample_report)
+            deliver(make_destination("salesforce", {**CC, **options}), sample_report)
     assert info.value.retry_after == wait and info.value.http_status == status
+
 
 
 def test_missing_permission_is_permanent_with_the_fix(sample_report):

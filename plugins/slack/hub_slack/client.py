@@ -14,7 +14,7 @@ import requests
 
 from hub import Permanent, Retryable, raise_for_response, retry_after_seconds
 
-API_URL = "https://slack.com/api"
+API_URL = "https://slack.com/api"  # GovSlack: https://slack-gov.com/api
 
 TOKEN_FIX = ("check `token`: a bot token (xoxb-…) from the Slack app's OAuth & Permissions page, "
              "with the chat:write scope, app installed in the workspace")
@@ -89,12 +89,13 @@ def post_webhook(ctx, url: str, message: dict[str, Any], destination: str) -> di
                     f"{WEBHOOK_ERRORS[code]}", http_status=status)
 
 
-def post_message(ctx, token: str, channel: str, message: dict[str, Any], destination: str) -> dict[str, Any]:
-    """``chat.postMessage`` with a bot token (JSON body, Bearer header); return state to keep."""
+def post_message(ctx, api_url: str, token: str, channel: str, message: dict[str, Any],
+                 destination: str) -> dict[str, Any]:
+    """``chat.postMessage`` at ``api_url`` with a bot token (JSON body, Bearer header); return state to keep."""
     body = {"channel": channel, **message, "unfurl_links": False, "unfurl_media": False}
     fake = {"ok": True, "channel": channel, "ts": "0000000000.000000",
             "message": {"type": "message", "text": message["text"], "ts": "0000000000.000000"}}
-    response = ctx.send("POST", f"{API_URL}/chat.postMessage", json=body, check=False, dry_run_response=fake,
+    response = ctx.send("POST", f"{api_url.rstrip('/')}/chat.postMessage", json=body, check=False, dry_run_response=fake,
                         headers={"Authorization": f"Bearer {token}",
                                  "Content-Type": "application/json; charset=utf-8"})
     data = api_result(response, destination)

@@ -9,7 +9,7 @@ from marshmallow import Schema, ValidationError, fields, validate, post_load, va
 
 from hub import Destination, MappingField, Result, TemplateField
 
-from .client import TOKEN_FIX, WEBHOOK_FIX, post_message, post_webhook
+from .client import API_URL, TOKEN_FIX, WEBHOOK_FIX, post_message, post_webhook
 from .message import build_message
 
 # <!here>, <!channel>, <!everyone>, <!subteam^S0123ABC>, <@U0123ABC>; "@here" is shorthand.
@@ -21,6 +21,8 @@ class SlackConfig(Schema):
     webhook_url = fields.Url(load_default=None, schemes={"https"},
                              metadata={"description": "incoming-webhook URL (secret); or token + channel"})
     token = fields.String(load_default=None, metadata={"description": "bot token xoxb-… with chat:write"})
+    api_url = fields.Url(load_default=API_URL, schemes={"https", "http"}, require_tld=False, metadata={
+        "description": "Web API base, with token: https://slack.com/api, GovSlack https://slack-gov.com/api"})
     channel = fields.String(load_default=None, validate=validate.Length(min=1),
                             metadata={"description": "channel ID (C0123ABCD) or name, with token"})
     mentions = fields.List(fields.String(), load_default=list,
@@ -66,7 +68,7 @@ class SlackDestination(Destination):
     Config = SlackConfig
     description = "Post a Block Kit alert per call to a Slack channel (incoming webhook or bot token)"
     # Slack allows about one message a second per channel; one destination posts to one channel.
-    rate_limits = {"default": (1.0, 1.0)}
+    rate_limits = {"default": "1/1s"}
     timeout = 10.0
     auth_hint = TOKEN_FIX
     secret_options = ("token", "webhook_url")
@@ -88,7 +90,8 @@ class SlackDestination(Destination):
     def post(self, message: dict[str, Any], ctx) -> dict[str, Any]:
         """Send one message the configured way; returns the state to keep (posted, ts)."""
         if self.config["token"]:
-            return post_message(ctx, self.config["token"], self.config["channel"], message, self.name)
+            return post_message(ctx, self.config["api_url"], self.config["token"], self.config["channel"], message,
+                                self.name)
         return post_webhook(ctx, self.config["webhook_url"], message, self.name)
 
     def deliver(self, report, ctx) -> Result:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from slack_sdk.errors import SlackObjectFormationError
+from slack_sdk.models.blocks import Block
 
 SPEC = Path(__file__).resolve().parents[4] / "shared" / "specs" / "slack" / "slack_web_openapi_v2.json"
 if not SPEC.exists():  # the checkout may sit elsewhere; /work/shared is where the specs are kept
@@ -28,7 +30,8 @@ def _units(text: str) -> int:
 
 
 def block_kit_problems(message: dict) -> list[str]:
-    """Every way ``message`` breaks Block Kit's documented limits (empty list: valid)."""
+    """Every way ``message`` breaks Block Kit's documented limits, by hand and by Slack's own
+    ``slack_sdk.models.blocks`` (parse + validate_json); an empty list: valid."""
     problems: list[str] = []
 
     def text_object(obj, where, limit, kinds=("plain_text", "mrkdwn")):
@@ -99,6 +102,25 @@ def block_kit_problems(message: dict) -> list[str]:
                     problems.append(f"{at}.style: must be primary or danger")
         elif kind != "divider":
             problems.append(f"{where}: unexpected block type {kind!r}")
+    return problems + slack_sdk_problems(blocks if isinstance(blocks, list) else [])
+
+
+def slack_sdk_problems(blocks: list) -> list[str]:
+    """The blocks as Slack's official SDK models them: parsed, validated, and unchanged by a round trip."""
+    problems = []
+    for i, raw in enumerate(blocks):
+        try:
+            block = Block.parse(raw) if isinstance(raw, dict) else None
+            if block is None:
+                problems.append(f"blocks[{i}]: slack_sdk knows no block {raw!r:.60}")
+                continue
+            block.validate_json()
+            modelled = block.to_dict()
+        except SlackObjectFormationError as exc:
+            problems.append(f"blocks[{i}]: slack_sdk: {exc}")
+            continue
+        if modelled != raw:
+            problems.append(f"blocks[{i}]: slack_sdk reads it differently: {modelled!r:.200}")
     return problems
 
 

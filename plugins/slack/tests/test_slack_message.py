@@ -41,6 +41,20 @@ def valid_message():
 
 
 @pytest.mark.parametrize("breakage, expected", [
+    (lambda m: m["blocks"][0]["text"].update(text="x" * 151), "slack_sdk: text attribute cannot exceed 150"),
+    (lambda m: m["blocks"][3]["elements"][0]["text"].update(text="x" * 76), "slack_sdk: text attribute cannot exceed 75"),
+    (lambda m: m["blocks"][3]["elements"][0].update(url="https://e.com/" + "x" * 2990), "slack_sdk: url attribute"),
+    (lambda m: m["blocks"][1].update(fields=[{"type": "mrkdwn", "text": "f"}] * 11), "slack_sdk: fields attribute"),
+    (lambda m: m["blocks"].append({"type": "sectoin", "text": {"type": "mrkdwn", "text": "x"}}), "knows no block"),
+])
+def test_slacks_own_sdk_models_reject_it_too(check_blocks, breakage, expected):
+    """The second oracle: slack_sdk.models.blocks (parse + validate_json) on every checked message."""
+    message = valid_message()
+    breakage(message)
+    assert any(expected in p for p in check_blocks(message)), check_blocks(message)
+
+
+@pytest.mark.parametrize("breakage, expected", [
     (lambda m: m["blocks"][0]["text"].update(text="x" * 151), "151 characters > 150"),
     (lambda m: m["blocks"][0]["text"].update(type="mrkdwn"), "not a plain_text text object"),
     (lambda m: m["blocks"][1]["text"].update(text="x" * 3001), "3001 characters > 3000"),

@@ -32,7 +32,7 @@ def test_destinations_posting_to_one_channel_share_its_bucket():
     leads = make_destination("slack", {"token": TOKEN, "channel": "C0SALES001", "mentions": ["@here"]},
                              name="sales-leads")
     ops = make_destination("slack", {"token": TOKEN, "channel": "C0OPS00001"}, name="ops")
-    assert (sales.limiters["default"].rate, sales.limiters["default"].burst) == (1.0, 1.0)
+    assert sales.limiters["default"].rate == "1/1s"
     assert sales.limiters["default"] is leads.limiters["default"]
     assert ops.limiters["default"] is not sales.limiters["default"]
     # a channel name with or without its '#' is one channel
@@ -56,7 +56,7 @@ def test_second_message_to_a_shared_channel_waits_for_the_bucket(sample_report, 
     sales = make_destination("slack", {"token": TOKEN, "channel": "C0SALES001"}, name="sales")
     leads = make_destination("slack", {"token": TOKEN, "channel": "C0SALES001"}, name="sales-leads")
     deliver(sales, sample_report)
-    # the shared bucket (1 a second, burst 1) is now empty: the other destination must wait ~1 s
+    # the shared window (1 a second) is now full: the other destination must wait ~1 s
     assert leads.limiters["default"].acquire() == pytest.approx(1.0, abs=0.1)
 
 

@@ -185,3 +185,24 @@ def test_failed_attempt_leaves_no_posted_state(sample_report, mocked_http):
     with pytest.raises(Retryable):
         destination.deliver(sample_report, ctx)
     assert ctx.state == {}
+
+
+@pytest.mark.parametrize("api_url, posted_to", [
+    ("https://slack-gov.com/api", "https://slack-gov.com/api/chat.postMessage"),   # GovSlack
+    ("http://127.0.0.1:8765/api/", "http://127.0.0.1:8765/api/chat.postMessage"),   # a local Slack for tests
+])
+def test_api_url_moves_the_web_api(api_url, posted_to, sample_report, mocked_http):
+    """Only the base moves: the request is the one checked against Slack's spec at slack.com."""
+    mocked_http.add(responses.POST, posted_to, json=OK)
+    mocked_http.add(responses.POST, "https://slack.com/api/chat.postMessage", json=OK)
+    _, moved = deliver(make_destination("slack", {**OPTIONS, "api_url": api_url}, name="gov"), sample_report)
+    _, default = deliver(make_destination("slack", OPTIONS, name="com"), sample_report)
+    assert [r.url for r in moved.sent] == [posted_to]
+    gov, com = (call.request for call in mocked_http.calls)
+    assert (gov.body, gov.headers["Authorization"]) == (com.body, com.headers["Authorization"])
+
+
+def test_api_url_defaults_to_slack_com_and_must_be_a_url():
+    assert make_destination("slack", OPTIONS).config["api_url"] == "https://slack.com/api"
+    with pytest.raises(Exception, match="api_url: Not a valid URL"):
+        make_destination("slack", {**OPTIONS, "api_url": "slack-gov.com/api"})

@@ -96,7 +96,7 @@ def test_failed_call_status_update_is_posted(make_report, mocked_http):
 
 def test_one_message_per_second_per_destination():
     limiter = make_destination("slack", OPTIONS).limiters["default"]
-    assert (limiter.rate, limiter.burst) == (1.0, 1.0)
+    assert limiter.rate == "1/1s"
 
 
 # --- configuration --------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """``jira``: a Jira Cloud issue, ``POST /rest/api/3/issue`` with Basic auth (email + API token)."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
-from marshmallow import ValidationError, fields, validate, validates
+from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
 import hub
 
@@ -27,8 +29,18 @@ FIELD_FIXES = {
 }
 
 
+#: the gateway a scoped API token must be used through: https://api.atlassian.com/ex/jira/<cloudId>
+GATEWAY_HOST = "api.atlassian.com"
+#: a 429's RateLimit-Reason when Jira sends no Retry-After: the per-second burst limit (per tenant,
+#: endpoint and method) and the per-issue write limit clear within seconds
+SHORT_LIMITS = {"jira-burst-based": 1.0, "jira-per-issue-on-write": 2.0}
+
+
 class JiraConfig(FollowUpConfig):
     base_url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False,
+                          metadata={"example": "https://acme.atlassian.net"})
+    #: where people open issues; required when base_url is the API gateway (scoped tokens)
+    site_url = fields.Url(load_default=None, schemes={"https", "http"}, require_tld=False,
                           metadata={"example": "https://acme.atlassian.net"})
     email = fields.Email(required=True)
     api_token = fields.String(required=True, validate=validate.Length(min=1))
@@ -39,11 +51,28 @@ class JiraConfig(FollowUpConfig):
     fields_ = hub.MappingField(data_key="fields", attribute="fields", load_default=None)
     dedupe_label = fields.Boolean(load_default=True)
 
+    @validates_schema
+    def gateway_needs_the_site(self, data, **kwargs):
+        if urlsplit(data.get("base_url") or "").hostname == GATEWAY_HOST and not data.get("site_url"):
+            raise ValidationError("required when base_url is https://api.atlassian.com/ex/jira/<cloudId> (a scoped "
+                                  "API token): the site people open issues on, e.g. https://acme.atlassian.net",
+                                  "site_url")
+
     @validates("labels")
     def labels_have_no_spaces(self, value, **kwargs):
         spaced = [label for label in value if any(ch.isspace() for ch in label)]
         if spaced:
             raise ValidationError(f"Jira labels cannot contain spaces: {', '.join(map(repr, spaced))}")
+
+
+def reset_wait(value: str | None) -> float | None:
+    """Seconds until ``X-RateLimit-Reset`` (ISO 8601, e.g. ``2026-03-02T10:15Z``); None if garbled."""
+    try:
+        moment = datetime.fromisoformat((value or "").strip())
+    except ValueError:
+        return None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
 
 
 def delivery_label(destination_name: str, delivery_id: str) -> str:
@@ -89,11 +118,14 @@ class JiraDestination(TrackerDestination):
     vendor = "Jira"
     Config = JiraConfig
     description = "Open a Jira Cloud issue for each call that needs a follow-up"
-    rate_limits = {"default": (10, 50)}  # Jira Cloud publishes no fixed figure; it answers 429 + Retry-After
+    rate_limits = {"default": "10/1s"}  # Jira Cloud publishes no fixed figure; it answers 429 + Retry-After
     limit_options = ("base_url", "email")
     secret_options = ("api_token",)
     auth_hint = ("Check 'email' and 'api_token' (an Atlassian API token of that account); the account "
-                 "needs the Browse projects and Create issues permissions in the project.")
+                 "needs the Browse projects and Create issues permissions in the project. Atlassian API tokens "
+                 "expire (at most a year after they are created): a token that worked before has likely "
+                 "expired; create a new one at https://id.atlassian.com/manage-profile/security/api-tokens. "
+                 "A token with scopes works only through base_url = https://api.atlassian.com/ex/jira/<cloudId>.")
 
     def extra_fields(self, report) -> dict[str, Any]:
         mapping = self.config["fields"]
@@ -111,14 +143,25 @@ class JiraDestination(TrackerDestination):
         response = self.post(ctx, "/rest/api/3/issue", issue_payload(follow_up, self.config, self.marker(ctx)),
                              {"id": "10000", "key": f"{self.config['project']}-1",
                               "self": self.endpoint("/rest/api/3/issue/10000")})
-        self.fail(response, error_problem(json_or_none(response)),
-                  fix="Check the project's create screen for that field")
+        self.check(response, fix="Check the project's create screen for that field")
         return self.issue(response, json_or_none(response))
+
+    def check(self, response, *, fix: str) -> None:
+        """``fail`` after reading a 429's ``RateLimit-Reason`` (which of Jira's limits was hit)."""
+        reason = response.headers.get("RateLimit-Reason")
+        wait = None
+        if response.status_code == 429 and reason:
+            wait = hub.retry_after_seconds(response.headers.get("Retry-After")) or SHORT_LIMITS.get(reason)
+            if wait is None:  # a quota: it resets at X-RateLimit-Reset
+                wait = reset_wait(response.headers.get("X-RateLimit-Reset")) or 60.0
+            raise hub.Retryable(f"destination {self.name!r}: Jira rate limit {reason}; retrying in {wait:g}s",
+                                retry_after=wait, http_status=429)
+        self.fail(response, error_problem(json_or_none(response)), fix=fix)
 
     def issue(self, response, record: Any) -> CreatedTask:
         key = record.get("key") if isinstance(record, dict) else None
-        return CreatedTask(id=self.answer_id(response, record), key=key,
-                           url=self.endpoint(f"/browse/{key}") if key else None)
+        site = (self.config["site_url"] or self.config["base_url"]).rstrip("/")
+        return CreatedTask(id=self.answer_id(response, record), key=key, url=f"{site}/browse/{key}" if key else None)
 
     def find_existing(self, follow_up: FollowUp, ctx: hub.DeliveryContext) -> CreatedTask | None:
         """Search for the delivery label: the issue an attempt created before its answer was lost.
@@ -131,6 +174,6 @@ class JiraDestination(TrackerDestination):
         jql = f'project = "{self.config["project"]}" AND labels = "{marker}"'
         response = self.post(ctx, "/rest/api/3/search/jql", {"jql": jql, "fields": ["summary"], "maxResults": 1},
                              {"issues": []})
-        self.fail(response, error_problem(json_or_none(response)), fix="Check 'project'")
+        self.check(response, fix="Check 'project'")
         issues = (json_or_none(response) or {}).get("issues") or []
         return self.issue(response, issues[0]) if issues else None

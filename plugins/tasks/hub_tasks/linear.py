@@ -88,7 +88,7 @@ class LinearDestination(TrackerDestination):
     vendor = "Linear"
     Config = LinearConfig
     description = "Create a Linear issue for each call that needs a follow-up"
-    rate_limits = {"default": (1.35, 100)}  # 5,000 requests an hour per API key
+    rate_limits = {"default": "5000/3600s"}  # 5,000 requests an hour per API key
     limit_options = ("api_key",)
     secret_options = ("api_key",)
     auth_hint = ("Check 'api_key' (a personal API key from Linear's Settings > Security & access, sent "

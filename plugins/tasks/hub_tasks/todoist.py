@@ -83,7 +83,7 @@ class TodoistDestination(TrackerDestination):
     vendor = "Todoist"
     Config = TodoistConfig
     description = "Add a Todoist task for each call that needs a follow-up"
-    rate_limits = {"default": (1.1, 100)}  # 1,000 requests per 15 minutes per user
+    rate_limits = {"default": "1000/900s"}  # 1,000 requests per 15 minutes per user
     limit_options = ("token",)
     secret_options = ("token",)
     auth_hint = ("Check 'token' (the API token under Todoist Settings > Integrations > Developer); the "

@@ -80,7 +80,7 @@ class TrelloDestination(TrackerDestination):
     vendor = "Trello"
     Config = TrelloConfig
     description = "Add a Trello card for each call that needs a follow-up"
-    rate_limits = {"default": (8, 20)}  # 100 requests per 10 s per token
+    rate_limits = {"default": "100/10s"}  # 100 requests per 10 s per token
     limit_options = ("token",)
     secret_options = ("key", "token")
     auth_hint = ("Check 'key' (the Power-Up's API key) and 'token' (a user token authorized for that key with "

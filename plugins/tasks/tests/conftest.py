@@ -105,3 +105,39 @@ class GraphQLChecker:
 @pytest.fixture(scope="session")
 def tasks_linear_schema() -> GraphQLChecker:
     return GraphQLChecker(_spec_file("linear/schema.graphql").read_text())
+
+
+@pytest.fixture
+def tasks_flood(sample_report):
+    """Deliver more than two windows' worth of reports at once on a fake clock, as the dispatcher
+    would (a delivery the rate limiter refuses, Retryable, is tried again when it said), and check
+    that the creates arrived ``rate`` at a time: a full window at once, never more in any window."""
+    import responses
+
+    import hub
+    from hub.testing import FakeClock, assert_no_window_exceeded, deliver
+
+    def flood(destination, url: str, answer: dict, rate: str) -> None:
+        count, seconds = hub.parse_rate(rate)
+        assert destination.limiters["default"].rate == rate
+        clock = FakeClock().drive(destination)
+        arrived: list[float] = []
+
+        def created(request):
+            arrived.append(clock.now)
+            return 200, {}, json.dumps(answer)
+
+        with responses.RequestsMock() as rsps:
+            rsps.add_callback(responses.POST, url, callback=created)
+            for number in range(2 * count + count // 2):
+                while True:
+                    try:
+                        deliver(destination, sample_report, state={"n": number})
+                        break
+                    except hub.Retryable as exc:
+                        clock.now += exc.retry_after
+        assert len(arrived) == 2 * count + count // 2
+        assert arrived[count - 1] == 0.0 and arrived[count] == seconds
+        assert_no_window_exceeded(arrived, rate)
+
+    return flood

@@ -129,3 +129,13 @@ def test_bad_asana_options_fail_at_load(options, message):
     with pytest.raises(Exception) as info:
         make_destination("asana", {**OPTIONS, **options})
     assert message in str(info.value)
+
+
+def test_no_minute_ever_sees_more_than_the_free_plans_150_requests(tasks_flood):
+    tasks_flood(make_destination("asana", OPTIONS), CREATE, CREATED, "150/60s")
+
+
+def test_a_paid_domain_sets_its_own_limit(tasks_flood):
+    free = make_destination("asana", OPTIONS)  # the core hands the type its checked rate_limits option
+    paid = type(free)("asana", {**free.config, "rate_limits": {"default": "1500/60s"}})
+    tasks_flood(paid, CREATE, CREATED, "1500/60s")

@@ -226,3 +226,60 @@ def test_adf_paragraphs_line_breaks_and_links():
             {"type": "text", "text": "."}]},
         {"type": "paragraph", "content": [{"type": "text", "text": "Second paragraph"}]}]}
     assert to_adf("  \n ") == {"type": "doc", "version": 1, "content": []}
+
+
+# --- scoped API tokens, expiry, RateLimit-Reason ----------------------------------------------
+
+GATEWAY = "https://api.atlassian.com/ex/jira/11223344-a1b2-3b33-c444-def123456789"
+
+
+def test_scoped_token_goes_through_the_gateway_and_links_point_at_the_site(sample_report):
+    destination = make_destination("jira", {**OPTIONS, "base_url": GATEWAY, "site_url": SITE})
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.POST, f"{GATEWAY}/rest/api/3/issue", status=201,
+                 json={**CREATED, "self": f"{GATEWAY}/rest/api/3/issue/10042"})
+        result, ctx = deliver(destination, sample_report)
+        assert rsps.calls[0].request.headers["Authorization"].startswith("Basic ")
+    assert ctx.state["task_url"] == f"{SITE}/browse/SUP-42"
+
+
+def test_the_gateway_without_a_site_url_names_the_key():
+    with pytest.raises(Exception, match="site_url: required when base_url is https://api.atlassian.com"):
+        make_destination("jira", {**OPTIONS, "base_url": GATEWAY})
+
+
+def test_unauthorized_says_api_tokens_expire(sample_report):
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.POST, CREATE, status=401, body="Client must be authenticated to access this resource.")
+        with pytest.raises(hub.Permanent) as info:
+            deliver(make_destination("jira", OPTIONS), sample_report)
+    reason = info.value.reason
+    assert "API tokens expire (at most a year after they are created)" in reason
+    assert "https://api.atlassian.com/ex/jira/<cloudId>" in reason and "jira-token-123456" not in reason
+
+
+@pytest.mark.parametrize("headers, wait", [
+    ({"RateLimit-Reason": "jira-burst-based"}, 1.0),
+    ({"RateLimit-Reason": "jira-burst-based", "Retry-After": "3"}, 3.0),
+    ({"RateLimit-Reason": "jira-per-issue-on-write"}, 2.0),
+    ({"RateLimit-Reason": "jira-quota-tenant-based", "X-RateLimit-Reset": "2000-01-01T00:00Z"}, 60.0),
+])
+def test_rate_limit_reason_decides_the_wait(sample_report, headers, wait):
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.POST, CREATE, status=429, headers=headers, body="")
+        with pytest.raises(hub.Retryable) as info:
+            deliver(make_destination("jira", OPTIONS), sample_report)
+    assert info.value.retry_after == wait and info.value.http_status == 429
+    assert f"Jira rate limit {headers['RateLimit-Reason']}" in info.value.reason
+
+
+def test_quota_waits_until_its_reset(sample_report):
+    from datetime import datetime, timedelta, timezone
+
+    reset = (datetime.now(timezone.utc) + timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%MZ")
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.POST, CREATE, status=429, body="",
+                 headers={"RateLimit-Reason": "jira-quota-tenant-based", "X-RateLimit-Reset": reset})
+        with pytest.raises(hub.Retryable) as info:
+            deliver(make_destination("jira", OPTIONS), sample_report)
+    assert 8 * 60 < info.value.retry_after <= 10 * 60

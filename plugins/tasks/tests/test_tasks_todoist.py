@@ -220,3 +220,7 @@ def test_bad_todoist_options_fail_at_load(options, message):
     with pytest.raises(Exception) as info:
         make_destination("todoist", {**OPTIONS, **options})
     assert message in str(info.value)
+
+
+def test_no_15_minutes_ever_see_more_than_1000_requests(tasks_flood):
+    tasks_flood(make_destination("todoist", OPTIONS), CREATE, CREATED, "1000/900s")
