@@ -13,7 +13,7 @@ from .http import raise_for_exception, raise_for_response, retry_after_seconds
 from .ratelimit import TokenBucket
 from .report import Call, CallReport, Message, PhoneNumber
 from .rules import Mapping, Rule
-from .secrets import mask_phone, redact
+from .redaction import mask_phone, redact
 from .sources import SignatureError, Source, SourceConfig
 from .templates import Template, format_duration, format_phone
 

@@ -6,7 +6,7 @@ import os
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from .service import Hub
+from .core import Hub
 
 CONFIG_ENV = "SOVEREIGN_HUB_CONFIG"
 

@@ -96,7 +96,7 @@ def worker_hub():
     global _hub
     with _hub_lock:
         if _hub is None:
-            from .service import Hub
+            from .core import Hub
 
             _hub = Hub.from_path(os.environ["SOVEREIGN_HUB_CONFIG"])
         return _hub

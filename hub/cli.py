@@ -24,7 +24,7 @@ from .errors import UnknownDestination
 from .plugins import collect, describe, make_manager
 from .report import loads_json
 from .samples import NAMES as SAMPLE_NAMES
-from .secrets import mask_phone, redact
+from .redaction import mask_phone, redact
 from .store import STATUSES
 
 DEFAULT_CONFIG = "config.toml"
@@ -66,7 +66,7 @@ def load_settings(config_path: str):
 
 
 def load_hub(config_path: str):
-    from .service import Hub
+    from .core import Hub
 
     return Hub.from_path(config_path)
 

@@ -18,7 +18,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from .destinations import Destination, HubSettings
 from .plugins import Registry
 from .rules import Rule
-from .secrets import register_secret
+from .redaction import register_secret
 
 DEFAULT_RETRY_DELAYS = [5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200, 86400]
 COMMON_DESTINATION_KEYS = {"type", "enabled", "when", "events"}

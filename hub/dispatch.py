@@ -19,7 +19,7 @@ from typing import Callable
 
 from . import logs, metrics
 from .errors import Permanent, Retryable
-from .secrets import redact
+from .redaction import redact
 from .report import CallReport
 from .store import DEAD, PENDING, SUCCEEDED, Attempt, Delivery, Store, utcnow
 

@@ -149,7 +149,7 @@ def register_plugin(hub_config):
     ``hub_config["destinations"]``; set those before calling. Dispatcher not started."""
     from .app import create_app
     from .config import load_config
-    from .service import Hub
+    from .core import Hub
 
     made = []
 

@@ -5,7 +5,7 @@ import pytest
 
 from hub.config import ConfigProblems, load_config
 from hub.plugins import collect, make_manager
-from hub.secrets import redact
+from hub.redaction import redact
 
 
 @pytest.fixture(scope="module")

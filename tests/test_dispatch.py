@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from hub import Destination, Permanent, Result, Retryable, hookimpl
 from hub.dispatch import Dispatcher, RetryPolicy
-from hub.secrets import register_secret
+from hub.redaction import register_secret
 from hub.store import DEAD, PENDING, RUNNING, SUCCEEDED, deliveries, utcnow
 from hub.testing import signed_headers, wait_until
 
@@ -449,7 +449,7 @@ def test_delivery_finished_hook_fires_on_succeeded_and_dead(hub_config, sample_p
     from hub.app import create_app
     from hub.config import load_config
     from hub.plugins import collect, make_manager
-    from hub.service import Hub
+    from hub.core import Hub
 
     plugin = RecorderPlugin()
     pm = make_manager(load_entry_points=False)

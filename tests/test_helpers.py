@@ -7,7 +7,7 @@ import responses
 
 from hub import (Mapping, Permanent, Retryable, Rule, Template, TokenBucket, due_date, mask_phone,
                  raise_for_response, retry_after_seconds)
-from hub.secrets import register_secret, scrub
+from hub.redaction import register_secret, scrub
 
 
 # --- rules ------------------------------------------------------------------------------

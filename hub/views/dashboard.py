@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from flask import (Blueprint, current_app, flash, redirect, render_template, request, session, url_for)
 
 from ..report import CallReport
-from ..secrets import mask_phone, redact, scrub
+from ..redaction import mask_phone, redact, scrub
 from ..store import DEAD, STATUSES
 from ..templates import format_datetime, format_duration, format_phone
 from . import api

@@ -8,7 +8,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates, va
 from hub import Destination, Mapping, MappingField, Rule, RuleField, Template, TemplateField
 
 from .client import DEFAULT_BASE_URL
-from .flow import Delivery
+from .flow import HubSpotDelivery
 from .mapping import (DEFAULT_CALL_BODY, DEFAULT_CALL_TITLE, DEFAULT_DEAL_DESCRIPTION, DEFAULT_DEAL_NAME,
                       DEFAULT_TASK_BODY, DEFAULT_TASK_SUBJECT, PRIORITIES, TASK_TYPES)
 from .properties import PropertyCache
@@ -116,4 +116,4 @@ class HubSpotDestination(Destination):
         return hashlib.sha256(self.config["token"].encode()).hexdigest()
 
     def deliver(self, report, ctx):
-        return Delivery(self, report, ctx).run()
+        return HubSpotDelivery(self, report, ctx).run()

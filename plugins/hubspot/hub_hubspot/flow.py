@@ -34,7 +34,7 @@ DEAL_CLOCK_MARGIN = timedelta(seconds=60)
 now = time.time  # the clock for pending creates (tests replace it)
 
 
-class Delivery:
+class HubSpotDelivery:
     def __init__(self, destination, report, ctx):
         self.dest = destination
         self.config = destination.config

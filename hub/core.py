@@ -19,7 +19,7 @@ from .errors import UnknownDestination
 from .normalize import Normalizer
 from .plugins import collect, make_manager
 from .report import CallReport
-from .secrets import mask_phone
+from .redaction import mask_phone
 from .store import Accepted, Store, utcnow
 
 log = logging.getLogger(__name__)
