@@ -3,17 +3,14 @@ from __future__ import annotations
 
 import os
 
-from flask import Flask, jsonify
+from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from .core import Hub
+from .views import api, dashboard, meta, webhooks
+from .views.errors import error_response
 
 CONFIG_ENV = "SOVEREIGN_HUB_CONFIG"
-
-
-def error_response(status: int, code: str, message: str, details: dict | None = None):
-    """Every error the hub answers: ``{"error": code, "message": text, "details": {...}}``."""
-    return jsonify({"error": code, "message": message, "details": details or {}}), status
 
 
 def create_app(config_path: str | None = None, *, config_data: dict | None = None, hub: Hub | None = None,
@@ -31,7 +28,6 @@ def create_app(config_path: str | None = None, *, config_data: dict | None = Non
     app.config["MAX_CONTENT_LENGTH"] = hub.config.server["max_body_bytes"] + 1
     app.json.sort_keys = False
 
-    from .views import api, dashboard, meta, webhooks
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(meta.bp)
     app.register_blueprint(api.bp)

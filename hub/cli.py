@@ -202,7 +202,8 @@ def worker(config_path, workers, sweeper):
 
 
 def _celery_worker(hub, concurrency: int, sweeper: bool) -> int:
-    from .celery_app import BrokerUnreachable, run_worker
+    from .celery_app import BrokerUnreachable
+    from .celery_worker import run_worker
 
     try:
         return run_worker(hub, concurrency=concurrency, beat=sweeper)

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from ..app import error_response
+from .errors import error_response
 from ..report import REPORT_JSON_SCHEMA, isoformat, parse_datetime
 from ..store import DEAD, RUNNING, STATUSES, Delivery, utcnow
 

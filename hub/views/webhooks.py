@@ -9,7 +9,7 @@ from marshmallow import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import logs, metrics
-from ..app import error_response
+from .errors import error_response
 from ..report import loads_json
 from ..sources import SignatureError
 
