@@ -11,6 +11,7 @@ from .hookspecs import hookimpl
 from .normalize import to_e164
 from .http import raise_for_exception, raise_for_response, retry_after_seconds
 from .ratelimit import TokenBucket
+from .records import AttemptRecord, DeliveryRecord
 from .report import Call, CallReport, Message, PhoneNumber
 from .rules import Mapping, Rule
 from .redaction import mask_phone, redact
@@ -20,7 +21,7 @@ from .templates import Template, format_duration, format_phone
 __version__ = "0.1.0"
 
 __all__ = [
-    "Call", "CallReport", "ConfigError", "DeliveryContext", "DeliveryError", "Destination",
+    "AttemptRecord", "Call", "CallReport", "ConfigError", "DeliveryContext", "DeliveryError", "DeliveryRecord", "Destination",
     "EmptyConfig", "HubSettings", "Mapping", "MappingField", "Message", "Permanent", "PhoneNumber",
     "Result", "Retryable", "Rule", "RuleField", "SignatureError", "Source", "SourceConfig", "Template", "TemplateField", "TokenBucket",
     "due_date", "format_duration", "format_phone", "hookimpl", "mask_phone", "pass_hub", "raise_for_exception",

@@ -19,6 +19,8 @@ from marshmallow import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import logs
+from . import operations as ops
+from .api_schemas import MAX_DAYS, DeliverySchema, StatsSchema
 from .config import ConfigProblems, load_config
 from .errors import UnknownDestination
 from .plugins import collect, describe, make_manager
@@ -269,7 +271,7 @@ def reports():
 @click.option("--limit", type=int, default=50, show_default=True)
 def reports_list(hub, since, limit):
     """The newest reports first."""
-    for report in hub.store.list_reports(since=parse_since(since), limit=limit):
+    for report in ops.list_reports(hub, since=parse_since(since), limit=limit).reports:
         sentiment = (report.analysis or {}).get("sentiment", "-")
         click.echo(f"{report.id}  {report.received_at:%Y-%m-%d %H:%M:%S}  {report.event:<19} "
                    f"{report.call.direction:<8} {mask_phone(report.customer.number) or '-':<15} "
@@ -281,11 +283,9 @@ def reports_list(hub, since, limit):
 @pass_hub
 @click.argument("report_id")
 def reports_show(hub, report_id):
-    """One report as JSON, with its deliveries."""
-    report = hub.store.get_report(report_id)
-    if report is None:
-        raise click.ClickException(f"no report {report_id}")
-    out = report.data | {"deliveries": [d.to_dict() for d in hub.store.list_deliveries(report_id=report_id)]}
+    """One report as JSON, with its deliveries and their attempts (the API's form)."""
+    detail = _operation(lambda: ops.get_report(hub, report_id))
+    out = detail.report.data | {"deliveries": DeliverySchema(many=True).dump(detail.deliveries)}
     click.echo(json.dumps(out, indent=2, ensure_ascii=False))
 
 
@@ -302,30 +302,76 @@ def deliveries():
 @click.option("--limit", type=int, default=50, show_default=True)
 def deliveries_list(hub, status, destination, report_id, limit):
     """Newest first; ``--status dead`` lists the dead letters."""
-    for d in hub.store.list_deliveries(status=status, destination=destination, report_id=report_id, limit=limit):
+    for d in ops.list_deliveries(hub, status=status, destination=destination, report_id=report_id, limit=limit):
         click.echo(f"{d.id}  {d.status:<9} {d.destination:<20} report {d.report_id}  attempts {d.attempts}  "
                    f"{d.last_error or d.result or ''}"[:240])
+
+
+def _operation(action):
+    """Run an operation; its error becomes one line and exit code 1."""
+    try:
+        return action()
+    except ops.NotFound as exc:
+        raise click.ClickException(f"no {exc.kind} {exc.id}") from None
+    except ops.OperationError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def _queued(ids: list[str]) -> str:
+    return (f"{len(ids)} deliver{'y' if len(ids) == 1 else 'ies'} queued; a running dispatcher picks "
+            f"{'it' if len(ids) == 1 else 'them'} up")
 
 
 @cli.command()
 @pass_hub
 @click.argument("report_id", required=False)
-@click.option("--destination", help="Only this destination.")
-@click.option("--dead", is_flag=True, help="Every dead delivery (optionally of --destination).")
+@click.option("--destination", help="Only this (enabled) destination.")
+@click.option("--dead", is_flag=True, help="Every dead delivery of the enabled destinations (or of --destination).")
 def replay(hub, report_id, destination, dead):
-    """Deliver a report again (state kept, so nothing is created twice), or every dead delivery."""
+    """Deliver a report again (state kept, so nothing is created twice), or every dead delivery.
+
+    The same rules as the API's: only enabled destinations, and --dead leaves the dead
+    deliveries of destinations that are no longer configured alone.
+    """
     if bool(report_id) == dead:
         raise click.UsageError("give a REPORT_ID or --dead (not both)")
-    if report_id and hub.store.get_report(report_id) is None:
-        raise click.ClickException(f"no report {report_id}")
-    if destination and destination not in hub.config.destinations:
-        raise click.ClickException(f"no destination named {destination!r} in {hub.config.path}")
-    ids = hub.store.requeue(report_id=report_id, destination=destination, dead_only=dead,
-                            create_missing=bool(report_id and destination))
-    if ids:
-        hub.dispatcher.wake(ids)  # backend = "celery": sends them to the workers
-    click.echo(f"{len(ids)} deliver{'y' if len(ids) == 1 else 'ies'} queued; a running dispatcher picks "
-               f"{'it' if len(ids) == 1 else 'them'} up")
+    if dead:
+        outcome = _operation(lambda: ops.retry_dead(hub, destination))
+        click.echo(_queued(outcome.delivery_ids))
+        for name, count in outcome.skipped_unconfigured.items():
+            click.echo(f"left alone: {count} dead deliver{'y' if count == 1 else 'ies'} of {name!r}, "
+                       f"which is no longer configured", err=True)
+        return
+    outcome = _operation(lambda: ops.replay_report(hub, report_id, destination))
+    click.echo(_queued([d.id for d in outcome.deliveries]))
+    if outcome.skipped_running:
+        click.echo(f"skipped (being attempted right now): {', '.join(outcome.skipped_running)}", err=True)
+
+
+@cli.command()
+@pass_hub
+@click.argument("delivery_id")
+def retry(hub, delivery_id):
+    """Make one delivery due now with a fresh attempt budget (its state is kept)."""
+    outcome = _operation(lambda: ops.retry_delivery(hub, delivery_id))
+    click.echo(_queued([outcome.delivery.id]))
+
+
+@cli.command()
+@pass_hub
+@click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON form.")
+def stats(hub, days, as_json):
+    """Deliveries per destination and status; reports and average sentiment per UTC day."""
+    figures = ops.stats(hub, days)
+    if as_json:
+        click.echo(json.dumps(StatsSchema().dump(figures), indent=2))
+        return
+    for name, counts in figures.deliveries.items():
+        click.echo(f"{name:<20} " + "  ".join(f"{status} {n}" for status, n in counts.items()))
+    for day in figures.per_day:
+        average = "-" if day.average_sentiment is None else day.average_sentiment
+        click.echo(f"{day.date}  reports {day.reports:>5}  average sentiment {average}")
 
 
 # --- sending ------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from .dispatch import Dispatcher, RetryPolicy
 from .errors import UnknownDestination
 from .normalize import Normalizer
 from .plugins import collect, make_manager
+from .records import DeliveryRecord
 from .report import CallReport
 from .redaction import mask_phone
 from .store import Accepted, Store, utcnow
@@ -125,9 +126,9 @@ class Hub:
         return self.store.list_reports(since=since, until=until, limit=limit)
 
     def deliveries(self, status: str | None = None, since: datetime | None = None, *,
-                   destination: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        return [d.to_dict() for d in self.store.list_deliveries(status=status, since=since,
-                                                                destination=destination, limit=limit)]
+                   destination: str | None = None, limit: int | None = None) -> list[DeliveryRecord]:
+        return [d.record() for d in self.store.list_deliveries(status=status, since=since,
+                                                               destination=destination, limit=limit)]
 
     def close(self) -> None:
         for destination in (self._destinations or {}).values():

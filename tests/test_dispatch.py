@@ -5,6 +5,7 @@ dict of instances (or registered by a test plugin on a Hub's plugin manager, for
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -286,7 +287,7 @@ def test_every_attempt_is_recorded_with_the_secret_redacted(store, new_report, k
     recorded = store.list_attempts(d.id)
     assert len(recorded) == (1 if kind == "permanent" else 2)
     row = store.get_delivery(d.id)
-    everything = json.dumps([row.to_dict(), recorded], default=str)
+    everything = json.dumps([dataclasses.asdict(row), recorded], default=str)
     assert secret not in everything
     for attempt in recorded:
         assert "the API refused token [secret] for this account" in attempt["error"]
@@ -309,7 +310,7 @@ def test_a_success_message_is_stored_with_the_secret_redacted(store, new_report,
 
     row = store.get_delivery(d.id)
     assert row.status == SUCCEEDED
-    assert url not in json.dumps(row.to_dict(), default=str)
+    assert url not in json.dumps(dataclasses.asdict(row), default=str)
     assert row.result == "POST [secret] -> 200"
 
 
