@@ -22,7 +22,6 @@ def create_app(config_path: str | None = None, *, config_data: dict | None = Non
         hub = Hub.from_path(path, data=config_data)
     app = Flask(__name__)
     app.hub = hub
-    hub.app = app
     # One byte over the limit, so the receiver can tell "exactly the limit" from "more" on a
     # chunked body (werkzeug cuts such a stream at MAX_CONTENT_LENGTH without an error).
     app.config["MAX_CONTENT_LENGTH"] = hub.config.server["max_body_bytes"] + 1
@@ -38,8 +37,8 @@ def create_app(config_path: str | None = None, *, config_data: dict | None = Non
         code = (exc.name or "error").lower().replace(" ", "_")
         return error_response(exc.code or 500, code, exc.description or exc.name)
 
-    hub.pm.hook.register_routes(hub=hub)
-    hub.pm.hook.startup(hub=hub)
+    hub.pm.hook.register_routes(register=app.register_blueprint)
+    hub.pm.hook.startup(hub=hub.plugin_hub)
     if start_dispatcher:
         hub.dispatcher.start(hub.config.dispatch["workers"])
     return app

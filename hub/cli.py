@@ -73,19 +73,28 @@ def load_hub(config_path: str):
     return Hub.from_path(config_path)
 
 
-def pass_hub(func):
-    """Decorate a click command: adds ``-c/--config`` and passes the loaded Hub first."""
+def _passing_hub(view):
+    """A decorator for click commands: adds ``-c/--config``, loads the Hub, passes ``view(hub)`` first."""
 
-    @config_option
-    @functools.wraps(func)
-    def wrapper(config_path, *args, **kwargs):
-        hub = load_hub(config_path)
-        try:
-            return func(hub, *args, **kwargs)
-        finally:
-            hub.close()
+    def decorate(func):
+        @config_option
+        @functools.wraps(func)
+        def wrapper(config_path, *args, **kwargs):
+            core = load_hub(config_path)
+            try:
+                return func(view(core), *args, **kwargs)
+            finally:
+                core.close()
 
-    return wrapper
+        return wrapper
+
+    return decorate
+
+
+#: for plugins' commands (``hub.pass_hub``): passes the ``PluginHub``, the hub's public surface
+pass_hub = _passing_hub(lambda core: core.plugin_hub)
+#: for the CLI's own commands: passes the core ``Hub``
+pass_core_hub = _passing_hub(lambda core: core)
 
 
 def parse_since(text: str | None) -> datetime | None:
@@ -266,7 +275,7 @@ def reports():
 
 
 @reports.command("list")
-@pass_hub
+@pass_core_hub
 @click.option("--since", help="e.g. 24h, 7d, or an ISO date.")
 @click.option("--limit", type=int, default=50, show_default=True)
 def reports_list(hub, since, limit):
@@ -280,7 +289,7 @@ def reports_list(hub, since, limit):
 
 
 @reports.command("show")
-@pass_hub
+@pass_core_hub
 @click.argument("report_id")
 def reports_show(hub, report_id):
     """One report as JSON, with its deliveries and their attempts (the API's form)."""
@@ -295,7 +304,7 @@ def deliveries():
 
 
 @deliveries.command("list")
-@pass_hub
+@pass_core_hub
 @click.option("--status", type=click.Choice(STATUSES))
 @click.option("--destination")
 @click.option("--report", "report_id")
@@ -323,7 +332,7 @@ def _queued(ids: list[str]) -> str:
 
 
 @cli.command()
-@pass_hub
+@pass_core_hub
 @click.argument("report_id", required=False)
 @click.option("--destination", help="Only this (enabled) destination.")
 @click.option("--dead", is_flag=True, help="Every dead delivery of the enabled destinations (or of --destination).")
@@ -349,7 +358,7 @@ def replay(hub, report_id, destination, dead):
 
 
 @cli.command()
-@pass_hub
+@pass_core_hub
 @click.argument("delivery_id")
 def retry(hub, delivery_id):
     """Make one delivery due now with a fresh attempt budget (its state is kept)."""
@@ -358,7 +367,7 @@ def retry(hub, delivery_id):
 
 
 @cli.command()
-@pass_hub
+@pass_core_hub
 @click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON form.")
 def stats(hub, days, as_json):
@@ -377,7 +386,7 @@ def stats(hub, days, as_json):
 # --- sending ------------------------------------------------------------------------------
 
 @cli.command("send-test")
-@pass_hub
+@pass_core_hub
 @click.argument("destination")
 @click.option("--dry-run", is_flag=True, help="Build the requests and print them; send nothing.")
 @click.option("--sample", default="end-of-call-report-full", show_default=True,
@@ -426,7 +435,7 @@ def _payloads(path: Path):
 
 
 @cli.command()
-@pass_hub
+@pass_core_hub
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--source", default="hms", show_default=True)
 def ingest(hub, files, source):

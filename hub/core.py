@@ -17,11 +17,11 @@ from .destinations import Destination
 from .dispatch import Dispatcher, RetryPolicy
 from .errors import UnknownDestination
 from .normalize import Normalizer
-from .plugins import collect, make_manager
-from .records import DeliveryRecord
+from .plugin_hub import PluginHub
+from .plugins import collect, make_manager, notify
 from .report import CallReport
 from .redaction import mask_phone
-from .store import Accepted, Store, utcnow
+from .store import Accepted, Delivery, Store, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class Hub:
             RetryPolicy(config.dispatch["retry_delays"], config.max_attempts, config.dispatch["jitter"]),
             lease_seconds=config.dispatch["lease_seconds"], poll_interval=config.dispatch["poll_interval"],
             on_finished=self._delivery_finished, on_due=self.enqueuer)
-        self.app = None  # set by create_app, for register_routes
+        self.plugin_hub = PluginHub(self)  # what hooks and plugins' commands get: the public surface
         for warning in config.warnings:
             logs.event(log, "config.warning", logging.WARNING, message=warning)
 
@@ -106,29 +106,14 @@ class Hub:
                    event_type=report.event, call_id=report.call.id, customer=mask_phone(report.customer.number),
                    deliveries=[name for name, _ in accepted.deliveries])
         if not accepted.duplicate:
-            for impl in self.pm.hook.report_received.get_hookimpls():  # pluggy stops at the first error
-                try:
-                    impl.function(report=report, hub=self)
-                except Exception:  # noqa: BLE001 - the report is stored: an observer's bug must not fail the ack
-                    log.exception("report_received hook failed", extra={"fields": {
-                        "plugin": impl.plugin_name, "report_id": accepted.report_id}})
+            notify(self.pm, "report_received", {"report_id": accepted.report_id}, report=report, hub=self.plugin_hub)
             if targets:
                 self.dispatcher.wake(list(accepted.delivery_ids))
         return Ingested(status, accepted.report_id, accepted.deliveries)
 
-    def _delivery_finished(self, delivery, report) -> None:
-        self.pm.hook.delivery_finished(delivery=delivery, report=report, hub=self)
-
-    # --- reading, for plugins' commands and the CLI --------------------------------------
-
-    def reports(self, since: datetime | None = None, until: datetime | None = None, *,
-                limit: int | None = None) -> list[CallReport]:
-        return self.store.list_reports(since=since, until=until, limit=limit)
-
-    def deliveries(self, status: str | None = None, since: datetime | None = None, *,
-                   destination: str | None = None, limit: int | None = None) -> list[DeliveryRecord]:
-        return [d.record() for d in self.store.list_deliveries(status=status, since=since,
-                                                               destination=destination, limit=limit)]
+    def _delivery_finished(self, delivery: Delivery, report: CallReport) -> None:
+        notify(self.pm, "delivery_finished", {"delivery_id": delivery.id, "report_id": report.id},
+               delivery=delivery.record(), report=report, hub=self.plugin_hub)
 
     def close(self) -> None:
         for destination in (self._destinations or {}).values():

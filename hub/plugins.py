@@ -74,6 +74,20 @@ def make_manager(*, load_entry_points: bool = True) -> HubPluginManager:
     return pm
 
 
+def notify(pm: pluggy.PluginManager, hook: str, log_fields: dict | None = None, **kwargs) -> None:
+    """Call every implementation of the observer ``hook`` on its own, in pluggy's order.
+
+    A pluggy broadcast stops at the first implementation that raises, so one plugin's bug
+    would silence every other observer; here it is logged, naming the plugin, and the rest
+    still run. Each implementation gets only the arguments it names.
+    """
+    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
+        try:
+            impl.function(**{name: kwargs[name] for name in impl.argnames})
+        except Exception:  # noqa: BLE001 - an observer's bug must never fail the hub's own work
+            log.exception(f"{hook} hook failed", extra={"fields": {"plugin": impl.plugin_name, **(log_fields or {})}})
+
+
 def collect(pm: pluggy.PluginManager) -> Registry:
     """Call the registration hooks once; a type registered twice is a clear error."""
     registry = Registry()

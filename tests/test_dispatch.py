@@ -474,7 +474,7 @@ def test_delivery_finished_hook_fires_on_succeeded_and_dead(hub_config, sample_p
         hub.dispatcher.run_due()
         assert sorted(f[:4] for f in plugin.finished) == [
             ("down", DEAD, 2, report_id), ("good", SUCCEEDED, 1, report_id), ("refused", DEAD, 1, report_id)]
-        assert all(f[4] is hub for f in plugin.finished)
+        assert all(f[4] is hub.plugin_hub for f in plugin.finished)
     finally:
         hub.close()
 

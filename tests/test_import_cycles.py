@@ -15,12 +15,22 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node, except those under ``if TYPE_CHECKING:`` (annotations only, never executed)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
+            yield from (n for child in node.orelse for n in [child, *_runtime_nodes(child)])
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
 def import_graph() -> dict[str, set[str]]:
     modules = {module_name(p): p for p in ROOT.rglob("*.py")}
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -63,6 +73,7 @@ def test_the_graph_sees_relative_lazy_and_package_imports():
     assert "hub.logs" in graph["hub.dispatch"]  # from . import logs
     assert "hub.hookspecs" in graph["hub.default_plugins.jsonl"]  # from ..hookspecs import hookimpl
     assert "hub.celery_app" in graph["hub.core"]  # imported inside a function
+    assert "hub.core" not in graph["hub.operations"]  # only under TYPE_CHECKING
 
 
 def test_no_import_cycles_among_hub_modules():
