@@ -25,6 +25,7 @@ PG_MAINTENANCE_DB = "test"
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "postgres: runs against the session's PostgreSQL database")
+    config.addinivalue_line("markers", "fresh_venv: makes a virtualenv and pip-installs the hub into it (slow, 30-60 s)")
 
 
 def _pg_connect(user: str, dbname: str):
@@ -118,3 +119,8 @@ def pg_store_url(pg_database_url) -> str:
     (several processes sharing one store: Celery workers)."""
     _empty_pg_tables(pg_database_url)
     return pg_database_url
+
+
+@pytest.fixture(autouse=True)
+def _full_rate_limits(fresh_rate_limits):
+    """Every core test starts with full rate-limit buckets (hub.testing has no autouse fixture)."""
