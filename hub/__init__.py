@@ -5,7 +5,7 @@ Import from here (and ``hub.testing`` in tests), never from a module inside ``hu
 is imported from the CLI only when a plugin asks for it.
 """
 from .dates import due_date
-from .destinations import DeliveryContext, Destination, HubSettings, Result
+from .destinations import DeliveryContext, Destination, HubSettings, Result, credential_key
 from .errors import ConfigError, DeliveryError, Permanent, Retryable
 from .fields import EmptyConfig, MappingField, RuleField, TemplateField
 from .hookspecs import hookimpl
@@ -26,7 +26,7 @@ __all__ = [
     "AttemptRecord", "Call", "CallReport", "ConfigError", "DeliveryContext", "DeliveryError", "DeliveryRecord", "Destination",
     "EmptyConfig", "HubSettings", "Mapping", "MappingField", "Message", "Permanent", "PhoneNumber", "PluginHub",
     "Result", "Retryable", "Rule", "RuleField", "SignatureError", "Source", "SourceConfig", "Template", "TemplateField", "TokenBucket",
-    "due_date", "format_duration", "format_phone", "hookimpl", "mask_phone", "pass_hub", "raise_for_exception",
+    "credential_key", "due_date", "format_duration", "format_phone", "hookimpl", "mask_phone", "pass_hub", "raise_for_exception",
     "raise_for_response", "redact", "retry_after_seconds", "to_e164",
 ]
 

@@ -1,11 +1,9 @@
 """The ``hubspot`` destination type: its configuration schema and the class the hub loads."""
 from __future__ import annotations
 
-import hashlib
-
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
-from hub import Destination, Mapping, MappingField, Rule, RuleField, Template, TemplateField
+from hub import Destination, Mapping, MappingField, Rule, RuleField, Template, TemplateField, credential_key
 
 from .client import DEFAULT_BASE_URL
 from .flow import HubSpotDelivery
@@ -113,7 +111,7 @@ class HubSpotDestination(Destination):
 
     def limiter_key(self) -> str:
         """HubSpot counts limits per token: destinations sharing a token share the buckets."""
-        return hashlib.sha256(self.config["token"].encode()).hexdigest()
+        return credential_key(self.config["token"])
 
     def deliver(self, report, ctx):
         return HubSpotDelivery(self, report, ctx).run()
