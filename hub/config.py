@@ -260,28 +260,48 @@ def _load_destination(name: str, table: Any, registry: Registry, known_events: s
 
 
 def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dict | None = None) -> HubConfig:
-    """Read, resolve secrets, validate. Raises ``ConfigProblems`` listing every problem."""
-    problems: list[str] = []
-    label = str(path) if path else None
-    if data is None:
-        if path is None:
-            raise ConfigProblems(["no configuration file given (use -c/--config or SOVEREIGN_HUB_CONFIG)"])
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigProblems([f"configuration file not found: {path}"]) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigProblems([f"not valid TOML: {exc}"], label) from None
-        except OSError as exc:
-            raise ConfigProblems([f"cannot read configuration file: {exc.strerror}"], label) from None
-    base_dir = Path(path).parent if path else Path.cwd()
-    data = resolve_secrets(data, base_dir, problems)
+    """Read, resolve secrets, validate. Raises ``ConfigProblems`` listing every problem.
 
-    unknown_sections = set(data) - set(SECTIONS) - {"sources", "destinations"}
-    for section in sorted(unknown_sections):
+    Each step adds what it finds to ``problems`` and goes on, so one run names them all.
+    """
+    label = str(path) if path else None
+    problems: list[str] = []
+    data = _read_toml(path, label) if data is None else data
+    data = resolve_secrets(data, Path(path).parent if path else Path.cwd(), problems)
+    _check_sections_known(data, problems)
+    sections = _load_sections(data, problems)
+    sources_table = data.get("sources", {}) or {}
+    sources = _load_sources(sources_table, registry, problems)
+    warnings = _backend_warnings(sections) + _check_signing(sources_table, problems)
+    _check_analysis_schema(sections["analysis"]["schema"], problems)
+    destinations = _load_destinations(data.get("destinations", {}) or {}, registry, problems)
+    _register_literal_secrets(sections, sources)
+    if problems:
+        raise ConfigProblems(problems, label)
+    return HubConfig(path=label, sources=sources, destinations=destinations, warnings=warnings, **sections)
+
+
+def _read_toml(path: str | os.PathLike | None, label: str | None) -> dict:
+    if path is None:
+        raise ConfigProblems(["no configuration file given (use -c/--config or SOVEREIGN_HUB_CONFIG)"])
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigProblems([f"configuration file not found: {path}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigProblems([f"not valid TOML: {exc}"], label) from None
+    except OSError as exc:
+        raise ConfigProblems([f"cannot read configuration file: {exc.strerror}"], label) from None
+
+
+def _check_sections_known(data: dict, problems: list[str]) -> None:
+    for section in sorted(set(data) - set(SECTIONS) - {"sources", "destinations"}):
         problems.append(f"{section}: unknown section (known: {', '.join(sorted(SECTIONS))}, sources, destinations)")
 
+
+def _load_sections(data: dict, problems: list[str]) -> dict[str, dict]:
+    """The core sections through their schemas; a broken one counts as its defaults (and a problem)."""
     loaded: dict[str, dict] = {}
     for section, schema in SECTIONS.items():
         table = data.get(section, {})
@@ -293,8 +313,10 @@ def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dic
         except ValidationError as exc:
             problems.extend(flatten_errors(exc.messages, section))
             loaded[section] = schema().load({})
+    return loaded
 
-    sources_table = data.get("sources", {}) or {}
+
+def _load_sources(sources_table: dict, registry: Registry, problems: list[str]) -> dict[str, dict]:
     sources: dict[str, dict] = {}
     for name in sorted(set(sources_table) | {"hms"}):
         if name not in registry.sources:
@@ -304,10 +326,19 @@ def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dic
             sources[name] = registry.sources[name].Config().load(sources_table.get(name, {}))
         except ValidationError as exc:
             problems.extend(flatten_errors(exc.messages, f"sources.{name}"))
+    return sources
+
+
+def _backend_warnings(sections: dict[str, dict]) -> list[str]:
+    if sections["dispatch"]["backend"] == "celery" and sections["store"]["url"].startswith("sqlite"):
+        return ['dispatch.backend = "celery" with a SQLite store: every worker must run on this '
+                'machine; for workers elsewhere set [store] url to PostgreSQL (docs/deployment.md)']
+    return []
+
+
+def _check_signing(sources_table: dict, problems: list[str]) -> list[str]:
+    """Every source needs a secret, unless ``allow_unsigned = true`` (a warning at every start)."""
     warnings = []
-    if loaded["dispatch"]["backend"] == "celery" and loaded["store"]["url"].startswith("sqlite"):
-        warnings.append('dispatch.backend = "celery" with a SQLite store: every worker must run on this '
-                        'machine; for workers elsewhere set [store] url to PostgreSQL (docs/deployment.md)')
     for name in sorted(set(sources_table) | {"hms"}):
         table = sources_table.get(name) or {}
         key = f"sources.{name}.secret"
@@ -320,30 +351,33 @@ def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dic
             problems.append(f"{key}: no webhook secret is set; set secret = "
                             f'{{ env = "HMS_WEBHOOK_SECRET" }} to the assistant\'s webhook_secret '
                             f"(or allow_unsigned = true, for local testing only)")
+    return warnings
 
-    schema = loaded["analysis"]["schema"]
-    if schema is not None:
-        try:
-            jsonschema.validators.validator_for(schema).check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            problems.append(f"analysis.schema: not a valid JSON Schema: {exc.message}")
 
-    known_events = {e for src in registry.sources.values() for e in src.events}
-    destinations: dict[str, DestinationConfig] = {}
-    dest_table = data.get("destinations", {}) or {}
+def _check_analysis_schema(schema: dict | None, problems: list[str]) -> None:
+    if schema is None:
+        return
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        problems.append(f"analysis.schema: not a valid JSON Schema: {exc.message}")
+
+
+def _load_destinations(dest_table: Any, registry: Registry, problems: list[str]) -> dict[str, DestinationConfig]:
     if not isinstance(dest_table, dict):
         problems.append("destinations: must be a table of [destinations.<name>] tables")
-        dest_table = {}
+        return {}
+    known_events = {e for src in registry.sources.values() for e in src.events}
+    destinations = {}
     for name, table in dest_table.items():
         dest = _load_destination(name, table, registry, known_events, problems)
         if dest is not None:
             destinations[name] = dest
+    return destinations
 
-    # a secret written literally (not as { env } / { file }) is redacted all the same
-    for value in [loaded["admin"]["token"], *(table.get("secret") for table in sources.values()),
-                  _password_of(loaded["dispatch"]["broker_url"])]:
+
+def _register_literal_secrets(sections: dict[str, dict], sources: dict[str, dict]) -> None:
+    """A secret written literally (not as { env } / { file }) is redacted all the same."""
+    for value in [sections["admin"]["token"], *(table.get("secret") for table in sources.values()),
+                  _password_of(sections["dispatch"]["broker_url"])]:
         register_secret(value)
-
-    if problems:
-        raise ConfigProblems(problems, label)
-    return HubConfig(path=label, sources=sources, destinations=destinations, warnings=warnings, **loaded)

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -263,6 +264,13 @@ def signed_post(client):
         return client.post("/webhooks/hms", data=body, headers=all_headers)
 
     return post
+
+
+def closed_port() -> int:
+    """A 127.0.0.1 port nothing listens on (bound for a moment, then let go): a connection is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05) -> bool:

@@ -3,7 +3,6 @@ answer and change the same rows, because each only translates ``hub.operations``
 from __future__ import annotations
 
 import json
-import socket
 import textwrap
 
 import pytest
@@ -13,16 +12,10 @@ from hub import operations as ops
 from hub.app import create_app
 from hub.cli import cli
 from hub.store import utcnow
-from hub.testing import TEST_SECRET, load_sample, signed_headers
+from hub.testing import TEST_SECRET, closed_port, load_sample, signed_headers
 
 TOKEN = "test-admin-token-0123456789"
 FRONT_ENDS = ["api", "dashboard", "cli"]
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
