@@ -24,7 +24,7 @@ def create_app(config_path: str | None = None, *, config_data: dict | None = Non
     app.hub = hub
     # One byte over the limit, so the receiver can tell "exactly the limit" from "more" on a
     # chunked body (werkzeug cuts such a stream at MAX_CONTENT_LENGTH without an error).
-    app.config["MAX_CONTENT_LENGTH"] = hub.config.server["max_body_bytes"] + 1
+    app.config["MAX_CONTENT_LENGTH"] = hub.config.server.max_body_bytes + 1
     app.json.sort_keys = False
 
     app.register_blueprint(webhooks.bp)
@@ -40,5 +40,5 @@ def create_app(config_path: str | None = None, *, config_data: dict | None = Non
     hub.pm.hook.register_routes(register=app.register_blueprint)
     hub.pm.hook.startup(hub=hub.plugin_hub)
     if start_dispatcher:
-        hub.dispatcher.start(hub.config.dispatch["workers"])
+        hub.dispatcher.start(hub.config.dispatch.workers)
     return app

@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 
 from . import logs
+
+if TYPE_CHECKING:
+    from .config import DispatchConfig
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +46,11 @@ class BrokerUnreachable(Exception):
     """The worker cannot connect to ``[dispatch] broker_url`` at start."""
 
 
-def create_celery(dispatch: dict) -> Celery:
+def create_celery(dispatch: DispatchConfig) -> Celery:
     """A Celery app for ``[dispatch]`` (one per Hub, so one process can talk to two brokers)."""
-    app = Celery("sovereign_hub", broker=dispatch["broker_url"], set_as_current=False)
+    app = Celery("sovereign_hub", broker=dispatch.broker_url, set_as_current=False)
     app.conf.update(
-        task_default_queue=dispatch["queue"],
+        task_default_queue=dispatch.queue,
         task_acks_late=True,  # a killed worker's message is handed out again
         worker_prefetch_multiplier=1,  # with acks_late: a busy worker does not sit on waiting messages
         task_ignore_result=True,
@@ -55,8 +59,8 @@ def create_celery(dispatch: dict) -> Celery:
         broker_connection_timeout=2,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False, worker_redirect_stdouts=False,
-        beat_schedule={"sweep": {"task": TASK_SWEEP, "schedule": dispatch["sweep_interval"],
-                                 "options": {"expires": dispatch["sweep_interval"]}}},
+        beat_schedule={"sweep": {"task": TASK_SWEEP, "schedule": dispatch.sweep_interval,
+                                 "options": {"expires": dispatch.sweep_interval}}},
     )
     app.hub_dispatch = dispatch
     return app
@@ -93,11 +97,11 @@ class Enqueuer:
     webhook nothing; the sweeper delivers what was not sent.
     """
 
-    def __init__(self, dispatch: dict, store):
+    def __init__(self, dispatch: DispatchConfig, store):
         self.app = create_celery(dispatch)
         self.store = store
-        self.limit = dispatch["sweep_limit"]
-        self.pause = dispatch["sweep_interval"]
+        self.limit = dispatch.sweep_limit
+        self.pause = dispatch.sweep_interval
         self.enabled = True  # tests switch it off to lose messages on purpose
         self._paused_until = 0.0
 

@@ -54,7 +54,7 @@ def deliver(self, delivery_id: str) -> str:
 def sweep(self) -> int:
     """Send ``deliver`` again for deliveries that look forgotten (at most ``sweep_limit``)."""
     dispatch = self.app.hub_dispatch
-    ids = worker_hub().store.due_ids(dispatch["sweep_limit"], overdue_seconds=dispatch["sweep_interval"])
+    ids = worker_hub().store.due_ids(dispatch.sweep_limit, overdue_seconds=dispatch.sweep_interval)
     if ids:
         send(self.app, ids)
         logs.event(log, "celery.swept", deliveries=len(ids))
@@ -76,12 +76,12 @@ def run_worker(hub, *, concurrency: int, beat: bool = True) -> int:
     worker = app.Worker(
         hostname=f"sovereign-hub-{os.getpid()}@{socket.gethostname()}", pool="threads",
         concurrency=concurrency, beat=beat, scheduler="celery.beat:Scheduler",
-        loglevel=hub.config.logging["level"], quiet=True, without_gossip=True, without_mingle=True)
+        loglevel=hub.config.logging.level, quiet=True, without_gossip=True, without_mingle=True)
     for chatty in ("celery.worker.strategy", "celery.app.trace", "celery.beat"):
         logging.getLogger(chatty).setLevel(logging.WARNING)  # hub.dispatch logs each attempt already
-    logs.event(log, "celery.worker_started", queue=hub.config.dispatch["queue"], concurrency=concurrency,
+    logs.event(log, "celery.worker_started", queue=hub.config.dispatch.queue, concurrency=concurrency,
                sweeper=beat, owner=hub.dispatcher.owner)
-    grace = hub.config.dispatch["shutdown_grace_seconds"]
+    grace = hub.config.dispatch.shutdown_grace_seconds
     signalled = []
 
     def give_up() -> None:

@@ -143,8 +143,8 @@ def serve(config_path, host, port, workers, web_only):
     [dispatch] backend = "celery"; --web-only leaves it out (a web node of a larger setup).
     """
     config = load_settings(config_path)  # fail here, in one line, before any child starts
-    server, grace = config.server, config.dispatch["shutdown_grace_seconds"]
-    host, port, workers = host or server["host"], port or server["port"], workers or server["workers"]
+    server, grace = config.server, config.dispatch.shutdown_grace_seconds
+    host, port, workers = host or server.host, port or server.port, workers or server.workers
     metrics_dir = tempfile.mkdtemp(prefix="sovereign-hub-metrics-")
     env = {**os.environ, "SOVEREIGN_HUB_CONFIG": str(Path(config_path).resolve()),
            "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
@@ -200,15 +200,15 @@ def worker(config_path, workers, sweeper):
     """
     logs.configure()  # before the Hub: its start-up warnings (allow_unsigned) are logged in full
     hub = load_hub(config_path)
-    logs.configure(hub.config.logging["level"])
-    if hub.config.dispatch["backend"] == "celery":
-        sys.exit(_celery_worker(hub, workers or hub.config.dispatch["workers"], sweeper))
+    logs.configure(hub.config.logging.level)
+    if hub.config.dispatch.backend == "celery":
+        sys.exit(_celery_worker(hub, workers or hub.config.dispatch.workers, sweeper))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    hub.dispatcher.start(workers or hub.config.dispatch["workers"])
+    hub.dispatcher.start(workers or hub.config.dispatch.workers)
     stop.wait()
-    hub.dispatcher.stop(hub.config.dispatch["shutdown_grace_seconds"])
+    hub.dispatcher.stop(hub.config.dispatch.shutdown_grace_seconds)
     hub.close()
 
 
@@ -475,13 +475,13 @@ def ingest(hub, files, source):
 def analysis_plan(config_path):
     """Print the analysis_plan JSON to paste into the assistant, built from [analysis]."""
     analysis = load_settings(config_path).analysis
-    if not analysis["schema"]:
+    if not analysis.schema:
         raise click.ClickException(f"{config_path}: [analysis] schema is not set; add the JSON Schema the "
                                    f"assistant should fill in")
     plan = {"analysis_plan": {
-        "structured_data_plan": {"enabled": True, "schema": analysis["schema"],
-                                 "messages": analysis["messages"] or ANALYSIS_PROMPT},
-        "min_messages_threshold": analysis["min_messages_threshold"],
+        "structured_data_plan": {"enabled": True, "schema": analysis.schema,
+                                 "messages": analysis.messages or ANALYSIS_PROMPT},
+        "min_messages_threshold": analysis.min_messages_threshold,
     }}
     click.echo(json.dumps(plan, indent=2))
 

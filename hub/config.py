@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import jsonschema
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from .destinations import Destination, HubSettings
 from .plugins import Registry
@@ -85,8 +85,74 @@ def flatten_errors(messages: Any, prefix: str) -> list[str]:
 
 
 # --- the core sections ------------------------------------------------------------------
+# Each section's schema loads into a frozen dataclass: ``config.dispatch.retry_delays``, typed
+# and read-only, instead of string keys into a dict.
 
-class ServerSchema(Schema):
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str
+    port: int
+    max_body_bytes: int
+    public_url: str | None
+    workers: int
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    url: str
+    sqlite_synchronous: str
+
+
+@dataclass(frozen=True)
+class DispatchConfig:
+    backend: str
+    workers: int
+    retry_delays: list[float]
+    max_attempts: int | None
+    jitter: float
+    lease_seconds: float
+    poll_interval: float
+    shutdown_grace_seconds: float
+    broker_url: str | None
+    queue: str
+    sweep_interval: float
+    sweep_limit: int
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    token: str | None
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    schema: dict | None
+    messages: list[dict] | None
+    min_messages_threshold: int
+
+
+@dataclass(frozen=True)
+class PhoneConfig:
+    default_region: str | None
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str
+
+
+class _Section(Schema):
+    """A core section's schema: loads into its frozen dataclass ``into``."""
+
+    into: type
+
+    @post_load
+    def _typed(self, data: dict, **_: Any):
+        return self.into(**data)
+
+
+class ServerSchema(_Section):
+    into = ServerConfig
     host = fields.String(load_default="127.0.0.1")
     port = fields.Integer(load_default=8080, validate=validate.Range(1, 65535))
     max_body_bytes = fields.Integer(load_default=1_048_576, validate=validate.Range(min=1024))
@@ -94,7 +160,8 @@ class ServerSchema(Schema):
     workers = fields.Integer(load_default=2, validate=validate.Range(1, 64))
 
 
-class StoreSchema(Schema):
+class StoreSchema(_Section):
+    into = StoreConfig
     url = fields.String(load_default="sqlite:///hub.db")
     sqlite_synchronous = fields.String(load_default="NORMAL", validate=validate.OneOf(["NORMAL", "FULL"]))
 
@@ -116,7 +183,8 @@ def _password_of(url: str | None) -> str | None:
         return None
 
 
-class DispatchSchema(Schema):
+class DispatchSchema(_Section):
+    into = DispatchConfig
     backend = fields.String(load_default="embedded", validate=validate.OneOf(
         ["embedded", "celery"],
         error='must be "embedded" (delivery threads beside the receiver) or "celery" (workers fed by a '
@@ -143,21 +211,25 @@ class DispatchSchema(Schema):
                                   "broker_url")
 
 
-class AdminSchema(Schema):
+class AdminSchema(_Section):
+    into = AdminConfig
     token = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=16))
 
 
-class AnalysisSchema(Schema):
+class AnalysisSchema(_Section):
+    into = AnalysisConfig
     schema = fields.Dict(load_default=None, allow_none=True)
     messages = fields.List(fields.Dict(), load_default=None, allow_none=True)
     min_messages_threshold = fields.Integer(load_default=2, validate=validate.Range(min=0))
 
 
-class PhoneSchema(Schema):
+class PhoneSchema(_Section):
+    into = PhoneConfig
     default_region = fields.String(load_default=None, allow_none=True, validate=validate.Length(equal=2))
 
 
-class LoggingSchema(Schema):
+class LoggingSchema(_Section):
+    into = LoggingConfig
     level = fields.String(load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]))
 
 
@@ -181,25 +253,25 @@ class DestinationConfig:
 @dataclass
 class HubConfig:
     path: str | None
-    server: dict[str, Any]
-    store: dict[str, Any]
-    dispatch: dict[str, Any]
-    admin: dict[str, Any]
-    analysis: dict[str, Any]
-    phone: dict[str, Any]
-    logging: dict[str, Any]
+    server: ServerConfig
+    store: StoreConfig
+    dispatch: DispatchConfig
+    admin: AdminConfig
+    analysis: AnalysisConfig
+    phone: PhoneConfig
+    logging: LoggingConfig
     sources: dict[str, dict[str, Any]]
     destinations: dict[str, DestinationConfig] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     @property
     def settings(self) -> HubSettings:
-        public = self.server["public_url"] or f"http://{self.server['host']}:{self.server['port']}"
-        return HubSettings(public_url=public, default_region=self.phone["default_region"])
+        public = self.server.public_url or f"http://{self.server.host}:{self.server.port}"
+        return HubSettings(public_url=public, default_region=self.phone.default_region)
 
     @property
     def max_attempts(self) -> int:
-        return self.dispatch["max_attempts"] or len(self.dispatch["retry_delays"]) + 1
+        return self.dispatch.max_attempts or len(self.dispatch.retry_delays) + 1
 
     def enabled_destinations(self) -> list[DestinationConfig]:
         return [d for d in self.destinations.values() if d.enabled]
@@ -273,7 +345,7 @@ def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dic
     sources_table = data.get("sources", {}) or {}
     sources = _load_sources(sources_table, registry, problems)
     warnings = _backend_warnings(sections) + _check_signing(sources_table, problems)
-    _check_analysis_schema(sections["analysis"]["schema"], problems)
+    _check_analysis_schema(sections["analysis"].schema, problems)
     destinations = _load_destinations(data.get("destinations", {}) or {}, registry, problems)
     _register_literal_secrets(sections, sources)
     if problems:
@@ -300,9 +372,9 @@ def _check_sections_known(data: dict, problems: list[str]) -> None:
         problems.append(f"{section}: unknown section (known: {', '.join(sorted(SECTIONS))}, sources, destinations)")
 
 
-def _load_sections(data: dict, problems: list[str]) -> dict[str, dict]:
+def _load_sections(data: dict, problems: list[str]) -> dict[str, Any]:
     """The core sections through their schemas; a broken one counts as its defaults (and a problem)."""
-    loaded: dict[str, dict] = {}
+    loaded: dict[str, Any] = {}
     for section, schema in SECTIONS.items():
         table = data.get(section, {})
         if not isinstance(table, dict):
@@ -329,8 +401,8 @@ def _load_sources(sources_table: dict, registry: Registry, problems: list[str]) 
     return sources
 
 
-def _backend_warnings(sections: dict[str, dict]) -> list[str]:
-    if sections["dispatch"]["backend"] == "celery" and sections["store"]["url"].startswith("sqlite"):
+def _backend_warnings(sections: dict[str, Any]) -> list[str]:
+    if sections["dispatch"].backend == "celery" and sections["store"].url.startswith("sqlite"):
         return ['dispatch.backend = "celery" with a SQLite store: every worker must run on this '
                 'machine; for workers elsewhere set [store] url to PostgreSQL (docs/deployment.md)']
     return []
@@ -376,8 +448,8 @@ def _load_destinations(dest_table: Any, registry: Registry, problems: list[str])
     return destinations
 
 
-def _register_literal_secrets(sections: dict[str, dict], sources: dict[str, dict]) -> None:
+def _register_literal_secrets(sections: dict[str, Any], sources: dict[str, dict]) -> None:
     """A secret written literally (not as { env } / { file }) is redacted all the same."""
-    for value in [sections["admin"]["token"], *(table.get("secret") for table in sources.values()),
-                  _password_of(sections["dispatch"]["broker_url"])]:
+    for value in [sections["admin"].token, *(table.get("secret") for table in sources.values()),
+                  _password_of(sections["dispatch"].broker_url)]:
         register_secret(value)

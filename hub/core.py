@@ -41,18 +41,18 @@ class Hub:
         self.pm = pm or make_manager()
         self.registry = registry or collect(self.pm)
         self.settings = config.settings
-        self.store = Store(config.store["url"], sqlite_synchronous=config.store["sqlite_synchronous"])
-        self.normalizer = Normalizer(config.phone["default_region"], config.analysis["schema"])
+        self.store = Store(config.store.url, sqlite_synchronous=config.store.sqlite_synchronous)
+        self.normalizer = Normalizer(config.phone.default_region, config.analysis.schema)
         self.sources = self.registry.sources
         for name, settings in config.sources.items():
             self.sources[name].configure(settings)
         self._destinations: dict[str, Destination] | None = None
         # backend = "celery": new deliveries are sent to the Celery workers after the commit
-        self.enqueuer = _celery_enqueuer(config, self.store) if config.dispatch["backend"] == "celery" else None
+        self.enqueuer = _celery_enqueuer(config, self.store) if config.dispatch.backend == "celery" else None
         self.dispatcher = Dispatcher(
             self.store, _LazyDestinations(self),
-            RetryPolicy(config.dispatch["retry_delays"], config.max_attempts, config.dispatch["jitter"]),
-            lease_seconds=config.dispatch["lease_seconds"], poll_interval=config.dispatch["poll_interval"],
+            RetryPolicy(config.dispatch.retry_delays, config.max_attempts, config.dispatch.jitter),
+            lease_seconds=config.dispatch.lease_seconds, poll_interval=config.dispatch.poll_interval,
             on_finished=self._delivery_finished, on_due=self.enqueuer)
         self.plugin_hub = PluginHub(self)  # what hooks and plugins' commands get: the public surface
         for warning in config.warnings:

@@ -12,7 +12,7 @@ ADMIN_KEY_HINT = ('set [admin] token in the configuration, e.g. token = { env = 
 
 
 def admin_token() -> str | None:
-    return current_app.hub.config.admin.get("token") or None
+    return current_app.hub.config.admin.token or None
 
 
 def token_matches(given: str | None) -> bool:

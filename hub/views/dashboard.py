@@ -41,7 +41,7 @@ def session_key(token: str) -> bytes:
 @bp.record_once
 def configure_sessions(state) -> None:
     app = state.app
-    token = app.hub.config.admin.get("token")
+    token = app.hub.config.admin.token
     if token and not app.secret_key:
         app.secret_key = session_key(token)
     app.config.update(
