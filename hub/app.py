@@ -3,17 +3,14 @@ from __future__ import annotations
 
 import os
 
-from flask import Flask, jsonify
+from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from .service import Hub
+from .core import Hub
+from .views import api, dashboard, meta, webhooks
+from .views.errors import error_response
 
 CONFIG_ENV = "SOVEREIGN_HUB_CONFIG"
-
-
-def error_response(status: int, code: str, message: str, details: dict | None = None):
-    """Every error the hub answers: ``{"error": code, "message": text, "details": {...}}``."""
-    return jsonify({"error": code, "message": message, "details": details or {}}), status
 
 
 def create_app(config_path: str | None = None, *, config_data: dict | None = None, hub: Hub | None = None,
@@ -26,13 +23,11 @@ def create_app(config_path: str | None = None, *, config_data: dict | None = Non
         hub = Hub.from_path(path, data=config_data, wait_for_schema=wait_for_schema)
     app = Flask(__name__)
     app.hub = hub
-    hub.app = app
     # One byte over the limit, so the receiver can tell "exactly the limit" from "more" on a
     # chunked body (werkzeug cuts such a stream at MAX_CONTENT_LENGTH without an error).
-    app.config["MAX_CONTENT_LENGTH"] = hub.config.server["max_body_bytes"] + 1
+    app.config["MAX_CONTENT_LENGTH"] = hub.config.server.max_body_bytes + 1
     app.json.sort_keys = False
 
-    from .views import api, dashboard, meta, webhooks
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(meta.bp)
     app.register_blueprint(api.bp)
@@ -43,8 +38,8 @@ def create_app(config_path: str | None = None, *, config_data: dict | None = Non
         code = (exc.name or "error").lower().replace(" ", "_")
         return error_response(exc.code or 500, code, exc.description or exc.name)
 
-    hub.pm.hook.register_routes(hub=hub)
-    hub.pm.hook.startup(hub=hub)
+    hub.pm.hook.register_routes(register=app.register_blueprint)
+    hub.pm.hook.startup(hub=hub.plugin_hub)
     if start_dispatcher:
-        hub.dispatcher.start(hub.config.dispatch["workers"])
+        hub.dispatcher.start(hub.config.dispatch.workers)
     return app

@@ -1,4 +1,4 @@
-"""The Celery backend (``[dispatch] backend = "celery"``): the Celery app and its tasks.
+"""The Celery backend (``[dispatch] backend = "celery"``): the Celery app and the web node's side.
 
 A message only says "look at delivery X"; the delivery row stays the record of truth and
 the worker's claim decides. So a duplicate message (a redelivery after a worker was
@@ -11,20 +11,23 @@ report came in) costs at most two sweep intervals:
 - ``sweep`` (every ``sweep_interval`` seconds, from the beat embedded in ``sovereign-hub
   worker``) sends ``deliver`` again for rows due longer than one sweep interval and for rows
   whose lease ran out: lost messages, killed workers, retries too far off for a countdown.
+
+The worker's side (the tasks and ``run_worker``) is ``celery_worker.py``: it builds a Hub,
+which this module, used by the Hub, must not.
 """
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import threading
 import time
+from typing import TYPE_CHECKING
 
-from celery import Celery, shared_task, signals
+from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 
 from . import logs
-from .store import PENDING, utcnow
+
+if TYPE_CHECKING:
+    from .config import DispatchConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +46,11 @@ class BrokerUnreachable(Exception):
     """The worker cannot connect to ``[dispatch] broker_url`` at start."""
 
 
-def create_celery(dispatch: dict) -> Celery:
+def create_celery(dispatch: DispatchConfig) -> Celery:
     """A Celery app for ``[dispatch]`` (one per Hub, so one process can talk to two brokers)."""
-    app = Celery("sovereign_hub", broker=dispatch["broker_url"], set_as_current=False)
+    app = Celery("sovereign_hub", broker=dispatch.broker_url, set_as_current=False)
     app.conf.update(
-        task_default_queue=dispatch["queue"],
+        task_default_queue=dispatch.queue,
         task_acks_late=True,  # a killed worker's message is handed out again
         worker_prefetch_multiplier=1,  # with acks_late: a busy worker does not sit on waiting messages
         task_ignore_result=True,
@@ -56,8 +59,8 @@ def create_celery(dispatch: dict) -> Celery:
         broker_connection_timeout=2,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False, worker_redirect_stdouts=False,
-        beat_schedule={"sweep": {"task": TASK_SWEEP, "schedule": dispatch["sweep_interval"],
-                                 "options": {"expires": dispatch["sweep_interval"]}}},
+        beat_schedule={"sweep": {"task": TASK_SWEEP, "schedule": dispatch.sweep_interval,
+                                 "options": {"expires": dispatch.sweep_interval}}},
     )
     app.hub_dispatch = dispatch
     return app
@@ -84,95 +87,6 @@ def send(app: Celery, delivery_ids, *, countdown: float | None = None) -> int:
     return sent
 
 
-# --- the worker's side -------------------------------------------------------------------------
-
-_hub = None
-_hub_lock = threading.Lock()
-
-
-def worker_hub():
-    """This worker process's Hub, loaded once from SOVEREIGN_HUB_CONFIG (``sovereign-hub worker``
-    hands over the one it loaded instead)."""
-    global _hub
-    with _hub_lock:
-        if _hub is None:
-            from .service import Hub
-
-            _hub = Hub.from_path(os.environ["SOVEREIGN_HUB_CONFIG"], wait_for_schema=True)
-        return _hub
-
-
-@shared_task(name=TASK_DELIVER, bind=True, acks_late=True, ignore_result=True)
-def deliver(self, delivery_id: str) -> str:
-    """One attempt at one delivery, if it is due; a retry is sent again for its due time."""
-    hub = worker_hub()
-    delivery = hub.dispatcher.process_one(delivery_id)
-    if delivery is None:
-        return "not due"  # succeeded, dead, running elsewhere or not yet due: a duplicate message
-    if delivery.status == PENDING:
-        wait = max(0.0, (delivery.next_attempt_at - utcnow()).total_seconds())
-        if wait <= MAX_COUNTDOWN_SECONDS:
-            try:
-                send(self.app, [delivery_id], countdown=wait)
-            except Exception as exc:  # noqa: BLE001 - the row is saved: the sweeper sends it when due
-                logs.event(log, "celery.send_failed", logging.WARNING, delivery_id=delivery_id, error=str(exc))
-    return delivery.status
-
-
-@shared_task(name=TASK_SWEEP, bind=True, ignore_result=True)
-def sweep(self) -> int:
-    """Send ``deliver`` again for deliveries that look forgotten (at most ``sweep_limit``)."""
-    dispatch = self.app.hub_dispatch
-    ids = worker_hub().store.due_ids(dispatch["sweep_limit"], overdue_seconds=dispatch["sweep_interval"])
-    if ids:
-        send(self.app, ids)
-        logs.event(log, "celery.swept", deliveries=len(ids))
-    return len(ids)
-
-
-def run_worker(hub, *, concurrency: int, beat: bool = True) -> int:
-    """Run a Celery worker (threads, one Hub) until SIGTERM/SIGINT; returns its exit code.
-
-    ``beat`` embeds the sweeper's schedule (in memory: no schedule file is written). On
-    SIGTERM/SIGINT, deliveries in flight get ``shutdown_grace_seconds`` to finish, as with the
-    embedded dispatcher; then their leases are given back and the process exits, leaving their
-    messages unacknowledged (the broker hands them out again, the sweeper sends them anyway).
-    """
-    global _hub
-    _hub = hub
-    app = create_celery(hub.config.dispatch)
-    ping(app)  # a wrong URL or password is one line at start, not a retry loop
-    worker = app.Worker(
-        hostname=f"sovereign-hub-{os.getpid()}@{socket.gethostname()}", pool="threads",
-        concurrency=concurrency, beat=beat, scheduler="celery.beat:Scheduler",
-        loglevel=hub.config.logging["level"], quiet=True, without_gossip=True, without_mingle=True)
-    for chatty in ("celery.worker.strategy", "celery.app.trace", "celery.beat"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)  # hub.dispatch logs each attempt already
-    logs.event(log, "celery.worker_started", queue=hub.config.dispatch["queue"], concurrency=concurrency,
-               sweeper=beat, owner=hub.dispatcher.owner)
-    grace = hub.config.dispatch["shutdown_grace_seconds"]
-    signalled = []
-
-    def give_up() -> None:
-        released = hub.store.release(hub.dispatcher.owner)
-        logs.event(log, "celery.worker_stopped", released=released, grace_exceeded=True)
-        os._exit(0)
-
-    def shutting_down(sig=None, how=None, **_) -> None:
-        signalled.append(sig)
-        if how == "Warm":
-            timer = threading.Timer(grace, give_up)
-            timer.daemon = True
-            timer.start()
-
-    signals.worker_shutting_down.connect(shutting_down, weak=False)
-    worker.start()
-    released = hub.store.release(hub.dispatcher.owner)
-    logs.event(log, "celery.worker_stopped", released=released)
-    # Celery exits 1 after SIGINT; a Ctrl-C or SIGINT-sending supervisor is a clean stop here, as with embedded
-    return 0 if signalled and signalled[0] in ("SIGINT", "SIGTERM") else (worker.exitcode or 0)
-
-
 # --- the web node's side ---------------------------------------------------------------------
 
 class Enqueuer:
@@ -183,11 +97,11 @@ class Enqueuer:
     webhook nothing; the sweeper delivers what was not sent.
     """
 
-    def __init__(self, dispatch: dict, store):
+    def __init__(self, dispatch: DispatchConfig, store):
         self.app = create_celery(dispatch)
         self.store = store
-        self.limit = dispatch["sweep_limit"]
-        self.pause = dispatch["sweep_interval"]
+        self.limit = dispatch.sweep_limit
+        self.pause = dispatch.sweep_interval
         self.enabled = True  # tests switch it off to lose messages on purpose
         self._paused_until = 0.0
 

@@ -19,13 +19,15 @@ from marshmallow import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import logs
+from . import operations as ops
+from .api_schemas import MAX_DAYS, DeliverySchema, StatsSchema
 from .config import ConfigProblems, load_config
 from .errors import UnknownDestination
 from .plugins import collect, describe, make_manager
 from .report import loads_json
 from .samples import NAMES as SAMPLE_NAMES
+from .redaction import mask_phone, redact
 from .schema import SchemaError
-from .secrets import mask_phone, redact
 from .store import STATUSES
 
 DEFAULT_CONFIG = "config.toml"
@@ -67,24 +69,33 @@ def load_settings(config_path: str):
 
 
 def load_hub(config_path: str, *, wait_for_schema: bool = False):
-    from .service import Hub
+    from .core import Hub
 
     return Hub.from_path(config_path, wait_for_schema=wait_for_schema)
 
 
-def pass_hub(func):
-    """Decorate a click command: adds ``-c/--config`` and passes the loaded Hub first."""
+def _passing_hub(view):
+    """A decorator for click commands: adds ``-c/--config``, loads the Hub, passes ``view(hub)`` first."""
 
-    @config_option
-    @functools.wraps(func)
-    def wrapper(config_path, *args, **kwargs):
-        hub = load_hub(config_path)
-        try:
-            return func(hub, *args, **kwargs)
-        finally:
-            hub.close()
+    def decorate(func):
+        @config_option
+        @functools.wraps(func)
+        def wrapper(config_path, *args, **kwargs):
+            core = load_hub(config_path)
+            try:
+                return func(view(core), *args, **kwargs)
+            finally:
+                core.close()
 
-    return wrapper
+        return wrapper
+
+    return decorate
+
+
+#: for plugins' commands (``hub.pass_hub``): passes the ``PluginHub``, the hub's public surface
+pass_hub = _passing_hub(lambda core: core.plugin_hub)
+#: for the CLI's own commands: passes the core ``Hub``
+pass_core_hub = _passing_hub(lambda core: core)
 
 
 def parse_since(text: str | None) -> datetime | None:
@@ -135,12 +146,12 @@ def serve(config_path, host, port, workers, web_only):
     config = load_settings(config_path)  # fail here, in one line, before any child starts
     # The schema first, once, in a process of its own, before any web worker or dispatcher:
     # upgraded (auto_migrate, not --web-only) or checked (waiting for an upgrade under way).
-    schema_cmd = (["upgrade"] if config.store["auto_migrate"] and not web_only else ["check", "--wait"])
+    schema_cmd = (["upgrade"] if config.store.auto_migrate and not web_only else ["check", "--wait"])
     migrated = subprocess.run([sys.executable, "-m", "hub", "db", *schema_cmd, "-c", config_path], check=False)
     if migrated.returncode != 0:
         sys.exit(migrated.returncode)
-    server, grace = config.server, config.dispatch["shutdown_grace_seconds"]
-    host, port, workers = host or server["host"], port or server["port"], workers or server["workers"]
+    server, grace = config.server, config.dispatch.shutdown_grace_seconds
+    host, port, workers = host or server.host, port or server.port, workers or server.workers
     metrics_dir = tempfile.mkdtemp(prefix="sovereign-hub-metrics-")
     env = {**os.environ, "SOVEREIGN_HUB_CONFIG": str(Path(config_path).resolve()),
            "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
@@ -196,20 +207,21 @@ def worker(config_path, workers, sweeper):
     """
     logs.configure()  # before the Hub: its start-up warnings (allow_unsigned) are logged in full
     hub = load_hub(config_path, wait_for_schema=True)
-    logs.configure(hub.config.logging["level"])
-    if hub.config.dispatch["backend"] == "celery":
-        sys.exit(_celery_worker(hub, workers or hub.config.dispatch["workers"], sweeper))
+    logs.configure(hub.config.logging.level)
+    if hub.config.dispatch.backend == "celery":
+        sys.exit(_celery_worker(hub, workers or hub.config.dispatch.workers, sweeper))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    hub.dispatcher.start(workers or hub.config.dispatch["workers"])
+    hub.dispatcher.start(workers or hub.config.dispatch.workers)
     stop.wait()
-    hub.dispatcher.stop(hub.config.dispatch["shutdown_grace_seconds"])
+    hub.dispatcher.stop(hub.config.dispatch.shutdown_grace_seconds)
     hub.close()
 
 
 def _celery_worker(hub, concurrency: int, sweeper: bool) -> int:
-    from .celery_app import BrokerUnreachable, run_worker
+    from .celery_app import BrokerUnreachable
+    from .celery_worker import run_worker
 
     try:
         return run_worker(hub, concurrency=concurrency, beat=sweeper)
@@ -229,13 +241,13 @@ def check_config(config_path):
     from . import schema
 
     config = load_settings(config_path)
-    found = schema.state(config.store["url"])
-    if config.dispatch["backend"] == "celery":
+    found = schema.state(config.store.url)
+    if config.dispatch.backend == "celery":
         _ping_broker(config)
     for warning in config.warnings:
         click.secho(f"warning: {warning}", err=True, fg="yellow")
     if not found.current:
-        when = ("`serve` applies it when it starts (auto_migrate)" if config.store["auto_migrate"]
+        when = ("`serve` applies it when it starts (auto_migrate)" if config.store.auto_migrate
                 else f"run `{schema.UPGRADE_COMMAND}` before starting the hub")
         click.secho(f"warning: store: {_schema_status(found)}: {when}", err=True, fg="yellow")
     enabled = config.enabled_destinations()
@@ -278,7 +290,7 @@ def db_upgrade(config_path):
     """Apply every pending migration (idempotent; two at once run one after the other)."""
     from . import schema
 
-    url = load_settings(config_path).store["url"]
+    url = load_settings(config_path).store.url
     done = schema.upgrade(url)
     where = schema.describe(url)
     if not done.applied and not done.adopted:
@@ -295,7 +307,7 @@ def db_current(config_path):
     """The schema revision of the database and of this release."""
     from . import schema
 
-    url = load_settings(config_path).store["url"]
+    url = load_settings(config_path).store.url
     found = schema.state(url)
     click.echo(f"database: {_schema_status(found)}  ({schema.describe(url)})")
     click.echo(f"code:     schema revision {found.code}")
@@ -307,7 +319,7 @@ def db_history(config_path):
     """Every schema revision this release knows, oldest first; the database's is marked."""
     from . import schema
 
-    found = schema.state(load_settings(config_path).store["url"])
+    found = schema.state(load_settings(config_path).store.url)
     for revision in schema.history():
         mark = "  <- the database" if revision.id == found.database else ""
         click.echo(f"{revision.id}  {revision.description}{mark}")
@@ -321,7 +333,7 @@ def db_check(config_path, wait):
     from . import schema
 
     config = load_settings(config_path)
-    schema.require_current(config.store["url"], wait_seconds=config.store["schema_wait_seconds"] if wait else 0)
+    schema.require_current(config.store.url, wait_seconds=config.store.schema_wait_seconds if wait else 0)
 
 
 @db.command("backup")
@@ -332,7 +344,7 @@ def db_backup(config_path, file):
     from .backup import BackupError, backup
 
     try:
-        done = backup(load_settings(config_path).store["url"], file)
+        done = backup(load_settings(config_path).store.url, file)
     except BackupError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{file}: {done.reports} report(s), {done.deliveries} deliver{'y' if done.deliveries == 1 else 'ies'}, "
@@ -365,12 +377,12 @@ def reports():
 
 
 @reports.command("list")
-@pass_hub
+@pass_core_hub
 @click.option("--since", help="e.g. 24h, 7d, or an ISO date.")
 @click.option("--limit", type=int, default=50, show_default=True)
 def reports_list(hub, since, limit):
     """The newest reports first."""
-    for report in hub.store.list_reports(since=parse_since(since), limit=limit):
+    for report in ops.list_reports(hub, since=parse_since(since), limit=limit).reports:
         sentiment = (report.analysis or {}).get("sentiment", "-")
         click.echo(f"{report.id}  {report.received_at:%Y-%m-%d %H:%M:%S}  {report.event:<19} "
                    f"{report.call.direction:<8} {mask_phone(report.customer.number) or '-':<15} "
@@ -379,14 +391,12 @@ def reports_list(hub, since, limit):
 
 
 @reports.command("show")
-@pass_hub
+@pass_core_hub
 @click.argument("report_id")
 def reports_show(hub, report_id):
-    """One report as JSON, with its deliveries."""
-    report = hub.store.get_report(report_id)
-    if report is None:
-        raise click.ClickException(f"no report {report_id}")
-    out = report.data | {"deliveries": [d.to_dict() for d in hub.store.list_deliveries(report_id=report_id)]}
+    """One report as JSON, with its deliveries and their attempts (the API's form)."""
+    detail = _operation(lambda: ops.get_report(hub, report_id))
+    out = detail.report.data | {"deliveries": DeliverySchema(many=True).dump(detail.deliveries)}
     click.echo(json.dumps(out, indent=2, ensure_ascii=False))
 
 
@@ -396,37 +406,83 @@ def deliveries():
 
 
 @deliveries.command("list")
-@pass_hub
+@pass_core_hub
 @click.option("--status", type=click.Choice(STATUSES))
 @click.option("--destination")
 @click.option("--report", "report_id")
 @click.option("--limit", type=int, default=50, show_default=True)
 def deliveries_list(hub, status, destination, report_id, limit):
     """Newest first; ``--status dead`` lists the dead letters."""
-    for d in hub.store.list_deliveries(status=status, destination=destination, report_id=report_id, limit=limit):
+    for d in ops.list_deliveries(hub, status=status, destination=destination, report_id=report_id, limit=limit):
         click.echo(f"{d.id}  {d.status:<9} {d.destination:<20} report {d.report_id}  attempts {d.attempts}  "
                    f"{d.last_error or d.result or ''}"[:240])
 
 
+def _operation(action):
+    """Run an operation; its error becomes one line and exit code 1."""
+    try:
+        return action()
+    except ops.NotFound as exc:
+        raise click.ClickException(f"no {exc.kind} {exc.id}") from None
+    except ops.OperationError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def _queued(ids: list[str]) -> str:
+    return (f"{len(ids)} deliver{'y' if len(ids) == 1 else 'ies'} queued; a running dispatcher picks "
+            f"{'it' if len(ids) == 1 else 'them'} up")
+
+
 @cli.command()
-@pass_hub
+@pass_core_hub
 @click.argument("report_id", required=False)
-@click.option("--destination", help="Only this destination.")
-@click.option("--dead", is_flag=True, help="Every dead delivery (optionally of --destination).")
+@click.option("--destination", help="Only this (enabled) destination.")
+@click.option("--dead", is_flag=True, help="Every dead delivery of the enabled destinations (or of --destination).")
 def replay(hub, report_id, destination, dead):
-    """Deliver a report again (state kept, so nothing is created twice), or every dead delivery."""
+    """Deliver a report again (state kept, so nothing is created twice), or every dead delivery.
+
+    The same rules as the API's: only enabled destinations, and --dead leaves the dead
+    deliveries of destinations that are no longer configured alone.
+    """
     if bool(report_id) == dead:
         raise click.UsageError("give a REPORT_ID or --dead (not both)")
-    if report_id and hub.store.get_report(report_id) is None:
-        raise click.ClickException(f"no report {report_id}")
-    if destination and destination not in hub.config.destinations:
-        raise click.ClickException(f"no destination named {destination!r} in {hub.config.path}")
-    ids = hub.store.requeue(report_id=report_id, destination=destination, dead_only=dead,
-                            create_missing=bool(report_id and destination))
-    if ids:
-        hub.dispatcher.wake(ids)  # backend = "celery": sends them to the workers
-    click.echo(f"{len(ids)} deliver{'y' if len(ids) == 1 else 'ies'} queued; a running dispatcher picks "
-               f"{'it' if len(ids) == 1 else 'them'} up")
+    if dead:
+        outcome = _operation(lambda: ops.retry_dead(hub, destination))
+        click.echo(_queued(outcome.delivery_ids))
+        for name, count in outcome.skipped_unconfigured.items():
+            click.echo(f"left alone: {count} dead deliver{'y' if count == 1 else 'ies'} of {name!r}, "
+                       f"which is no longer configured", err=True)
+        return
+    outcome = _operation(lambda: ops.replay_report(hub, report_id, destination))
+    click.echo(_queued([d.id for d in outcome.deliveries]))
+    if outcome.skipped_running:
+        click.echo(f"skipped (being attempted right now): {', '.join(outcome.skipped_running)}", err=True)
+
+
+@cli.command()
+@pass_core_hub
+@click.argument("delivery_id")
+def retry(hub, delivery_id):
+    """Make one delivery due now with a fresh attempt budget (its state is kept)."""
+    outcome = _operation(lambda: ops.retry_delivery(hub, delivery_id))
+    click.echo(_queued([outcome.delivery.id]))
+
+
+@cli.command()
+@pass_core_hub
+@click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON form.")
+def stats(hub, days, as_json):
+    """Deliveries per destination and status; reports and average sentiment per UTC day."""
+    figures = ops.stats(hub, days)
+    if as_json:
+        click.echo(json.dumps(StatsSchema().dump(figures), indent=2))
+        return
+    for name, counts in figures.deliveries.items():
+        click.echo(f"{name:<20} " + "  ".join(f"{status} {n}" for status, n in counts.items()))
+    for day in figures.per_day:
+        average = "-" if day.average_sentiment is None else day.average_sentiment
+        click.echo(f"{day.date}  reports {day.reports:>5}  average sentiment {average}")
 
 
 # --- sending ------------------------------------------------------------------------------
@@ -453,7 +509,7 @@ def send_test(config_path, destination, dry_run, sample):
     source = registry.sources["hms"]
     report = source.normalize(source.schema.load(raw), raw=raw, report_id="send-test",
                               received_at=datetime.now(timezone.utc),
-                              normalizer=Normalizer(settings.phone["default_region"], settings.analysis["schema"]))
+                              normalizer=Normalizer(settings.phone.default_region, settings.analysis.schema))
     instance = config.cls(config.name, config.options, settings.settings)
     ctx = instance.context(delivery_id=f"send-test-{int(time.time())}", dry_run=dry_run)
     if config.when is not None and not config.when.matches(report):
@@ -485,7 +541,7 @@ def _payloads(path: Path):
 
 
 @cli.command()
-@pass_hub
+@pass_core_hub
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--source", default="hms", show_default=True)
 def ingest(hub, files, source):
@@ -525,13 +581,13 @@ def ingest(hub, files, source):
 def analysis_plan(config_path):
     """Print the analysis_plan JSON to paste into the assistant, built from [analysis]."""
     analysis = load_settings(config_path).analysis
-    if not analysis["schema"]:
+    if not analysis.schema:
         raise click.ClickException(f"{config_path}: [analysis] schema is not set; add the JSON Schema the "
                                    f"assistant should fill in")
     plan = {"analysis_plan": {
-        "structured_data_plan": {"enabled": True, "schema": analysis["schema"],
-                                 "messages": analysis["messages"] or ANALYSIS_PROMPT},
-        "min_messages_threshold": analysis["min_messages_threshold"],
+        "structured_data_plan": {"enabled": True, "schema": analysis.schema,
+                                 "messages": analysis.messages or ANALYSIS_PROMPT},
+        "min_messages_threshold": analysis.min_messages_threshold,
     }}
     click.echo(json.dumps(plan, indent=2))
 

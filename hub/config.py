@@ -14,13 +14,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import jsonschema
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from .destinations import Destination, HubSettings
 from .plugins import Registry
 from .ratelimit import parse_rate
 from .rules import Rule
-from .secrets import register_secret
+from .redaction import register_secret
 
 DEFAULT_RETRY_DELAYS = [5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200, 86400]
 COMMON_DESTINATION_KEYS = {"type", "enabled", "when", "events"}
@@ -87,8 +87,76 @@ def flatten_errors(messages: Any, prefix: str) -> list[str]:
 
 
 # --- the core sections ------------------------------------------------------------------
+# Each section's schema loads into a frozen dataclass: ``config.dispatch.retry_delays``, typed
+# and read-only, instead of string keys into a dict.
 
-class ServerSchema(Schema):
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str
+    port: int
+    max_body_bytes: int
+    public_url: str | None
+    workers: int
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    url: str
+    sqlite_synchronous: str
+    auto_migrate: bool
+    schema_wait_seconds: float
+
+
+@dataclass(frozen=True)
+class DispatchConfig:
+    backend: str
+    workers: int
+    retry_delays: list[float]
+    max_attempts: int | None
+    jitter: float
+    lease_seconds: float
+    poll_interval: float
+    shutdown_grace_seconds: float
+    broker_url: str | None
+    queue: str
+    sweep_interval: float
+    sweep_limit: int
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    token: str | None
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    schema: dict | None
+    messages: list[dict] | None
+    min_messages_threshold: int
+
+
+@dataclass(frozen=True)
+class PhoneConfig:
+    default_region: str | None
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str
+
+
+class _Section(Schema):
+    """A core section's schema: loads into its frozen dataclass ``into``."""
+
+    into: type
+
+    @post_load
+    def _typed(self, data: dict, **_: Any):
+        return self.into(**data)
+
+
+class ServerSchema(_Section):
+    into = ServerConfig
     host = fields.String(load_default="127.0.0.1")
     port = fields.Integer(load_default=8080, validate=validate.Range(1, 65535))
     max_body_bytes = fields.Integer(load_default=1_048_576, validate=validate.Range(min=1024))
@@ -96,7 +164,8 @@ class ServerSchema(Schema):
     workers = fields.Integer(load_default=2, validate=validate.Range(1, 64))
 
 
-class StoreSchema(Schema):
+class StoreSchema(_Section):
+    into = StoreConfig
     url = fields.String(load_default="sqlite:///hub.db")
     sqlite_synchronous = fields.String(load_default="NORMAL", validate=validate.OneOf(["NORMAL", "FULL"]))
     # serve applies pending migrations before it starts anything; false: `sovereign-hub db upgrade` does
@@ -122,7 +191,8 @@ def _password_of(url: str | None) -> str | None:
         return None
 
 
-class DispatchSchema(Schema):
+class DispatchSchema(_Section):
+    into = DispatchConfig
     backend = fields.String(load_default="embedded", validate=validate.OneOf(
         ["embedded", "celery"],
         error='must be "embedded" (delivery threads beside the receiver) or "celery" (workers fed by a '
@@ -149,21 +219,25 @@ class DispatchSchema(Schema):
                                   "broker_url")
 
 
-class AdminSchema(Schema):
+class AdminSchema(_Section):
+    into = AdminConfig
     token = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=16))
 
 
-class AnalysisSchema(Schema):
+class AnalysisSchema(_Section):
+    into = AnalysisConfig
     schema = fields.Dict(load_default=None, allow_none=True)
     messages = fields.List(fields.Dict(), load_default=None, allow_none=True)
     min_messages_threshold = fields.Integer(load_default=2, validate=validate.Range(min=0))
 
 
-class PhoneSchema(Schema):
+class PhoneSchema(_Section):
+    into = PhoneConfig
     default_region = fields.String(load_default=None, allow_none=True, validate=validate.Length(equal=2))
 
 
-class LoggingSchema(Schema):
+class LoggingSchema(_Section):
+    into = LoggingConfig
     level = fields.String(load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]))
 
 
@@ -187,25 +261,25 @@ class DestinationConfig:
 @dataclass
 class HubConfig:
     path: str | None
-    server: dict[str, Any]
-    store: dict[str, Any]
-    dispatch: dict[str, Any]
-    admin: dict[str, Any]
-    analysis: dict[str, Any]
-    phone: dict[str, Any]
-    logging: dict[str, Any]
+    server: ServerConfig
+    store: StoreConfig
+    dispatch: DispatchConfig
+    admin: AdminConfig
+    analysis: AnalysisConfig
+    phone: PhoneConfig
+    logging: LoggingConfig
     sources: dict[str, dict[str, Any]]
     destinations: dict[str, DestinationConfig] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     @property
     def settings(self) -> HubSettings:
-        public = self.server["public_url"] or f"http://{self.server['host']}:{self.server['port']}"
-        return HubSettings(public_url=public, default_region=self.phone["default_region"])
+        public = self.server.public_url or f"http://{self.server.host}:{self.server.port}"
+        return HubSettings(public_url=public, default_region=self.phone.default_region)
 
     @property
     def max_attempts(self) -> int:
-        return self.dispatch["max_attempts"] or len(self.dispatch["retry_delays"]) + 1
+        return self.dispatch.max_attempts or len(self.dispatch.retry_delays) + 1
 
     def enabled_destinations(self) -> list[DestinationConfig]:
         return [d for d in self.destinations.values() if d.enabled]
@@ -311,29 +385,50 @@ def _load_destination(name: str, table: Any, registry: Registry, known_events: s
 
 
 def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dict | None = None) -> HubConfig:
-    """Read, resolve secrets, validate. Raises ``ConfigProblems`` listing every problem."""
-    problems: list[str] = []
+    """Read, resolve secrets, validate. Raises ``ConfigProblems`` listing every problem.
+
+    Each step adds what it finds to ``problems`` and goes on, so one run names them all.
+    """
     label = str(path) if path else None
-    if data is None:
-        if path is None:
-            raise ConfigProblems(["no configuration file given (use -c/--config or SOVEREIGN_HUB_CONFIG)"])
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigProblems([f"configuration file not found: {path}"]) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigProblems([f"not valid TOML: {exc}"], label) from None
-        except OSError as exc:
-            raise ConfigProblems([f"cannot read configuration file: {exc.strerror}"], label) from None
+    problems: list[str] = []
+    data = _read_toml(path, label) if data is None else data
     base_dir = Path(path).parent if path else Path.cwd()
     data = resolve_secrets(data, base_dir, problems)
+    _check_sections_known(data, problems)
+    sections = _load_sections(data, problems)
+    sources_table = data.get("sources", {}) or {}
+    sources = _load_sources(sources_table, registry, problems)
+    warnings = _backend_warnings(sections) + _check_signing(sources_table, problems)
+    _check_analysis_schema(sections["analysis"].schema, problems)
+    destinations = _load_destinations(data.get("destinations", {}) or {}, registry, problems, base_dir)
+    _register_literal_secrets(sections, sources)
+    if problems:
+        raise ConfigProblems(problems, label)
+    return HubConfig(path=label, sources=sources, destinations=destinations, warnings=warnings, **sections)
 
-    unknown_sections = set(data) - set(SECTIONS) - {"sources", "destinations"}
-    for section in sorted(unknown_sections):
+
+def _read_toml(path: str | os.PathLike | None, label: str | None) -> dict:
+    if path is None:
+        raise ConfigProblems(["no configuration file given (use -c/--config or SOVEREIGN_HUB_CONFIG)"])
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigProblems([f"configuration file not found: {path}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigProblems([f"not valid TOML: {exc}"], label) from None
+    except OSError as exc:
+        raise ConfigProblems([f"cannot read configuration file: {exc.strerror}"], label) from None
+
+
+def _check_sections_known(data: dict, problems: list[str]) -> None:
+    for section in sorted(set(data) - set(SECTIONS) - {"sources", "destinations"}):
         problems.append(f"{section}: unknown section (known: {', '.join(sorted(SECTIONS))}, sources, destinations)")
 
-    loaded: dict[str, dict] = {}
+
+def _load_sections(data: dict, problems: list[str]) -> dict[str, Any]:
+    """The core sections through their schemas; a broken one counts as its defaults (and a problem)."""
+    loaded: dict[str, Any] = {}
     for section, schema in SECTIONS.items():
         table = data.get(section, {})
         if not isinstance(table, dict):
@@ -344,8 +439,10 @@ def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dic
         except ValidationError as exc:
             problems.extend(flatten_errors(exc.messages, section))
             loaded[section] = schema().load({})
+    return loaded
 
-    sources_table = data.get("sources", {}) or {}
+
+def _load_sources(sources_table: dict, registry: Registry, problems: list[str]) -> dict[str, dict]:
     sources: dict[str, dict] = {}
     for name in sorted(set(sources_table) | {"hms"}):
         if name not in registry.sources:
@@ -355,10 +452,19 @@ def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dic
             sources[name] = registry.sources[name].Config().load(sources_table.get(name, {}))
         except ValidationError as exc:
             problems.extend(flatten_errors(exc.messages, f"sources.{name}"))
+    return sources
+
+
+def _backend_warnings(sections: dict[str, Any]) -> list[str]:
+    if sections["dispatch"].backend == "celery" and sections["store"].url.startswith("sqlite"):
+        return ['dispatch.backend = "celery" with a SQLite store: every worker must run on this '
+                'machine; for workers elsewhere set [store] url to PostgreSQL (docs/deployment.md)']
+    return []
+
+
+def _check_signing(sources_table: dict, problems: list[str]) -> list[str]:
+    """Every source needs a secret, unless ``allow_unsigned = true`` (a warning at every start)."""
     warnings = []
-    if loaded["dispatch"]["backend"] == "celery" and loaded["store"]["url"].startswith("sqlite"):
-        warnings.append('dispatch.backend = "celery" with a SQLite store: every worker must run on this '
-                        'machine; for workers elsewhere set [store] url to PostgreSQL (docs/deployment.md)')
     for name in sorted(set(sources_table) | {"hms"}):
         table = sources_table.get(name) or {}
         key = f"sources.{name}.secret"
@@ -371,30 +477,34 @@ def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dic
             problems.append(f"{key}: no webhook secret is set; set secret = "
                             f'{{ env = "HMS_WEBHOOK_SECRET" }} to the assistant\'s webhook_secret '
                             f"(or allow_unsigned = true, for local testing only)")
+    return warnings
 
-    schema = loaded["analysis"]["schema"]
-    if schema is not None:
-        try:
-            jsonschema.validators.validator_for(schema).check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            problems.append(f"analysis.schema: not a valid JSON Schema: {exc.message}")
 
-    known_events = {e for src in registry.sources.values() for e in src.events}
-    destinations: dict[str, DestinationConfig] = {}
-    dest_table = data.get("destinations", {}) or {}
+def _check_analysis_schema(schema: dict | None, problems: list[str]) -> None:
+    if schema is None:
+        return
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        problems.append(f"analysis.schema: not a valid JSON Schema: {exc.message}")
+
+
+def _load_destinations(dest_table: Any, registry: Registry, problems: list[str],
+                       base_dir: Path) -> dict[str, DestinationConfig]:
     if not isinstance(dest_table, dict):
         problems.append("destinations: must be a table of [destinations.<name>] tables")
-        dest_table = {}
+        return {}
+    known_events = {e for src in registry.sources.values() for e in src.events}
+    destinations = {}
     for name, table in dest_table.items():
         dest = _load_destination(name, table, registry, known_events, problems, base_dir)
         if dest is not None:
             destinations[name] = dest
+    return destinations
 
-    # a secret written literally (not as { env } / { file }) is redacted all the same
-    for value in [loaded["admin"]["token"], *(table.get("secret") for table in sources.values()),
-                  _password_of(loaded["dispatch"]["broker_url"]), _password_of(loaded["store"]["url"])]:
+
+def _register_literal_secrets(sections: dict[str, Any], sources: dict[str, dict]) -> None:
+    """A secret written literally (not as { env } / { file }) is redacted all the same."""
+    for value in [sections["admin"].token, *(table.get("secret") for table in sources.values()),
+                  _password_of(sections["dispatch"].broker_url), _password_of(sections["store"].url)]:
         register_secret(value)
-
-    if problems:
-        raise ConfigProblems(problems, label)
-    return HubConfig(path=label, sources=sources, destinations=destinations, warnings=warnings, **loaded)

@@ -1,6 +1,7 @@
 """What a destination type is, and what the dispatcher hands it for one delivery attempt."""
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,12 @@ def reset_shared_limiters() -> None:
     """Forget every shared bucket (tests: each test starts with full buckets)."""
     with _SHARED_LOCK:
         _SHARED_BUCKETS.clear()
+
+
+def credential_key(*credentials: str) -> str:
+    """A digest standing for a credential (or several), for ``limiter_key``: destinations that
+    share the credential share their rate-limit buckets, and the secret itself is kept nowhere."""
+    return hashlib.sha256("\0".join(credentials).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -163,10 +170,41 @@ class DeliveryContext:
             raise_for_response(response, dest.name, auth_hint=dest.auth_hint)
         return response
 
+    # --- creates whose answer may be lost ------------------------------------------------
+    # A create sent without an answer back (a timeout, a killed worker) may have landed. The
+    # destination marks it in the state just before sending and clears the mark when the answer
+    # arrives; the next attempt that finds the mark looks the record up before creating again.
+    # The marks live in ``state["sent"]``: {key: {"at": Unix seconds, "times": sends so far}}.
+
+    def mark_sent(self, key: str, *, at: float | None = None) -> None:
+        """About to send the create ``key`` (e.g. "contact"); ``at`` defaults to now."""
+        marks = self.state.setdefault("sent", {})
+        times = marks.get(key, {}).get("times", 0)
+        marks[key] = {"at": time.time() if at is None else at, "times": times + 1}
+
+    def was_sent(self, key: str) -> bool:
+        """Whether a create ``key`` was sent and its answer has not been seen."""
+        return key in self.state.get("sent", {})
+
+    def sent_at(self, key: str) -> float | None:
+        """When the unanswered create ``key`` was last sent (Unix seconds), or None."""
+        return self.state.get("sent", {}).get(key, {}).get("at")
+
+    def sent_times(self, key: str) -> int:
+        """How many attempts sent the create ``key`` without its answer being seen."""
+        return self.state.get("sent", {}).get(key, {}).get("times", 0)
+
+    def clear_sent(self, key: str) -> None:
+        """The create ``key`` was answered (or certainly not done): forget its mark."""
+        marks = self.state.get("sent", {})
+        marks.pop(key, None)
+        if not marks:
+            self.state.pop("sent", None)
+
     def sleep(self, seconds: float) -> None:
         """Wait inside an attempt (a short back-off a flow needs); skipped in a dry run."""
         if not self.dry_run:
             time.sleep(seconds)
 
 
-__all__ = ["Destination", "DeliveryContext", "HubSettings", "Result", "Retryable", "Permanent"]
+__all__ = ["Destination", "DeliveryContext", "HubSettings", "Result", "Retryable", "Permanent", "credential_key"]

@@ -13,13 +13,13 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import replace
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Callable
 
 from . import logs, metrics
 from .errors import Permanent, Retryable
-from .secrets import redact
+from .redaction import redact
 from .report import CallReport
 from .store import DEAD, PENDING, SUCCEEDED, Attempt, Delivery, Store, utcnow
 
@@ -43,6 +43,21 @@ class RetryPolicy:
 
     def exhausted(self, attempt: int) -> bool:
         return attempt >= self.max_attempts
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt came to: the delivery's new ``status`` (succeeded, pending again for a
+    retry, or dead), the redacted ``error`` and, for a retry, when the next attempt is due."""
+
+    status: str
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+
+    @property
+    def recorded_as(self) -> str:
+        """The attempt's word in the attempts table, metrics and logs: succeeded, retry or dead."""
+        return "retry" if self.status == PENDING else self.status
 
 
 class Dispatcher:
@@ -103,11 +118,11 @@ class Dispatcher:
         reports = self.store.get_reports(d.report_id for d in claimed)
         return [(d, reports.get(d.report_id)) for d in claimed]
 
-    def _retry_or_dead(self, delivery: Delivery, started, error: str, retry_after: float | None = None):
+    def _retry_or_dead(self, delivery: Delivery, started, error: str, retry_after: float | None = None) -> Outcome:
         """A failure time may fix: the next attempt per the schedule, or dead once it is spent."""
         if self.policy.exhausted(delivery.attempts):
-            return DEAD, "dead", f"{error} (gave up after {delivery.attempts} attempts)", None
-        return PENDING, "retry", error, started + timedelta(seconds=self.policy.delay(delivery.attempts, retry_after))
+            return Outcome(DEAD, f"{error} (gave up after {delivery.attempts} attempts)")
+        return Outcome(PENDING, error, started + timedelta(seconds=self.policy.delay(delivery.attempts, retry_after)))
 
     def _attempt(self, delivery: Delivery, report: CallReport | None) -> Delivery:
         started = utcnow()
@@ -129,38 +144,37 @@ class Dispatcher:
             result = destination.deliver(report, ctx)
             # redacted like errors: the webhook type's message names its URL, which is a secret
             result_text = redact(getattr(result, "message", None) or "delivered")
-            status, outcome, error, next_at = SUCCEEDED, "succeeded", None, None
+            outcome = Outcome(SUCCEEDED)
         except Retryable as exc:
             http_status = exc.http_status
-            status, outcome, error, next_at = self._retry_or_dead(delivery, started, redact(exc.reason),
-                                                                  exc.retry_after)
+            outcome = self._retry_or_dead(delivery, started, redact(exc.reason), exc.retry_after)
         except Permanent as exc:
             http_status = exc.http_status
-            status, outcome, error, next_at = DEAD, "dead", redact(exc.reason), None
+            outcome = Outcome(DEAD, redact(exc.reason))
         except Exception as exc:  # noqa: BLE001 - a plugin bug must not kill the worker or lose the delivery
             log.exception("destination raised an unexpected error", extra={"fields": {
                 "delivery_id": delivery.id, "destination": delivery.destination}})
-            status, outcome, error, next_at = self._retry_or_dead(
-                delivery, started, redact(f"unexpected {type(exc).__name__}: {exc}")[:1000])
+            outcome = self._retry_or_dead(delivery, started, redact(f"unexpected {type(exc).__name__}: {exc}")[:1000])
         if ctx is not None:
             state = ctx.state
             http_status = http_status or ctx.last_status
         elapsed = time.perf_counter() - clock
+        next_at, word = outcome.next_attempt_at, outcome.recorded_as
         kept = self.store.finish(
-            delivery, self.owner, status=status, state=state, next_attempt_at=next_at, result=result_text,
-            attempt=Attempt(started, elapsed * 1000, outcome, http_status, error))
-        metrics.DELIVERIES.labels(delivery.destination, outcome).inc()
+            delivery, self.owner, status=outcome.status, state=state, next_attempt_at=next_at, result=result_text,
+            attempt=Attempt(started, elapsed * 1000, word, http_status, outcome.error))
+        metrics.DELIVERIES.labels(delivery.destination, word).inc()
         metrics.ATTEMPT_SECONDS.labels(delivery.destination).observe(elapsed)
-        logs.event(log, f"delivery.{outcome}", logging.INFO if outcome == "succeeded" else logging.WARNING,
+        logs.event(log, f"delivery.{word}", logging.INFO if outcome.status == SUCCEEDED else logging.WARNING,
                    delivery_id=delivery.id, report_id=delivery.report_id, destination=delivery.destination,
-                   attempt=delivery.attempts, http_status=http_status, error=error,
+                   attempt=delivery.attempts, http_status=http_status, error=outcome.error,
                    next_attempt_at=next_at.isoformat() if next_at else None, lease_kept=kept)
         if not kept:
             return delivery
-        finished = replace(delivery, status=status, state=state, last_error=error, lease_owner=None,
+        finished = replace(delivery, status=outcome.status, state=state, last_error=outcome.error, lease_owner=None,
                            lease_until=None, next_attempt_at=next_at or utcnow(),
                            result=result_text or delivery.result)
-        if status in (SUCCEEDED, DEAD) and self.on_finished is not None and report is not None:
+        if outcome.status in (SUCCEEDED, DEAD) and self.on_finished is not None and report is not None:
             try:
                 self.on_finished(finished, report)
             except Exception:  # noqa: BLE001 - an observer's failure is logged, never fatal

@@ -18,17 +18,19 @@ def register_destinations(register):
 
 @hookspec
 def report_received(report, hub):
-    """Observe a report after it is stored, before it is delivered; keep it cheap."""
+    """Observe a report after it is stored, before it is delivered; keep it cheap (each
+    implementation is called on its own: one that raises is logged, the others still run)."""
 
 
 @hookspec
 def delivery_finished(delivery, report, hub):
-    """Observe a delivery that succeeded or went dead (e.g. alert on dead letters)."""
+    """Observe a delivery (a ``DeliveryRecord``) that succeeded or went dead, e.g. to alert on dead
+    letters (each implementation is called on its own, as for ``report_received``)."""
 
 
 @hookspec
-def register_routes(hub):
-    """Add Flask blueprints or routes: ``hub.app.register_blueprint(...)``."""
+def register_routes(register):
+    """Add web routes: ``register(blueprint)`` with a Flask ``Blueprint``."""
 
 
 @hookspec
@@ -38,4 +40,4 @@ def register_commands(cli):
 
 @hookspec
 def startup(hub):
-    """Run once when the hub has loaded its configuration and store."""
+    """Run once in each web process, when the app is built over a loaded configuration."""

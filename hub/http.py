@@ -12,7 +12,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from .errors import Permanent, Retryable
-from .secrets import redact
+from .redaction import redact
 
 USER_AGENT = "sovereign-hub/0.1"
 SENSITIVE_HEADERS = {"authorization", "x-api-key", "api-key", "cookie", "x-auth-token"}

@@ -6,7 +6,7 @@ import logging
 import sys
 from datetime import datetime, timezone
 
-from .secrets import scrub
+from .redaction import scrub
 
 
 class JsonFormatter(logging.Formatter):

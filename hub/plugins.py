@@ -54,14 +54,26 @@ class HubPluginManager(pluggy.PluginManager):
             if self.get_plugin(ep.name) is not None or self.is_blocked(ep.name):
                 continue
             try:
-                plugin = ep.load()
+                self._register_entry_point(ep)
             except Exception as exc:  # noqa: BLE001 - any import failure of a third-party plugin
                 self.failures.append(PluginFailure(ep.name, f"{type(exc).__name__}: {exc}"))
                 log.warning("plugin %s failed to load: %s", ep.name, exc)
-                continue
-            self.register(plugin, name=ep.name)
-            if ep.dist is not None:
-                self.distributions[ep.name] = ep.dist
+
+    def load_entry_point(self, name: str) -> None:
+        """Load the one installed ``sovereign_hub`` entry point ``name`` (a test's ``hub_plugins``);
+        its import errors propagate. ``LookupError`` names the installed ones if it is not there."""
+        found = metadata.entry_points(group=hookspecs.PROJECT, name=name)
+        if not found:
+            installed = ", ".join(sorted(ep.name for ep in metadata.entry_points(group=hookspecs.PROJECT)))
+            raise LookupError(f"no plugin {name!r} is installed in the entry-point group {hookspecs.PROJECT!r} "
+                              f"(installed: {installed or 'none'})")
+        for ep in found:
+            self._register_entry_point(ep)
+
+    def _register_entry_point(self, ep: metadata.EntryPoint) -> None:
+        self.register(ep.load(), name=ep.name)
+        if ep.dist is not None:
+            self.distributions[ep.name] = ep.dist
 
 
 def make_manager(*, load_entry_points: bool = True) -> HubPluginManager:
@@ -72,6 +84,20 @@ def make_manager(*, load_entry_points: bool = True) -> HubPluginManager:
         pm.load_entry_points()
     pm.check_pending()
     return pm
+
+
+def notify(pm: pluggy.PluginManager, hook: str, log_fields: dict | None = None, **kwargs) -> None:
+    """Call every implementation of the observer ``hook`` on its own, in pluggy's order.
+
+    A pluggy broadcast stops at the first implementation that raises, so one plugin's bug
+    would silence every other observer; here it is logged, naming the plugin, and the rest
+    still run. Each implementation gets only the arguments it names.
+    """
+    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
+        try:
+            impl.function(**{name: kwargs[name] for name in impl.argnames})
+        except Exception:  # noqa: BLE001 - an observer's bug must never fail the hub's own work
+            log.exception(f"{hook} hook failed", extra={"fields": {"plugin": impl.plugin_name, **(log_fields or {})}})
 
 
 def collect(pm: pluggy.PluginManager) -> Registry:

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from .files import open_private
+from .records import DeliveryRecord
 from .report import CallReport
 
 PENDING, RUNNING, SUCCEEDED, DEAD = "pending", "running", "succeeded", "dead"
@@ -128,11 +129,13 @@ class Delivery:
         values["state"] = json.loads(values["state"] or "{}")
         return cls(**values)
 
-    def to_dict(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
-        for key in ("next_attempt_at", "lease_until", "created_at", "updated_at"):
-            out[key] = out[key].isoformat() if out[key] else None
-        return out
+    def record(self) -> DeliveryRecord:
+        """The public view of this row (no lease owner; no next attempt once dead)."""
+        return DeliveryRecord(
+            id=self.id, report_id=self.report_id, destination=self.destination, status=self.status,
+            attempts=self.attempts, next_attempt_at=None if self.status == DEAD else self.next_attempt_at,
+            lease_until=self.lease_until, last_error=self.last_error, result=self.result, state=self.state,
+            created_at=self.created_at, updated_at=self.updated_at)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,14 @@
-"""A pytest plugin for plugin authors (loaded automatically once sovereign-hub is installed).
+"""A pytest plugin for plugin authors (registered as ``sovereign_hub`` once sovereign-hub is installed).
 
 Fixtures: ``sample_payload``, ``sample_report``, ``make_report``, ``mocked_http``,
-``hub_config``, ``app``, ``client``, ``runner``, ``signed_post``, ``register_plugin``. Helpers:
-``make_destination``, ``deliver``, ``load_sample``, ``normalize_payload``.
-Subclass ``DestinationContract`` to run the checks every destination must pass.
+``hub_config``, ``hub_plugins``, ``app``, ``client``, ``runner``, ``signed_post``,
+``register_plugin``, ``fresh_rate_limits``. Helpers: ``make_destination``, ``deliver``,
+``load_sample``, ``normalize_payload``. Subclass ``DestinationContract`` to run the checks every
+destination must pass.
+
+It costs nothing to a project that does not use it: it imports only what the hub itself
+depends on (``responses``, a test extra, only inside the fixtures and checks that mock HTTP),
+it has no autouse fixture, and ``-p no:sovereign_hub`` switches it off.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import responses
 
-from .config import load_destination_options
+from .config import load_config, load_destination_options
 from .destinations import DeliveryContext, Destination, HubSettings, Result, reset_shared_limiters
 from .errors import Permanent, Retryable
 from .normalize import Normalizer
@@ -77,9 +82,15 @@ def signed_headers(body: bytes, secret: str = TEST_SECRET, timestamp: int | None
             "X-Webhook-Timestamp": ts, "X-Webhook-Signature": sign(secret, ts, body)}
 
 
-@pytest.fixture(autouse=True)
+def pytest_configure(config):
+    config.addinivalue_line("markers", "hub_plugins(*plugins): the plugins the app fixture loads besides the "
+                                       "built-in ones (entry-point names such as \"slack\", or plugin objects)")
+
+
+@pytest.fixture
 def fresh_rate_limits():
-    """Destinations share rate-limit buckets process-wide; each test starts with full ones."""
+    """Destinations share rate-limit buckets process-wide: ask for this (or make it autouse in
+    your own conftest) to start a test with full ones."""
     reset_shared_limiters()
     yield
 
@@ -109,9 +120,17 @@ def make_report():
 
 @pytest.fixture
 def mocked_http():
-    """``responses`` in strict mode: a request nobody mocked fails the test."""
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+    """``responses`` in strict mode: a request nobody mocked fails the test (needs ``responses``)."""
+    with _responses().RequestsMock(assert_all_requests_are_fired=False) as rsps:
         yield rsps
+
+
+def _responses():
+    """The ``responses`` library, imported only by what mocks HTTP (it is a test extra, not a
+    dependency of the hub: an environment without it must still be able to run pytest)."""
+    import responses
+
+    return responses
 
 
 @pytest.fixture
@@ -140,40 +159,59 @@ def migrated(url: str) -> str:
 
 
 @pytest.fixture
-def app(hub_config):
-    """The Flask app over ``hub_config`` (its store migrated first); the dispatcher is not started."""
-    from .app import create_app
+def hub_plugins(request) -> tuple:
+    """The plugins ``app`` loads besides the built-in ones: those named by the test's
+    ``@pytest.mark.hub_plugins("slack", ...)`` marker (entry-point names of the ``sovereign_hub``
+    group, or plugin objects), none without it. Override the fixture to choose otherwise."""
+    marker = request.node.get_closest_marker("hub_plugins")
+    return tuple(marker.args) if marker else ()
 
-    migrated(hub_config["store"]["url"])
-    application = create_app(config_data=hub_config, start_dispatcher=False)
+
+def _plugin_manager(plugins):
+    """The built-in plugins plus ``plugins`` (entry-point names or plugin objects), nothing else."""
+    pm = make_manager(load_entry_points=False)
+    for plugin in plugins:
+        if isinstance(plugin, str):
+            pm.load_entry_point(plugin)
+        else:
+            pm.register(plugin)
+    pm.check_pending()
+    return pm
+
+
+def _build_app(hub_config: dict, plugins) -> Any:
+    """An app over ``hub_config`` whose plugin manager has the built-in plugins and ``plugins`` only."""
+    from .app import create_app
+    from .core import Hub
+
+    pm = _plugin_manager(plugins)
+    registry = collect(pm)
+    migrated(hub_config["store"]["url"])  # as `serve` leaves it: a Hub refuses a store that is not
+    application = create_app(hub=Hub(load_config(None, registry, data=hub_config), pm, registry))
     application.config["TESTING"] = True
+    return application
+
+
+@pytest.fixture
+def app(hub_config, hub_plugins, fresh_rate_limits):
+    """The Flask app over ``hub_config``, with the built-in plugins and ``hub_plugins`` only (not
+    every installed one); the dispatcher is not started (call ``app.hub.dispatcher.run_due()``)."""
+    application = _build_app(hub_config, hub_plugins)
     yield application
     application.hub.close()
 
 
 @pytest.fixture
-def register_plugin(hub_config):
+def register_plugin(hub_config, hub_plugins, fresh_rate_limits):
     """``app = register_plugin(plugin, ...)``: an app over ``hub_config`` whose plugin manager
     also has ``plugin`` registered (a module or object with ``@hub.hookimpl`` functions), so a
     plugin can be tested before it is installed. Its destination types can be used in
     ``hub_config["destinations"]``; set those before calling. Dispatcher not started."""
-    from .app import create_app
-    from .config import load_config
-    from .service import Hub
-
     made = []
 
     def build(*plugins: Any):
-        pm = make_manager()
-        for plugin in plugins:
-            pm.register(plugin)
-        pm.check_pending()
-        registry = collect(pm)
-        migrated(hub_config["store"]["url"])
-        application = create_app(hub=Hub(load_config(None, registry, data=hub_config), pm, registry))
-        application.config["TESTING"] = True
-        made.append(application)
-        return application
+        made.append(_build_app(hub_config, [*hub_plugins, *plugins]))
+        return made[-1]
 
     yield build
     for application in made:
@@ -185,9 +223,42 @@ def client(app):
     return app.test_client()
 
 
+def toml_text(data: dict) -> str:
+    """``data`` as a TOML document (inline tables; None values left out), for the CLI's ``-c``."""
+
+    def value(item: Any) -> str:
+        if isinstance(item, dict):
+            return "{ " + ", ".join(f"{json.dumps(str(k))} = {value(v)}" for k, v in item.items()
+                                    if v is not None) + " }"
+        if isinstance(item, (list, tuple)):
+            return "[" + ", ".join(value(v) for v in item) + "]"
+        if isinstance(item, bool):
+            return "true" if item else "false"
+        return json.dumps(item)  # numbers, and strings in TOML's basic-string escapes
+
+    return "".join(f"{json.dumps(str(k))} = {value(v)}\n" for k, v in data.items() if v is not None)
+
+
 @pytest.fixture
-def runner(app):
-    return app.test_cli_runner()
+def runner(hub_config, hub_plugins, tmp_path):
+    """``runner.invoke(["reports", "list"])``: the real ``sovereign-hub`` command group, with the
+    commands of ``hub_plugins`` added, over ``hub_config`` (written to a TOML file, as the test
+    left it, and passed as SOVEREIGN_HUB_CONFIG). Returns click's ``Result``. The commands load
+    the hub as the CLI does (every installed plugin)."""
+    from click.testing import CliRunner
+
+    from .cli import HubGroup, cli
+
+    group = HubGroup(name="sovereign-hub", commands=dict(cli.commands), callback=cli.callback, params=cli.params)
+    _plugin_manager(hub_plugins).hook.register_commands(cli=group)
+    path = tmp_path / "hub-config.toml"
+
+    class HubCliRunner(CliRunner):
+        def invoke(self, args=None, **kwargs):
+            path.write_text(toml_text(hub_config))
+            return super().invoke(group, args, **kwargs)
+
+    return HubCliRunner(env={"SOVEREIGN_HUB_CONFIG": str(path)})
 
 
 @pytest.fixture
@@ -203,6 +274,13 @@ def signed_post(client):
         return client.post("/webhooks/hms", data=body, headers=all_headers)
 
     return post
+
+
+def closed_port() -> int:
+    """A 127.0.0.1 port nothing listens on (bound for a moment, then let go): a connection is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05) -> bool:
@@ -330,7 +408,7 @@ class DestinationContract:
     options: dict[str, Any] = {}
     sample: str = "end-of-call-report-full"
 
-    def mock_success(self, rsps: responses.RequestsMock) -> None:
+    def mock_success(self, rsps) -> None:
         raise NotImplementedError("register the responses of a successful delivery")
 
     def is_create(self, request) -> bool:
@@ -351,7 +429,7 @@ class DestinationContract:
 
     def test_delivers_and_redelivery_creates_nothing(self):
         destination = self.build()
-        with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        with _responses().RequestsMock(assert_all_requests_are_fired=False) as rsps:
             self.mock_success(rsps)
             result, ctx = deliver(destination, self.report())
             assert isinstance(result, Result)
@@ -362,14 +440,14 @@ class DestinationContract:
 
     def test_dry_run_sends_nothing(self):
         destination = self.build()
-        with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        with _responses().RequestsMock(assert_all_requests_are_fired=False) as rsps:
             _, ctx = deliver(destination, self.report(), dry_run=True)
             assert rsps.calls == [] or len(rsps.calls) == 0
         assert ctx.sent, "a dry run lists the requests it would send"
 
     def test_server_error_is_retryable(self):
         destination = self.build()
-        with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        with _responses().RequestsMock(assert_all_requests_are_fired=False) as rsps:
             for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
                 rsps.add(method, ANY_URL, status=503, body="upstream unavailable")
             with pytest.raises(Retryable):
@@ -377,7 +455,7 @@ class DestinationContract:
 
     def test_unauthorized_is_permanent_and_names_destination(self):
         destination = self.build()
-        with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        with _responses().RequestsMock(assert_all_requests_are_fired=False) as rsps:
             for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
                 rsps.add(method, ANY_URL, status=401, json={"message": "authentication failed"})
             with pytest.raises(Permanent) as info:

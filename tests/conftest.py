@@ -25,6 +25,7 @@ PG_MAINTENANCE_DB = "test"
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "postgres: runs against the session's PostgreSQL database")
+    config.addinivalue_line("markers", "fresh_venv: makes a virtualenv and pip-installs the hub into it (slow, 30-60 s)")
 
 
 def _pg_connect(user: str, dbname: str):
@@ -142,3 +143,8 @@ def new_pg_database(pg_database_url):
     with psycopg.connect(host=base.host, port=base.port, user=base.username, dbname="test", autocommit=True) as admin:
         for name in made:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(autouse=True)
+def _full_rate_limits(fresh_rate_limits):
+    """Every core test starts with full rate-limit buckets (hub.testing has no autouse fixture)."""

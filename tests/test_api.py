@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import socket
 from datetime import datetime, timedelta
 
 import pytest
@@ -17,17 +16,11 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from hub.store import utcnow
-from hub.testing import load_sample, signed_headers
+from hub.testing import closed_port, load_sample, signed_headers
 
 TOKEN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CUSTOMER = "+31623456789"  # the full sample's "+31 6 2345 6789", normalized
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -323,7 +323,7 @@ def test_celery_settings_are_validated_naming_the_key(dispatch, expected):
 def test_a_broker_password_is_redacted_like_any_secret():
     from hub.config import load_config
     from hub.plugins import collect, make_manager
-    from hub.secrets import redact
+    from hub.redaction import redact
 
     load_config(None, collect(make_manager()), data=celery_config(broker_url="amqp://hub:s3cret-pw@rabbit:5672//"))
     assert redact("connecting to amqp://hub:s3cret-pw@rabbit:5672//") == "connecting to amqp://hub:[secret]@rabbit:5672//"

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from hub.cli import cli
-from hub.service import Hub
+from hub.core import Hub
 from hub.testing import load_sample, migrated
 
 

@@ -3,9 +3,9 @@ import textwrap
 
 import pytest
 
-from hub.config import ConfigProblems, load_config
+from hub.config import ConfigProblems, ServerConfig, load_config
 from hub.plugins import collect, make_manager
-from hub.secrets import redact
+from hub.redaction import redact
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +35,13 @@ def test_example_config_loads(registry, monkeypatch):
     monkeypatch.setenv("HMS_WEBHOOK_SECRET", "whsec_example_secret")
     monkeypatch.setenv("HUB_ADMIN_TOKEN", "example-admin-token-0123")
     config = load_config(Path(__file__).parents[1] / "config.example.toml", registry)
-    assert config.server["port"] == 8080 and config.store["url"] == "sqlite:///hub.db"
-    assert config.store["sqlite_synchronous"] == "NORMAL"
-    assert config.dispatch["retry_delays"][:3] == [5, 30, 120]
+    assert config.server.port == 8080 and config.store.url == "sqlite:///hub.db"
+    assert config.store.sqlite_synchronous == "NORMAL"
+    assert config.dispatch.retry_delays[:3] == [5, 30, 120]
     assert config.max_attempts == 11
     assert config.sources["hms"]["secret"] == "whsec_example_secret"
-    assert config.admin["token"] == "example-admin-token-0123"
-    assert config.analysis["schema"]["properties"]["sentiment"]["maximum"] == 10
+    assert config.admin.token == "example-admin-token-0123"
+    assert config.analysis.schema["properties"]["sentiment"]["maximum"] == 10
     assert [d.name for d in config.enabled_destinations()] == ["calls_file"]
 
 
@@ -67,9 +67,9 @@ def test_defaults_with_a_minimal_file(tmp_path, registry):
     path = write(tmp_path, signed=True, text="""
     """)
     config = load_config(path, registry)
-    assert config.server == {"host": "127.0.0.1", "port": 8080, "max_body_bytes": 1048576,
-                             "public_url": None, "workers": 2}
-    assert config.dispatch["backend"] == "embedded" and config.dispatch["workers"] == 4
+    assert config.server == ServerConfig(host="127.0.0.1", port=8080, max_body_bytes=1048576,
+                                         public_url=None, workers=2)
+    assert config.dispatch.backend == "embedded" and config.dispatch.workers == 4
     assert config.sources["hms"]["tolerance_seconds"] == 300
     assert config.settings.public_url == "http://127.0.0.1:8080"
 

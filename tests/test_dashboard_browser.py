@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import struct
 import threading
 
@@ -16,7 +15,7 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
-from hub.testing import load_sample, signed_headers
+from hub.testing import closed_port, load_sample, signed_headers
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -27,12 +26,6 @@ IN_CI = bool(os.environ.get("CI"))
 pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM) and not IN_CI,
     reason=f"{CHROMIUM} is missing (apt-get install -y chromium); this test runs, and must pass, when CI is set")
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

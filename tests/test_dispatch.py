@@ -5,6 +5,7 @@ dict of instances (or registered by a test plugin on a Hub's plugin manager, for
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 
 from hub import Destination, Permanent, Result, Retryable, hookimpl
 from hub.dispatch import Dispatcher, RetryPolicy
-from hub.secrets import register_secret
+from hub.redaction import register_secret
 from hub.store import DEAD, PENDING, RUNNING, SUCCEEDED, deliveries, utcnow
 from hub.testing import migrated, signed_headers, wait_until
 
@@ -286,7 +287,7 @@ def test_every_attempt_is_recorded_with_the_secret_redacted(store, new_report, k
     recorded = store.list_attempts(d.id)
     assert len(recorded) == (1 if kind == "permanent" else 2)
     row = store.get_delivery(d.id)
-    everything = json.dumps([row.to_dict(), recorded], default=str)
+    everything = json.dumps([dataclasses.asdict(row), recorded], default=str)
     assert secret not in everything
     for attempt in recorded:
         assert "the API refused token [secret] for this account" in attempt["error"]
@@ -309,7 +310,7 @@ def test_a_success_message_is_stored_with_the_secret_redacted(store, new_report,
 
     row = store.get_delivery(d.id)
     assert row.status == SUCCEEDED
-    assert url not in json.dumps(row.to_dict(), default=str)
+    assert url not in json.dumps(dataclasses.asdict(row), default=str)
     assert row.result == "POST [secret] -> 200"
 
 
@@ -449,7 +450,7 @@ def test_delivery_finished_hook_fires_on_succeeded_and_dead(hub_config, sample_p
     from hub.app import create_app
     from hub.config import load_config
     from hub.plugins import collect, make_manager
-    from hub.service import Hub
+    from hub.core import Hub
 
     plugin = RecorderPlugin()
     pm = make_manager(load_entry_points=False)
@@ -474,7 +475,7 @@ def test_delivery_finished_hook_fires_on_succeeded_and_dead(hub_config, sample_p
         hub.dispatcher.run_due()
         assert sorted(f[:4] for f in plugin.finished) == [
             ("down", DEAD, 2, report_id), ("good", SUCCEEDED, 1, report_id), ("refused", DEAD, 1, report_id)]
-        assert all(f[4] is hub for f in plugin.finished)
+        assert all(f[4] is hub.plugin_hub for f in plugin.finished)
     finally:
         hub.close()
 

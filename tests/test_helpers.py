@@ -7,7 +7,7 @@ import responses
 
 from hub import (Mapping, Permanent, Retryable, Rule, Template, WindowLimiter, due_date, mask_phone, parse_rate,
                  raise_for_response, retry_after_seconds)
-from hub.secrets import register_secret, scrub
+from hub.redaction import register_secret, scrub
 from hub.testing import FakeClock, assert_no_window_exceeded
 
 
@@ -265,3 +265,27 @@ def test_ctx_send_uses_one_session_per_destination_with_user_agent_and_timeout(s
     assert [c.request.headers["User-Agent"] for c in mocked_http.calls] == [USER_AGENT, USER_AGENT]
     assert timeouts == [7.5, 7.5]
     assert destination.http is not other.http
+
+
+def test_sent_marks_remember_an_unanswered_create_until_cleared():
+    from hub.testing import make_destination
+
+    ctx = make_destination("jsonl", {"path": "/tmp/unused.jsonl"}).context(state={"task_id": None})
+    assert not ctx.was_sent("task") and ctx.sent_at("task") is None and ctx.sent_times("task") == 0
+    ctx.mark_sent("task", at=100.0)
+    ctx.mark_sent("task", at=160.0)
+    assert ctx.was_sent("task") and ctx.sent_at("task") == 160.0 and ctx.sent_times("task") == 2
+    ctx.mark_sent("contact")
+    ctx.clear_sent("task")
+    assert not ctx.was_sent("task") and ctx.was_sent("contact")
+    ctx.clear_sent("contact")
+    assert ctx.state == {"task_id": None}  # no empty leftovers in the saved state
+
+
+def test_credential_key_is_a_digest_never_the_credential():
+    from hub import credential_key
+
+    key = credential_key("pat-na1-secret-token")
+    assert key == credential_key("pat-na1-secret-token") != credential_key("another-token")
+    assert "secret" not in key and len(key) == 64
+    assert credential_key("a", "b") != credential_key("ab")

@@ -217,7 +217,7 @@ def test_signature_checked_before_parsing(client):
 # --- limits and validation -------------------------------------------------------------
 
 def test_oversize_body_is_413(app, client):
-    limit = app.hub.config.server["max_body_bytes"]
+    limit = app.hub.config.server.max_body_bytes
     big = json.dumps({"message": {"summary": "x" * limit}}).encode()
     response = post_raw(client, big, signed_headers(big))
     assert response.status_code == 413
@@ -227,7 +227,7 @@ def test_oversize_body_is_413(app, client):
 
 def test_oversize_chunked_body_is_413(app, client):
     """No Content-Length (chunked): the limit still holds."""
-    limit = app.hub.config.server["max_body_bytes"]
+    limit = app.hub.config.server.max_body_bytes
     big = b'{"message": "' + b"x" * (limit + 10) + b'"}'
     headers = signed_headers(big)
     response = client.post("/webhooks/hms", input_stream=__import__("io").BytesIO(big),

@@ -18,11 +18,12 @@ from urllib.parse import urlsplit
 
 from flask import (Blueprint, current_app, flash, redirect, render_template, request, session, url_for)
 
+from .. import operations as ops
+from ..redaction import mask_phone, redact, scrub
 from ..report import CallReport
-from ..secrets import mask_phone, redact, scrub
 from ..store import DEAD, STATUSES
 from ..templates import format_datetime, format_duration, format_phone
-from . import api
+from .admin_auth import ADMIN_KEY_HINT, admin_disabled, admin_token, token_matches
 
 bp = Blueprint("dashboard", __name__)
 
@@ -40,7 +41,7 @@ def session_key(token: str) -> bytes:
 @bp.record_once
 def configure_sessions(state) -> None:
     app = state.app
-    token = app.hub.config.admin.get("token")
+    token = app.hub.config.admin.token
     if token and not app.secret_key:
         app.secret_key = session_key(token)
     app.config.update(
@@ -59,8 +60,8 @@ def configure_sessions(state) -> None:
 def _disabled():
     if request.accept_mimetypes.accept_html and request.accept_mimetypes.best == "text/html":
         return render_template("dashboard_error.html", title="Dashboard disabled", status=503,
-                               message=f"The dashboard is disabled: {api.ADMIN_KEY_HINT}."), 503
-    return api.admin_disabled()
+                               message=f"The dashboard is disabled: {ADMIN_KEY_HINT}."), 503
+    return admin_disabled()
 
 
 def csrf_token() -> str:
@@ -88,7 +89,7 @@ def _safe_next(target: str | None) -> str:
 def login_required(view):
     @wraps(view)
     def wrapped(*args, **kwargs):
-        if api.admin_token() is None:
+        if admin_token() is None:
             return _disabled()
         if not session.get("admin"):
             return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")))
@@ -121,7 +122,7 @@ def _page_error(status: int, title: str, message: str):
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    if api.admin_token() is None:
+    if admin_token() is None:
         return _disabled()
     next_url = _safe_next(request.values.get("next"))
     if request.method == "GET":
@@ -131,7 +132,7 @@ def login():
     if not _csrf_ok():
         return render_template("dashboard_login.html", title="Log in", next_url=next_url,
                                error="The login form expired; please try again."), 400
-    if not api.token_matches(request.form.get("token", "")):
+    if not token_matches(request.form.get("token", "")):
         return render_template("dashboard_login.html", title="Log in", next_url=next_url,
                                error="That token is not the admin token."), 401
     session.clear()  # a fresh session on login: no fixation
@@ -199,32 +200,30 @@ def _back_to(default: str) -> str:
 @bp.get("/")
 @login_required
 def index():
-    store = current_app.hub.store
-    offset = _int_arg("offset", 0)
-    found = store.list_reports(limit=PAGE_SIZE, offset=offset)
-    by_report = store.deliveries_by_report(r.id for r in found)
-    rows = [_summary_row(r, by_report.get(r.id, [])) for r in found]
-    summary = api.stats(30)
-    dead = {name: c[DEAD] for name, c in summary["deliveries"].items() if c[DEAD]}
-    return render_template("dashboard_index.html", title="Reports", rows=rows, offset=offset, page_size=PAGE_SIZE,
-                           has_more=len(found) == PAGE_SIZE, chart=chart(summary["per_day"]), dead=dead,
-                           dead_total=sum(dead.values()), totals=summary["delivery_totals"])
+    hub = current_app.hub
+    page = ops.list_reports(hub, limit=PAGE_SIZE, offset=_int_arg("offset", 0), with_deliveries=True)
+    rows = [_summary_row(r, page.deliveries.get(r.id, [])) for r in page.reports]
+    summary = ops.stats(hub, 30)
+    dead = summary.dead_by_destination
+    return render_template("dashboard_index.html", title="Reports", rows=rows, offset=page.offset,
+                           page_size=PAGE_SIZE, has_more=page.next_offset is not None,
+                           chart=chart([day.__dict__ for day in summary.per_day]), dead=dead,
+                           dead_total=sum(dead.values()), totals=summary.delivery_totals)
 
 
 @bp.get("/reports/<report_id>")
 @login_required
 def report(report_id: str):
-    hub = current_app.hub
-    found = hub.store.get_report(report_id)
-    if found is None:
+    try:
+        detail = ops.get_report(current_app.hub, report_id)
+    except ops.NotFound:
         return _page_error(404, "Report not found", f"There is no report with id {report_id}.")
-    deliveries = sorted(hub.store.list_deliveries(report_id=report_id, limit=None), key=lambda d: d.destination)
-    timeline = [{"delivery": d, "attempts": hub.store.list_attempts(d.id),
-                 "configured": d.destination in hub.destinations} for d in deliveries]
-    missing = sorted(set(hub.destinations) - {d.destination for d in deliveries})
+    found = detail.report
+    timeline = [{"delivery": d, "attempts": d.attempt_log, "configured": d.destination in detail.configured}
+                for d in detail.deliveries]
     recording = found.recording_url if (found.recording_url or "").startswith(("https://", "http://")) else None
     return render_template("dashboard_report.html", title=f"Report {found.id}", report=found,
-                           timeline=timeline, missing=missing, recording=recording)
+                           timeline=timeline, missing=detail.undelivered, recording=recording)
 
 
 @bp.get("/deliveries")
@@ -232,37 +231,44 @@ def report(report_id: str):
 def deliveries():
     hub = current_app.hub
     status = request.args.get("status") or DEAD
-    if status not in STATUSES:
-        return _page_error(400, "Unknown status", f"status must be one of {', '.join(STATUSES)}.")
     destination = request.args.get("destination") or None
-    found = hub.store.list_deliveries(status=status, destination=destination, limit=500)
+    try:
+        found = ops.list_deliveries(hub, status=status, destination=destination, limit=500)
+    except ops.InvalidArgument:
+        return _page_error(400, "Unknown status", f"status must be one of {', '.join(STATUSES)}.")
     return render_template("dashboard_deliveries.html", title=f"Deliveries: {status}", deliveries=found,
                            status=status, destination=destination, statuses=STATUSES,
-                           configured=set(hub.destinations))
+                           configured=set(ops.configured(hub)))
 
 
 @bp.get("/customers/<customer>")
 @login_required
 def customer(customer: str):
-    if not api.E164.match(customer):
+    try:
+        page = ops.list_reports(current_app.hub, customer=customer, limit=500, with_deliveries=True)
+    except ops.InvalidArgument:
         return _page_error(400, "Not an E.164 number", "A customer is named by an E.164 number such as +31612345678.")
-    found = current_app.hub.store.list_reports(customer=customer, limit=500)
-    by_report = current_app.hub.store.deliveries_by_report(r.id for r in found)
-    rows = [_summary_row(r, by_report.get(r.id, [])) for r in found]
+    rows = [_summary_row(r, page.deliveries.get(r.id, [])) for r in page.reports]
     return render_template("dashboard_customer.html", title=f"Customer {customer}", customer=customer, rows=rows)
 
 
 # --- actions (POST, CSRF-checked) ------------------------------------------------------
 
-def _flash_answer(status: int, body: dict, success: str) -> None:
-    flash(success if status == 202 else body["message"], "ok" if status == 202 else "error")
+def _flash_outcome(action, success) -> None:
+    """Run ``action()``; flash ``success(outcome)`` or the operation's own error message."""
+    try:
+        outcome = action()
+    except ops.OperationError as exc:
+        flash(exc.message, "error")
+    else:
+        flash(success(outcome), "ok")
 
 
 @bp.post("/deliveries/<delivery_id>/retry")
 @login_required
 def retry(delivery_id: str):
-    status, body = api.retry_delivery(delivery_id)
-    _flash_answer(status, body, "Retry queued: the delivery is pending again.")
+    _flash_outcome(lambda: ops.retry_delivery(current_app.hub, delivery_id),
+                   lambda _: "Retry queued: the delivery is pending again.")
     return redirect(_back_to(url_for("dashboard.deliveries")), code=303)
 
 
@@ -270,8 +276,8 @@ def retry(delivery_id: str):
 @login_required
 def replay(report_id: str):
     destination = request.form.get("destination") or None
-    status, body = api.replay_report(report_id, destination)
-    _flash_answer(status, body, f"Replay queued for {destination or 'every destination'}.")
+    _flash_outcome(lambda: ops.replay_report(current_app.hub, report_id, destination),
+                   lambda _: f"Replay queued for {destination or 'every destination'}.")
     return redirect(url_for("dashboard.report", report_id=report_id), code=303)
 
 
@@ -279,6 +285,6 @@ def replay(report_id: str):
 @login_required
 def retry_dead():
     destination = request.form.get("destination") or None
-    status, body = api.retry_dead(destination)
-    _flash_answer(status, body, f"{body.get('requeued', 0)} dead deliveries queued again.")
+    _flash_outcome(lambda: ops.retry_dead(current_app.hub, destination),
+                   lambda outcome: f"{outcome.requeued} dead deliveries queued again.")
     return redirect(_back_to(url_for("dashboard.deliveries")), code=303)

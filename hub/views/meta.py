@@ -5,7 +5,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import metrics
-from ..app import error_response
+from .errors import error_response
 
 bp = Blueprint("meta", __name__)
 

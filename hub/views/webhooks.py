@@ -9,7 +9,7 @@ from marshmallow import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import logs, metrics
-from ..app import error_response
+from .errors import error_response
 from ..report import loads_json
 from ..sources import SignatureError
 
@@ -30,7 +30,7 @@ def receive(source_name: str):
     if source is None:
         return error_response(404, "unknown_source", f"No source named {source_name!r} is installed.",
                               {"installed": sorted(hub.sources)})
-    limit = hub.config.server["max_body_bytes"]
+    limit = hub.config.server.max_body_bytes
     too_large = (413, "body_too_large", f"The body is larger than {limit} bytes.", {"max_body_bytes": limit})
     if (request.content_length or 0) > limit:
         return _reject(source_name, *too_large)

@@ -1,14 +1,12 @@
 """The ``hubspot`` destination type: its configuration schema and the class the hub loads."""
 from __future__ import annotations
 
-import hashlib
-
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
-from hub import Destination, Mapping, MappingField, Rule, RuleField, Template, TemplateField
+from hub import Destination, Mapping, MappingField, Rule, RuleField, Template, TemplateField, credential_key
 
 from .client import API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_BASE_URL
-from .flow import Delivery
+from .flow import HubSpotDelivery
 from .mapping import (DEFAULT_CALL_BODY, DEFAULT_CALL_TITLE, DEFAULT_DEAL_DESCRIPTION, DEFAULT_DEAL_NAME,
                       DEFAULT_TASK_BODY, DEFAULT_TASK_SUBJECT, PRIORITIES, TASK_TYPES)
 from .properties import PropertyCache
@@ -118,7 +116,7 @@ class HubSpotDestination(Destination):
 
     def limiter_key(self) -> str:
         """HubSpot counts limits per token: destinations sharing a token share the buckets."""
-        return hashlib.sha256(self.config["token"].encode()).hexdigest()
+        return credential_key(self.config["token"])
 
     def deliver(self, report, ctx):
-        return Delivery(self, report, ctx).run()
+        return HubSpotDelivery(self, report, ctx).run()

@@ -4,8 +4,8 @@
 
 * ``contact_id``, ``call_id``, ``task_id``, ``deal_id``: written the moment HubSpot returns
   them, so a retry resumes at the step that failed.
-* ``<kind>_pending``: the time (Unix seconds) a create was sent, set just before sending.
-  A retry that finds it set (the request may have reached HubSpot with its answer lost)
+* the hub's sent mark for ``<kind>`` (``ctx.mark_sent(kind)``): the time a create was sent,
+  set just before sending. A retry that finds it (the request may have reached HubSpot with its answer lost)
   searches for the record before creating it again; as HubSpot's search shows a new
   record only after a delay, a retry sooner than ``SEARCH_LAG`` after the create that
   finds nothing waits (Retryable) instead of creating a second record.
@@ -34,7 +34,7 @@ DEAL_CLOCK_MARGIN = timedelta(seconds=60)
 now = time.time  # the clock for pending creates (tests replace it)
 
 
-class Delivery:
+class HubSpotDelivery:
     def __init__(self, destination, report, ctx):
         self.dest = destination
         self.config = destination.config
@@ -109,7 +109,7 @@ class Delivery:
         results = self.api.search("contacts", contact_search_body(number))
         hits = confirmed(results, number, self.region)
         if hits:
-            state.pop("contact_pending", None)  # our lost create (or another's), found: use it
+            self.ctx.clear_sent("contact")  # our lost create (or another's), found: use it
             chosen = str(hits[0]["id"])
             if len(hits) > 1:
                 state["contact_note"] = (f"{len(hits)} contacts have this number; logged on contact {chosen}, "
@@ -220,13 +220,13 @@ class Delivery:
             self._update(kind, object_type, props)
             self._mark(kind)
             return
-        pending = bool(self.state.get(f"{kind}_pending"))
+        pending = self.ctx.was_sent(kind)
         if pending or self._look_first():
             found = self.api.search(object_type, {"filterGroups": [{"filters": lookup}],
                                                   "properties": ["hs_object_id"], "limit": 1})
             if found:
                 self.state[key] = str(found[0]["id"])
-                self.state.pop(f"{kind}_pending", None)
+                self.ctx.clear_sent(kind)
                 if pending:  # our own create of a moment ago, answer lost: it holds these values
                     self.done_phrases.append(f"{kind} {self.state[key]} (found, created by an earlier attempt)")
                 else:  # delivered before without this state (a replay): bring it up to date
@@ -243,14 +243,14 @@ class Delivery:
 
     def _create(self, kind: str, object_type: str, props: dict, links: list | None = None) -> str:
         """POST the record, marking the create as pending while its answer is outstanding."""
-        self.state[f"{kind}_pending"] = now()
+        self.ctx.mark_sent(kind, at=now())
         try:
             record_id = self.api.create(object_type, props, links)
         except Retryable as exc:
             if exc.http_status == 429:  # refused by the rate limiter: certainly not created
-                self.state.pop(f"{kind}_pending", None)
+                self.ctx.clear_sent(kind)
             raise
-        self.state.pop(f"{kind}_pending", None)
+        self.ctx.clear_sent(kind)
         return record_id
 
     def _update(self, kind: str, object_type: str, props: dict) -> None:
@@ -260,7 +260,7 @@ class Delivery:
 
     def _wait_for_search(self, kind: str) -> None:
         """A create whose answer was lost moments ago may not be searchable yet: wait, don't create."""
-        sent_at = self.state.get(f"{kind}_pending")
+        sent_at = self.ctx.sent_at(kind)
         if isinstance(sent_at, bool) or not isinstance(sent_at, (int, float)) or self.ctx.dry_run:
             return
         age = max(0.0, now() - sent_at)

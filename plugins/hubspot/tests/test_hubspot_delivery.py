@@ -339,7 +339,7 @@ def test_lost_answer_to_a_create_is_found_not_created_again(hubspot, sample_repo
     portal = Portal(mocked_http, found={"calls": [{"id": "777", "properties": {"hs_object_id": "777"}}]})
     ctx, _ = failed_attempt(
         hubspot, sample_report, portal, ("POST", "/crm/objects/2026-03/calls"), requests.ReadTimeout("read timed out"))
-    assert ctx.state["call_pending"] == clock[0] and "call_id" not in ctx.state
+    assert ctx.sent_at("call") == clock[0] and "call_id" not in ctx.state
     _, ctx2 = deliver(hubspot, sample_report, state=ctx.state, attempt=2)
     lookup = sent(ctx2, "POST", "/crm/objects/2026-03/calls/search")
     assert len(lookup) == 1
@@ -348,7 +348,7 @@ def test_lost_answer_to_a_create_is_found_not_created_again(hubspot, sample_repo
         {"propertyName": "associations.contact", "operator": "EQ", "value": "501"}]}],
         "properties": ["hs_object_id"], "limit": 1, "after": "0", "sorts": []}
     assert not sent(ctx2, "POST", "/crm/objects/2026-03/calls")
-    assert ctx2.state["call_id"] == "777" and "call_pending" not in ctx2.state
+    assert ctx2.state["call_id"] == "777" and not ctx2.was_sent("call")
     assert sent(ctx2, "POST", "/crm/objects/2026-03/tasks")[0].body["associations"][0]["to"] == {"id": "501"}
 
 
@@ -378,7 +378,7 @@ def test_retry_soon_after_a_lost_create_waits_for_search_instead_of_creating(
     portal = Portal(mocked_http)
     ctx, _ = failed_attempt(
         hubspot, sample_report, portal, ("POST", path), requests.ReadTimeout("read timed out"))
-    assert ctx.state[f"{kind}_pending"] == clock[0]
+    assert ctx.sent_at(kind) == clock[0]
 
     clock[0] += 5
     early = hubspot.context(delivery_id="dlv_test", attempt=2, state=ctx.state)
@@ -387,11 +387,11 @@ def test_retry_soon_after_a_lost_create_waits_for_search_instead_of_creating(
     assert info.value.retry_after == pytest.approx(flow.SEARCH_LAG - 5)
     assert f"destination 'crm': the {kind} create sent 5s ago got no answer" in str(info.value)
     assert sent(early, "POST", f"{path}/search") and not sent(early, "POST", path)
-    assert early.state[f"{kind}_pending"] == ctx.state[f"{kind}_pending"]  # still waiting for that create
+    assert early.sent_at(kind) == ctx.sent_at(kind)  # still waiting for that create
 
     clock[0] += flow.SEARCH_LAG
     _, late = deliver(hubspot, sample_report, state=early.state, attempt=3)
-    assert len(sent(late, "POST", path)) == 1 and f"{kind}_pending" not in late.state
+    assert len(sent(late, "POST", path)) == 1 and not late.was_sent(kind)
     for object_type in ("contacts", "calls", "deals", "tasks"):
         assert portal.count(object_type) == 1, object_type
 
@@ -404,7 +404,7 @@ def test_lost_contact_create_found_by_phone_on_retry(hubspot, sample_report, moc
     clock[0] += 5
     _, retry = deliver(hubspot, sample_report, state=ctx.state, attempt=2)
     assert portal.count("contacts") == 0 and not sent(retry, "POST", "/crm/objects/2026-03/contacts")
-    assert retry.state["contact_id"] == "3001" and "contact_pending" not in retry.state
+    assert retry.state["contact_id"] == "3001" and not retry.was_sent("contact")
     assert sent(retry, "POST", "/crm/objects/2026-03/calls")[0].body["associations"][0]["to"] == {"id": "3001"}
 
 
@@ -412,7 +412,7 @@ def test_429_on_a_create_is_not_a_lost_answer(hubspot, sample_report, mocked_htt
     portal = Portal(mocked_http, contacts=[contact("51", phone=NUMBER)])
     ctx, _ = failed_attempt(
         hubspot, sample_report, portal, ("POST", "/crm/objects/2026-03/calls"), (429, {"Retry-After": "1"}, {"errorType": "RATE_LIMIT"}))
-    assert "call_pending" not in ctx.state  # HubSpot refused it: nothing to wait for
+    assert not ctx.was_sent("call")  # HubSpot refused it: nothing to wait for
     _, retry = deliver(hubspot, sample_report, state=ctx.state, attempt=2)  # at once, same clock
     assert portal.count("calls") == 1 and retry.state["call_id"] == "701"
 

@@ -30,8 +30,8 @@ from .config import SALESFORCE_ID, SalesforceConfig
 from .matching import build_sosl, choose, soql_string
 
 ID_PREFIXES = {"003": "Contact", "00Q": "Lead"}
-#: in the state while a Composite without ``call_id_field`` is under way (its answer may be lost)
-SENT_FLAG = "composite_sent"
+#: the sent mark (``ctx.mark_sent``) of a Composite without ``call_id_field`` (its answer may be lost)
+COMPOSITE = "composite"
 
 
 class SalesforceDestination(Destination):
@@ -62,10 +62,10 @@ class SalesforceDestination(Destination):
         notes: list[str] = []
 
         if not state.get("call_task_id"):
-            found = self._already_logged(report, state, client)
+            found = self._already_logged(report, ctx, client)
             if found:
                 existing, how = found
-                state.pop(SENT_FLAG, None)
+                ctx.clear_sent(COMPOSITE)
                 state["call_task_id"] = existing["Id"]
                 who_id = existing.get("WhoId")
                 if who_id:
@@ -88,15 +88,15 @@ class SalesforceDestination(Destination):
         if subrequests:
             if not self.config["call_id_field"]:
                 # the answer may be lost after Salesforce committed: the next attempt looks the task up first
-                state[SENT_FLAG] = True
+                ctx.mark_sent(COMPOSITE)
             results = client.composite(subrequests, what="the call log")
             self._remember(results, state)
-            state.pop(SENT_FLAG, None)
+            ctx.clear_sent(COMPOSITE)
         return self._result(state, notes)
 
     # --- steps ----------------------------------------------------------------------
 
-    def _already_logged(self, report, state: dict, client: SalesforceClient) -> tuple[dict, str] | None:
+    def _already_logged(self, report, ctx, client: SalesforceClient) -> tuple[dict, str] | None:
         """The call task an earlier attempt committed without its ids reaching the state, if any.
 
         With ``call_id_field``: looked up by that External ID on every attempt without a task
@@ -107,7 +107,7 @@ class SalesforceDestination(Destination):
         if field:
             existing = client.get_by_external_id("Task", field, report.call.id, ["Id", "WhoId"])
             return (existing, field) if existing else None
-        if not state.get(SENT_FLAG):
+        if not ctx.was_sent(COMPOSITE):
             return None
         records = client.query(f"SELECT Id, WhoId FROM Task WHERE CallObject = {soql_string(report.call.id)} "
                                "AND TaskSubtype = 'Call' ORDER BY CreatedDate LIMIT 1",

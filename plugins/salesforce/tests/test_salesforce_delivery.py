@@ -1,6 +1,7 @@
 """Delivery flows field by field, every failure point, resumption, dry run, and the hub's contract."""
 import json
 import re
+from unittest.mock import ANY
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -394,7 +395,7 @@ def test_composite_failure_keeps_what_was_found_and_nothing_else(sample_report):
         with pytest.raises(Retryable):
             destination.deliver(sample_report, ctx)
     assert ctx.state == {"who": {"id": CONTACT_ID, "sobject": "Contact", "account_id": ACCOUNT_ID,
-                                 "how": "matched by Phone"}, "composite_sent": True}
+                                 "how": "matched by Phone"}, "sent": {"composite": {"at": ANY, "times": 1}}}
     with responses.RequestsMock() as rsps:  # the retry skips the search, makes sure nothing was committed
         rsps.get(QUERY, json={"totalSize": 0, "done": True, "records": []})
         rsps.add_callback(responses.POST, COMPOSITE, callback=composite_echo)
@@ -415,7 +416,7 @@ def test_lost_composite_answer_without_call_id_field_finds_the_task_by_call_obje
         ctx = destination.context(delivery_id="d1")
         with pytest.raises(Retryable):
             destination.deliver(sample_report, ctx)
-    assert ctx.state["composite_sent"] is True
+    assert ctx.was_sent("composite")
     with responses.RequestsMock() as rsps:
         rsps.get(QUERY, json={"totalSize": 1, "done": True, "records": [
             {"attributes": {"type": "Task"}, "Id": IDS["callTask"], "WhoId": CONTACT_ID}]})
@@ -434,10 +435,10 @@ def test_call_object_query_escapes_the_call_id(make_report):
         rsps.get(QUERY, json={"totalSize": 0, "done": True, "records": []})
         rsps.get(SEARCH, json={"searchRecords": [contact_hit()]})
         rsps.add_callback(responses.POST, COMPOSITE, callback=composite_echo)
-        _, ctx = deliver(destination, report, state={"composite_sent": True}, attempt=2)
+        _, ctx = deliver(destination, report, state={"sent": {"composite": {"at": 0.0, "times": 1}}}, attempt=2)
         query = parse_qs(urlsplit(rsps.calls[1].request.url).query)["q"][0]
     assert "WHERE CallObject = 'it\\'s\\\\odd' AND" in query
-    assert ctx.state["call_task_id"] == IDS["callTask"] and "composite_sent" not in ctx.state
+    assert ctx.state["call_task_id"] == IDS["callTask"] and not ctx.was_sent("composite")
 
 
 # --- error mapping -----------------------------------------------------------------------

@@ -20,14 +20,6 @@ def _moment(value: str | None, option: str) -> datetime | None:
         raise click.BadParameter(str(exc), param_hint=option) from None
 
 
-def _before(stamp: str | None, end: datetime) -> bool:
-    """Whether an ISO timestamp from the store (naive means UTC) is not after ``end``."""
-    if not stamp:
-        return True
-    moment = datetime.fromisoformat(stamp)
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)) <= end
-
-
 def add_commands(cli: click.Group) -> None:
     @cli.group("slack")
     def slack():
@@ -52,7 +44,7 @@ def add_commands(cli: click.Group) -> None:
             raise click.ClickException(f"destination {name!r} is of type {destination.type!r}; "
                                        f"the digest needs a destination of type slack")
         reports = the_hub.reports(since=start, until=end)
-        dead = [d for d in the_hub.deliveries(status="dead", since=start) if _before(d.get("updated_at"), end)]
+        dead = [d for d in the_hub.deliveries(status="dead", since=start) if d.updated_at <= end]
         message = build_digest(reports, dead, since=start, until=end, settings=the_hub.settings,
                                sentiment_max=destination.config.get("sentiment_max", 10))
         ctx = destination.context(delivery_id=f"slack-digest-{int(end.timestamp())}", dry_run=dry_run)

@@ -1,13 +1,12 @@
 """The ``slack`` destination type: its configuration and one delivery attempt."""
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, post_load, validates, validates_schema
 
-from hub import Destination, MappingField, Result, TemplateField
+from hub import Destination, MappingField, Result, TemplateField, credential_key
 
 from .client import API_URL, TOKEN_FIX, WEBHOOK_FIX, post_message, post_webhook
 from .message import build_message
@@ -81,7 +80,7 @@ class SlackDestination(Destination):
         """
         if self.config["token"]:
             return "channel:" + self.config["channel"].strip().lstrip("#")
-        return "webhook:" + hashlib.sha256(self.config["webhook_url"].encode()).hexdigest()
+        return "webhook:" + credential_key(self.config["webhook_url"])
 
     @property
     def where(self) -> str:

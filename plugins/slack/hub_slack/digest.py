@@ -65,7 +65,7 @@ def _attempts(count: Any) -> str:
     return f"{count} attempt" + ("" if count == 1 else "s")
 
 
-def summarize(reports: list, dead: list[dict]) -> dict[str, Any]:
+def summarize(reports: list, dead: list) -> dict[str, Any]:
     """The figures of the digest (also handy for tests and other outputs)."""
     calls = [r for r in reports if r.event == "end-of-call-report"]
     failed = [r for r in reports if r.event == "status-update" and (r.call.status == "ended-with-error" or r.error)]
@@ -84,7 +84,7 @@ def summarize(reports: list, dead: list[dict]) -> dict[str, Any]:
     }
 
 
-def build_digest(reports: list, dead: list[dict], *, since: datetime, until: datetime | None, settings,
+def build_digest(reports: list, dead: list, *, since: datetime, until: datetime | None, settings,
                  sentiment_max: int = 10) -> dict:
     """The digest message for reports and dead deliveries of ``since``..``until`` (None: now)."""
     until = until or datetime.now(timezone.utc)
@@ -103,9 +103,9 @@ def build_digest(reports: list, dead: list[dict], *, since: datetime, until: dat
         ("Failed calls", str(len(figures["failed"]))),
         ("Dead deliveries", (":rotating_light: " if figures["dead"] else "") + str(len(figures["dead"]))),
     ]
-    dead_by_destination = Counter(d.get("destination") for d in figures["dead"])
-    dead_lines = [f"• *{bk.escape(d.get('destination'))}* (<{settings.report_url(d.get('report_id'))}|report>, "
-                  f"{_attempts(d.get('attempts'))}): {bk.truncate(bk.escape(d.get('last_error') or 'no error text'), 200)}"
+    dead_by_destination = Counter(d.destination for d in figures["dead"])
+    dead_lines = [f"• *{bk.escape(d.destination)}* (<{settings.report_url(d.report_id)}|report>, "
+                  f"{_attempts(d.attempts)}): {bk.truncate(bk.escape(d.last_error or 'no error text'), 200)}"
                   for d in figures["dead"]]
     follow_up_ids = {r.id for r in figures["follow_ups"]}
     blocks = [

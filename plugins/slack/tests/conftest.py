@@ -1,7 +1,8 @@
 """Checks the Slack tests share: Slack's Web API description and Block Kit's documented limits.
 
-Only fixtures of this plugin live here (no hub.testing fixture is redefined). The checks are
-written apart from the plugin's own builders, so a builder that forgets a limit is caught.
+The checks are written apart from the plugin's own builders, so a builder that forgets a limit
+is caught. Of hub.testing's fixtures only ``hub_plugins`` is overridden (the app loads this
+plugin), and ``fresh_rate_limits`` is made autouse for this suite.
 """
 from __future__ import annotations
 
@@ -203,3 +204,14 @@ def check_post_message(slack_spec):
 @pytest.fixture
 def check_response(slack_spec):
     return lambda status, payload: response_problems(slack_spec, status, payload)
+
+
+@pytest.fixture(autouse=True)
+def _full_rate_limits(fresh_rate_limits):
+    """Every test starts with full rate-limit buckets (they are shared process-wide)."""
+
+
+@pytest.fixture
+def hub_plugins():
+    """The app fixture loads this plugin (and the built-in ones)."""
+    return ("slack",)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import click
@@ -9,7 +10,7 @@ import pytest
 import responses
 from click.testing import CliRunner
 
-from hub import HubSettings
+from hub import DeliveryRecord, HubSettings
 from hub.testing import analysis_schema, load_sample, normalize_payload
 
 from hub_slack import register_commands
@@ -40,9 +41,11 @@ def period_reports():
     ]
 
 
-DEAD = [{"id": "d1", "report_id": "r1", "destination": "hubspot", "status": "dead", "attempts": 1,
-         "last_error": "destination 'hubspot': HTTP 401 from api.hubapi.com (unauthorized): bad token.",
-         "created_at": "2026-03-02T08:00:00", "updated_at": "2026-03-02T08:00:01"}]
+DEAD = [DeliveryRecord(
+    id="d1", report_id="r1", destination="hubspot", status="dead", attempts=1, next_attempt_at=None,
+    lease_until=None, last_error="destination 'hubspot': HTTP 401 from api.hubapi.com (unauthorized): bad token.",
+    result=None, state={}, created_at=datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc),
+    updated_at=datetime(2026, 3, 2, 8, 0, 1, tzinfo=timezone.utc))]
 
 
 def test_parse_since():
@@ -108,7 +111,7 @@ def test_quiet_period_digest_is_still_valid(check_blocks):
 
 def test_busy_period_lists_are_capped(check_blocks):
     reports = [call(f"r{i}", summary="long " * 400) for i in range(40)]
-    dead = [dict(DEAD[0], id=f"d{i}", last_error="x" * 5000) for i in range(30)]
+    dead = [replace(DEAD[0], id=f"d{i}", last_error="x" * 5000) for i in range(30)]
     message = build_digest(reports, dead, since=SINCE, until=UNTIL, settings=SETTINGS)
     assert check_blocks(message) == []
     follow = message["blocks"][2]["text"]["text"]

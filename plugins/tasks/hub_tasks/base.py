@@ -25,6 +25,10 @@ class CreatedTask:
         return {"task_id": self.id, "task_url": self.url, "task_key": self.key}
 
 
+#: the sent mark (``ctx.mark_sent``) of the tracker's create
+TASK = "task"
+
+
 def idempotency_uuid(destination_name: str, delivery_id: str) -> str:
     """A UUID (version 4 layout) fixed for one delivery of one destination, for APIs that take a key."""
     digest = hashlib.sha256(f"sovereign-hub:{destination_name}:{delivery_id}".encode()).digest()
@@ -55,8 +59,7 @@ class TrackerDestination(hub.Destination):
         """Trackers count limits per credential: destinations sharing one share the buckets."""
         if not self.limit_options:
             return self.name
-        credential = "\0".join(str(self.config[option]) for option in self.limit_options)
-        return hashlib.sha256(credential.encode()).hexdigest()
+        return hub.credential_key(*(str(self.config[option]) for option in self.limit_options))
 
     def deliver(self, report, ctx: hub.DeliveryContext) -> hub.Result:
         state = ctx.state
@@ -70,13 +73,13 @@ class TrackerDestination(hub.Destination):
             raise hub.Permanent(f"destination {self.name!r}: {exc.reason}") from None
         if extra:
             follow_up = replace(follow_up, extra=extra)
-        if state.get("create_sent") or ctx.attempt > 1:
+        if ctx.was_sent(TASK) or ctx.attempt > 1:
             found = self.find_existing(follow_up, ctx)
             if found is not None:
                 state.update(found.as_state())
                 return hub.Result(f"found {self.vendor} task {self._label(state)} from an earlier attempt; "
                                   f"nothing created", dict(state))
-        state["create_sent"] = int(state.get("create_sent") or 0) + 1  # attempts that sent the create
+        ctx.mark_sent(TASK)  # kept after the answer: Todoist tells a re-sent create by the count
         created = self.create(follow_up, ctx)
         state.update(created.as_state())
         verb = "would create" if ctx.dry_run else "created"

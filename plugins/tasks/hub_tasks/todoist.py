@@ -11,7 +11,7 @@ from marshmallow import ValidationError, fields, validate, validates
 
 import hub
 
-from .base import CreatedTask, TrackerDestination, idempotency_uuid, json_or_none
+from .base import TASK, CreatedTask, TrackerDestination, idempotency_uuid, json_or_none
 from .followup import FollowUp, FollowUpConfig
 
 #: Todoist counts upward: 1 = normal (p4 in the apps) ... 4 = urgent (p1 in the apps)
@@ -103,7 +103,7 @@ class TodoistDestination(TrackerDestination):
         problem, retry_after = error_problem(response) if response.status_code >= 400 else (None, None)
         self.fail(response, problem, fix="Check the configured ids and names", retry_after=retry_after)
         task = json_or_none(response)
-        if not (isinstance(task, dict) and task.get("id")) and ctx.state.get("create_sent", 0) > 1:
+        if not (isinstance(task, dict) and task.get("id")) and ctx.sent_times(TASK) > 1:
             # Todoist discards a request whose X-Request-Id it already ran: the earlier attempt's
             # task stands, though this answer does not say which it is
             return CreatedTask(id=f"x-request-id:{request_id}")

@@ -2,8 +2,9 @@
 
 The descriptions are large (Jira 2.4 MB JSON, Asana 3 MB YAML, Linear 1.2 MB SDL), so each is
 loaded once per test session. They live in ``shared/specs`` beside the repository
-(``SOVEREIGN_HUB_SPECS`` points elsewhere). Only fixtures of this plugin are defined here,
-all prefixed ``tasks_``; the hub's own fixtures come from ``hub.testing``.
+(``SOVEREIGN_HUB_SPECS`` points elsewhere). This plugin's fixtures are prefixed ``tasks_``;
+the hub's own come from ``hub.testing``, of which ``hub_plugins`` is overridden (the app loads
+this plugin) and ``fresh_rate_limits`` made autouse for this suite.
 """
 from __future__ import annotations
 
@@ -141,3 +142,14 @@ def tasks_flood(sample_report):
         assert_no_window_exceeded(arrived, rate)
 
     return flood
+
+
+@pytest.fixture(autouse=True)
+def _full_rate_limits(fresh_rate_limits):
+    """Every test starts with full rate-limit buckets (they are shared process-wide)."""
+
+
+@pytest.fixture
+def hub_plugins():
+    """The app fixture loads this plugin (and the built-in ones)."""
+    return ("tasks",)

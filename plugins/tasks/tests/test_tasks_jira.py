@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+from unittest.mock import ANY
 
 import pytest
 import requests
@@ -67,7 +68,7 @@ def test_creates_one_issue_with_every_field(sample_report, tasks_jira_spec):
     links = [node for paragraph in description["content"] for node in paragraph["content"] if node.get("marks")]
     assert [node["marks"][0]["attrs"]["href"] for node in links] == [
         "https://recordings.example.com/0b7e9a52.mp3", "https://hub.example.com/reports/rep_test"]
-    assert ctx.state == {"create_sent": 1, "task_id": "10042", "task_key": "SUP-42",
+    assert ctx.state == {"sent": {"task": {"at": ANY, "times": 1}}, "task_id": "10042", "task_key": "SUP-42",
                          "task_url": f"{SITE}/browse/SUP-42"}
     assert result.message == (f"created Jira task SUP-42 {SITE}/browse/SUP-42 (high priority, due 2026-03-03)")
 
@@ -173,7 +174,7 @@ def test_retry_finds_the_issue_an_unanswered_attempt_created(sample_report, task
                          "fields": {"summary": "Call back +31 6 23456789 (complaint)"}}], "isLast": True}
     with responses.RequestsMock() as rsps:
         rsps.add(responses.POST, SEARCH, json=found)
-        result, ctx = deliver(destination, sample_report, state={"create_sent": True}, attempt=2)
+        result, ctx = deliver(destination, sample_report, state={"sent": {"task": {"at": 0.0, "times": 1}}}, attempt=2)
         (call,) = rsps.calls
     tasks_jira_spec.request(call.request)
     tasks_jira_spec.response(call.request, call.response)

@@ -85,7 +85,7 @@ def test_retry_finds_the_issue_an_unanswered_attempt_created(sample_report, task
     found = {"data": {"issues": {"nodes": [ISSUE]}}}
     with responses.RequestsMock() as rsps:
         rsps.add(responses.POST, ENDPOINT, json=found)
-        result, ctx = deliver(destination, sample_report, state={"create_sent": True}, attempt=2)
+        result, ctx = deliver(destination, sample_report, state={"sent": {"task": {"at": 0.0, "times": 1}}}, attempt=2)
         (call,) = rsps.calls
     body = json.loads(call.request.body)
     tasks_linear_schema.check(body)
@@ -99,7 +99,7 @@ def test_retry_creates_with_the_same_id_when_nothing_was_created(sample_report):
     with responses.RequestsMock() as rsps:
         rsps.add(responses.POST, ENDPOINT, json={"data": {"issues": {"nodes": []}}})
         rsps.add(responses.POST, ENDPOINT, json=CREATED)
-        _, ctx = deliver(destination, sample_report, state={"create_sent": True}, attempt=2)
+        _, ctx = deliver(destination, sample_report, state={"sent": {"task": {"at": 0.0, "times": 1}}}, attempt=2)
         lookup, create = rsps.calls
     assert json.loads(create.request.body)["variables"]["input"]["id"] == ISSUE["id"]
     assert ctx.state["task_key"] == "SUP-12"

@@ -129,7 +129,7 @@ def test_same_request_id_on_every_attempt_of_a_delivery(sample_report):
         rsps.add(responses.POST, CREATE, json=CREATED)
         with pytest.raises(hub.Retryable):
             deliver(destination, sample_report)
-        _, ctx = deliver(destination, sample_report, state={"create_sent": True}, attempt=2)
+        _, ctx = deliver(destination, sample_report, state={"sent": {"task": {"at": 0.0, "times": 1}}}, attempt=2)
         first, second = rsps.calls
     assert first.request.headers["X-Request-Id"] == second.request.headers["X-Request-Id"]
     assert ctx.state["task_id"] == "6X7rM8997g3RQmvh"
@@ -151,8 +151,8 @@ def test_a_discarded_repeat_keeps_the_earlier_task(sample_report):
     destination = make_destination("todoist", OPTIONS)
     with responses.RequestsMock() as rsps:
         rsps.add(responses.POST, CREATE, json={})
-        result, ctx = deliver(destination, sample_report, state={"create_sent": 1}, attempt=2)
-    assert ctx.state["create_sent"] == 2
+        result, ctx = deliver(destination, sample_report, state={"sent": {"task": {"at": 0.0, "times": 1}}}, attempt=2)
+    assert ctx.sent_times("task") == 2
     assert ctx.state["task_id"] == f"x-request-id:{idempotency_uuid('todoist', 'dlv_test')}"
     assert result.message.startswith("created Todoist task x-request-id:")
 

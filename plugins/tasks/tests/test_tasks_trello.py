@@ -190,11 +190,11 @@ def test_retry_finds_the_card_an_unanswered_attempt_created(sample_report):
     other = {**lost, "id": "65f0c1d2e3f4a5b6c7d8e9f2", "desc": "another call"}
     with responses.RequestsMock() as rsps:
         rsps.add(responses.GET, LIST_CARDS, json=[other, lost])
-        result, ctx = deliver(destination, sample_report, state={"create_sent": 1}, attempt=2)
+        result, ctx = deliver(destination, sample_report, state={"sent": {"task": {"at": 0.0, "times": 1}}}, attempt=2)
         (call,) = rsps.calls
     query = parse_qs(urlsplit(call.request.url).query)
     assert query == {"key": [OPTIONS["key"]], "token": [OPTIONS["token"]]}
-    assert ctx.state["task_id"] == "65f0c1d2e3f4a5b6c7d8e9f1" and ctx.state["create_sent"] == 1
+    assert ctx.state["task_id"] == "65f0c1d2e3f4a5b6c7d8e9f1" and ctx.sent_times("task") == 1
     assert result.message.startswith("found Trello task 65f0c1d2e3f4a5b6c7d8e9f1 https://trello.com/c/LoSt0001")
     assert ctx.sent[0].url == f"{LIST_CARDS}?key=[secret]&token=[secret]"
 
@@ -204,9 +204,9 @@ def test_retry_creates_when_the_list_has_no_such_card(sample_report):
     with responses.RequestsMock() as rsps:
         rsps.add(responses.GET, LIST_CARDS, json=[{"id": "65f0c1d2e3f4a5b6c7d8e9f2", "name": "x", "desc": "y"}])
         rsps.add(responses.POST, CREATE, json=CREATED)
-        _, ctx = deliver(destination, sample_report, state={"create_sent": 1}, attempt=2)
+        _, ctx = deliver(destination, sample_report, state={"sent": {"task": {"at": 0.0, "times": 1}}}, attempt=2)
         assert [c.request.method for c in rsps.calls] == ["GET", "POST"]
-    assert ctx.state["task_id"] == CREATED["id"] and ctx.state["create_sent"] == 2
+    assert ctx.state["task_id"] == CREATED["id"] and ctx.sent_times("task") == 2
 
 
 def test_lookup_of_an_unknown_list_is_permanent(sample_report):
@@ -214,6 +214,6 @@ def test_lookup_of_an_unknown_list_is_permanent(sample_report):
     with responses.RequestsMock() as rsps:
         rsps.add(responses.GET, LIST_CARDS, status=404, body="The requested resource was not found.")
         with pytest.raises(hub.Permanent) as info:
-            deliver(destination, sample_report, state={"create_sent": 1}, attempt=2)
+            deliver(destination, sample_report, state={"sent": {"task": {"at": 0.0, "times": 1}}}, attempt=2)
     assert "'support-trello'" in str(info.value) and "'list_id'" in str(info.value)
     assert OPTIONS["token"] not in str(info.value)

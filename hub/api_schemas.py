@@ -1,0 +1,212 @@
+"""The admin API's JSON, as marshmallow schemas: what it reads and what it answers.
+
+The API loads its query parameters and bodies with the ``*Query``/``*Body`` schemas and dumps
+every answer with the others; the CLI prints deliveries with ``DeliverySchema`` too, so a
+delivery has one JSON form. ``hub/views/openapi.py`` generates the OpenAPI document from these
+same classes, so the document cannot drift from what the API does.
+"""
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+from .report import isoformat, parse_datetime
+from .store import STATUSES
+
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+MAX_DAYS = 366
+E164_PATTERN = r"^\+[1-9]\d{1,14}$"
+
+
+# --- fields -------------------------------------------------------------------------------
+
+class Timestamp(fields.DateTime):
+    """UTC, ISO 8601 with a ``Z`` and milliseconds when written; any ISO 8601 date or timestamp
+    (naive = UTC) when read."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return isoformat(value)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        try:
+            return parse_datetime(str(value))
+        except ValueError:
+            raise ValidationError(f"must be an ISO 8601 date or timestamp (2026-03-02 or 2026-03-02T09:15:00Z), "
+                                  f"not {value!r}") from None
+
+
+class ReportField(fields.Field):
+    """A ``CallReport`` in its JSON form (docs/report.md); documented as the ``Report`` component."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return value.to_dict()
+
+
+class Milliseconds(fields.Float):
+    def _serialize(self, value, attr, obj, **kwargs):
+        return round(value, 3)
+
+
+def _bounded(low: int, high: int | None = None, **kwargs) -> fields.Integer:
+    text = f"between {low} and {high}" if high is not None else f"at least {low}"
+    return fields.Integer(validate=validate.Range(low, high, error=f"must be {text}, not {{input}}"),
+                          error_messages={"invalid": "must be an integer"}, **kwargs)
+
+
+def _text(**kwargs) -> fields.String:
+    return fields.String(error_messages={"invalid": "must be a string"}, **kwargs)
+
+
+# --- what the API reads -------------------------------------------------------------------
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class ReportQuery(_Strict):
+    since = Timestamp(metadata={"description": "received at or after (ISO 8601 date or timestamp; naive = UTC)"})
+    until = Timestamp(metadata={"description": "received before (ISO 8601)"})
+    customer = _text(validate=validate.Regexp(
+        E164_PATTERN, error="must be an E.164 number like +31612345678 (URL-encode the + as %2B), not {input!r}"),
+        metadata={"description": "customer number, E.164"})
+    limit = _bounded(1, MAX_LIMIT, load_default=DEFAULT_LIMIT,
+                     metadata={"description": f"page size, at most {MAX_LIMIT}"})
+    offset = _bounded(0, load_default=0, metadata={"description": "reports to skip"})
+
+
+class DeliveryQuery(_Strict):
+    status = _text(validate=validate.OneOf(STATUSES, error=f"must be one of {', '.join(STATUSES)}, not {{input!r}}"),
+                   metadata={"description": "only this status"})
+    destination = _text(metadata={"description": "only this destination"})
+    report_id = _text(metadata={"description": "only this report's"})
+    limit = _bounded(1, MAX_LIMIT, load_default=DEFAULT_LIMIT, metadata={"description": f"at most {MAX_LIMIT}"})
+
+
+class StatsQuery(_Strict):
+    days = _bounded(1, MAX_DAYS, load_default=30, metadata={"description": "how many days, today included"})
+
+
+class NoQuery(_Strict):
+    """Routes that take no query parameter."""
+
+
+class DestinationBody(_Strict):
+    destination = _text(allow_none=True, load_default=None,
+                        metadata={"description": "a configured destination name"})
+
+
+# --- what the API answers -----------------------------------------------------------------
+
+def _required(field: fields.Field) -> fields.Field:
+    field.required = True
+    return field
+
+
+class ErrorSchema(Schema):
+    error = _required(fields.String(metadata={"description": "a stable, machine-readable code"}))
+    message = _required(fields.String(metadata={"description": "what went wrong and how to fix it"}))
+    details = _required(fields.Dict())
+
+
+class AttemptSchema(Schema):
+    number = _required(fields.Integer(validate=validate.Range(min=1)))
+    started_at = _required(Timestamp())
+    duration_ms = _required(Milliseconds())
+    outcome = _required(fields.String(validate=validate.OneOf(["succeeded", "retry", "dead"])))
+    http_status = _required(fields.Integer(allow_none=True))
+    error = _required(fields.String(allow_none=True, metadata={"description": "secrets are redacted"}))
+
+
+class DeliverySchema(Schema):
+    id = _required(fields.String())
+    report_id = _required(fields.String())
+    destination = _required(fields.String())
+    status = _required(fields.String(validate=validate.OneOf(STATUSES)))
+    attempts = _required(fields.Integer(validate=validate.Range(min=0)))
+    next_attempt_at = _required(Timestamp(allow_none=True, metadata={
+        "description": "when the next attempt is due; null when dead"}))
+    lease_until = _required(Timestamp(allow_none=True))
+    last_error = _required(fields.String(allow_none=True))
+    result = _required(fields.String(allow_none=True))
+    state = _required(fields.Dict(metadata={"description": "what the destination created so far (ids)"}))
+    created_at = _required(Timestamp())
+    updated_at = _required(Timestamp())
+    attempt_log = fields.List(fields.Nested(AttemptSchema), metadata={
+        "description": "every attempt, oldest first (single-delivery and report views)"})
+
+
+class ReportListSchema(Schema):
+    reports = _required(fields.List(ReportField()))
+    count = _required(fields.Integer())
+    limit = _required(fields.Integer())
+    offset = _required(fields.Integer())
+    next_offset = _required(fields.Integer(allow_none=True, metadata={
+        "description": "offset of the next page; null on the last page"}))
+
+
+class ReportWithDeliveriesSchema(Schema):
+    report = _required(ReportField())
+    deliveries = _required(fields.List(fields.Nested(DeliverySchema)))
+
+
+class DeliveryListSchema(Schema):
+    deliveries = _required(fields.List(fields.Nested(DeliverySchema)))
+    count = _required(fields.Integer())
+    limit = _required(fields.Integer())
+
+
+def _queued() -> fields.Constant:
+    return _required(fields.Constant("queued"))
+
+
+class RetryAnswerSchema(Schema):
+    status = _queued()
+    delivery = _required(fields.Nested(DeliverySchema))
+
+
+class ReplayAnswerSchema(Schema):
+    status = _queued()
+    report_id = _required(fields.String())
+    deliveries = _required(fields.List(fields.Nested(DeliverySchema)))
+    skipped_running = _required(fields.List(fields.String()))
+
+
+class RetryDeadAnswerSchema(Schema):
+    status = _queued()
+    requeued = _required(fields.Integer())
+    delivery_ids = _required(fields.List(fields.String()))
+    skipped_unconfigured = _required(fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={
+        "description": "dead deliveries left alone because their destination is no longer configured"}))
+
+
+DeliveryCountsSchema = Schema.from_dict(
+    {status: _required(fields.Integer(validate=validate.Range(min=0))) for status in STATUSES},
+    name="DeliveryCountsSchema")
+
+
+class DaySchema(Schema):
+    date = _required(fields.String(metadata={"format": "date"}))
+    reports = _required(fields.Integer(validate=validate.Range(min=0)))
+    average_sentiment = _required(fields.Float(allow_none=True, metadata={
+        "description": "mean of numeric analysis.sentiment"}))
+
+
+class StatsSchema(Schema):
+    days = _required(fields.Integer())
+    since = _required(Timestamp())
+    deliveries = _required(fields.Dict(keys=fields.String(), values=fields.Nested(DeliveryCountsSchema),
+                                       metadata={"description": "counts by status, per destination"}))
+    delivery_totals = _required(fields.Nested(DeliveryCountsSchema))
+    per_day = _required(fields.List(fields.Nested(DaySchema)))
+
+
+class WebhookDeliverySchema(Schema):
+    destination = _required(fields.String())
+    status = _required(fields.String(validate=validate.OneOf(STATUSES)))
+
+
+class WebhookAnswerSchema(Schema):
+    status = _required(fields.String(validate=validate.OneOf(["accepted", "duplicate", "ignored"])))
+    report_id = _required(fields.String())
+    deliveries = fields.List(fields.Nested(WebhookDeliverySchema))
