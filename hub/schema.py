@@ -106,18 +106,22 @@ def _migration_engine(url: str):
         engine.dispose()
 
 
-def _state(conn) -> SchemaState:
+def _state(conn, *, again: bool = True) -> SchemaState:
+    """What the database holds. Each read sees what was committed when it ran, and an upgrade
+    may commit between two of them: so the revision is read only once ``alembic_version`` is
+    seen, and tables that look foreign are looked at once more before they are called so."""
     code = code_revision()
-    database = MigrationContext.configure(conn).get_current_revision()
-    if database is not None:
-        return SchemaState(database, code)
-    inspector = sa.inspect(conn)
-    tables = set(inspector.get_table_names()) - {"alembic_version"}
+    tables = set(sa.inspect(conn).get_table_names())
+    if "alembic_version" in tables:
+        return SchemaState(MigrationContext.configure(conn).get_current_revision(), code)
     if not tables:
         return SchemaState(None, code)
+    inspector = sa.inspect(conn)
     columns = {name: {c["name"] for c in inspector.get_columns(name)} for name in tables}
     if columns == RELEASE_0_1_TABLES:
         return SchemaState("0001", code, legacy=True)
+    if again:  # an upgrade that committed after the first look has recorded its revision
+        return _state(conn, again=False)
     raise SchemaError(f"the database holds tables that are not Sovereign Hub's ({', '.join(sorted(tables))}) "
                       f"and no schema revision: point [store] url at an empty database or at a hub's own")
 

@@ -12,7 +12,7 @@ from hub import operations as ops
 from hub.app import create_app
 from hub.cli import cli
 from hub.store import utcnow
-from hub.testing import TEST_SECRET, closed_port, load_sample, signed_headers
+from hub.testing import TEST_SECRET, closed_port, load_sample, migrated, signed_headers
 
 TOKEN = "test-admin-token-0123456789"
 FRONT_ENDS = ["api", "dashboard", "cli"]
@@ -24,7 +24,7 @@ def config_file(tmp_path):
     path = tmp_path / "hub.toml"
     path.write_text(textwrap.dedent(f"""
         [store]
-        url = "sqlite:///{tmp_path / 'hub.db'}"
+        url = "{migrated(f"sqlite:///{tmp_path / 'hub.db'}")}"
         [sources.hms]
         secret = "{TEST_SECRET}"
         [admin]
