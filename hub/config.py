@@ -391,7 +391,7 @@ def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dic
             destinations[name] = dest
 
     # a secret written literally (not as { env } / { file }) is redacted all the same
-    for value in [loaded["admin"]["token"], *(table.get("secret") for table in sources.values()),
+    for value in [loaded["admin"]["token"], *(table.get(key) for table in sources.values() for key in ("secret", "api_key")),
                   _password_of(loaded["dispatch"]["broker_url"]), _password_of(loaded["store"]["url"])]:
         register_secret(value)
 

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from flask import (Blueprint, current_app, flash, redirect, render_template, request, session, url_for)
 
+from ..jobs import last_run
+from ..reconcile import JOB as RECONCILE_JOB
 from ..report import CallReport
 from ..secrets import mask_phone, redact, scrub
 from ..store import DEAD, STATUSES
@@ -208,7 +210,9 @@ def index():
     dead = {name: c[DEAD] for name, c in summary["deliveries"].items() if c[DEAD]}
     return render_template("dashboard_index.html", title="Reports", rows=rows, offset=offset, page_size=PAGE_SIZE,
                            has_more=len(found) == PAGE_SIZE, chart=chart(summary["per_day"]), dead=dead,
-                           dead_total=sum(dead.values()), totals=summary["delivery_totals"])
+                           dead_total=sum(dead.values()), totals=summary["delivery_totals"],
+                           reconcile=last_run(store, RECONCILE_JOB),
+                           reconcile_schedule=current_app.hub.config.sources["hms"].get("reconcile"))
 
 
 @bp.get("/reports/<report_id>")
