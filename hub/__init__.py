@@ -11,7 +11,7 @@ from .hookspecs import hookimpl
 from .normalize import to_e164
 from .http import raise_for_exception, raise_for_response, retry_after_seconds
 from .ratelimit import WindowLimiter, parse_rate
-from .report import Call, CallReport, Message, PhoneNumber
+from .report import Call, CallReport, Message, PhoneNumber, parse_datetime
 from .rules import Mapping, Rule
 from .secrets import mask_phone, redact
 from .sources import SignatureError, Source, SourceConfig
@@ -24,5 +24,5 @@ __all__ = [
     "EmptyConfig", "HubSettings", "Mapping", "MappingField", "Message", "Permanent", "PhoneNumber",
     "Result", "Retryable", "Rule", "RuleField", "SignatureError", "Source", "SourceConfig", "Template", "TemplateField", "WindowLimiter",
     "due_date", "format_duration", "format_phone", "hookimpl", "mask_phone", "pass_hub", "raise_for_exception",
-    "parse_rate", "raise_for_response", "redact", "retry_after_seconds", "to_e164",
+    "parse_datetime", "parse_rate", "raise_for_response", "redact", "retry_after_seconds", "to_e164",
 ]
