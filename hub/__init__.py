@@ -14,7 +14,7 @@ from .plugin_hub import PluginHub
 from .http import raise_for_exception, raise_for_response, retry_after_seconds
 from .ratelimit import WindowLimiter, parse_rate
 from .records import AttemptRecord, DeliveryRecord
-from .report import Call, CallReport, Message, PhoneNumber
+from .report import Call, CallReport, Message, PhoneNumber, parse_datetime
 from .rules import Mapping, Rule
 from .redaction import mask_phone, redact
 from .sources import SignatureError, Source, SourceConfig
@@ -27,7 +27,8 @@ __all__ = [
     "EmptyConfig", "HubSettings", "Mapping", "MappingField", "Message", "Permanent", "PhoneNumber", "PluginHub",
     "Result", "Retryable", "Rule", "RuleField", "SignatureError", "Source", "SourceConfig", "Template", "TemplateField",
     "WindowLimiter", "credential_key", "due_date", "format_duration", "format_phone", "hookimpl", "mask_phone",
-    "parse_rate", "pass_hub", "raise_for_exception", "raise_for_response", "redact", "retry_after_seconds", "to_e164",
+    "parse_datetime", "parse_rate", "pass_hub", "raise_for_exception", "raise_for_response", "redact",
+    "retry_after_seconds", "to_e164",
 ]
 
 

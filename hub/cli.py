@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -22,6 +22,7 @@ from . import logs
 from . import operations as ops
 from .api_schemas import MAX_DAYS, DeliverySchema, StatsSchema
 from .config import ConfigProblems, load_config
+from .dates import parse_duration
 from .errors import UnknownDestination
 from .plugins import collect, describe, make_manager
 from .report import loads_json
@@ -102,9 +103,10 @@ def parse_since(text: str | None) -> datetime | None:
     """``24h``, ``7d``, ``30m`` or an ISO date/time, as an aware UTC datetime."""
     if not text:
         return None
-    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-    if text[-1:] in units and text[:-1].isdigit():
-        return datetime.now(timezone.utc) - timedelta(**{units[text[-1]]: int(text[:-1])})
+    try:
+        return datetime.now(timezone.utc) - parse_duration(text)
+    except ValueError:
+        pass
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -214,15 +216,28 @@ def worker(config_path, workers, sweeper):
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     hub.dispatcher.start(workers or hub.config.dispatch.workers)
+    scheduler = _start_reconcile(hub)
     stop.wait()
+    if scheduler is not None:
+        scheduler.stop(timeout=hub.config.dispatch.shutdown_grace_seconds)
     hub.dispatcher.stop(hub.config.dispatch.shutdown_grace_seconds)
     hub.close()
+
+
+def _start_reconcile(hub):
+    """The scheduled reconcile, offered from every dispatcher process; the store's lease makes
+    it run once across all of them."""
+    from .reconcile import scheduler_for
+
+    scheduler = scheduler_for(hub)
+    return scheduler.start() if scheduler is not None else None
 
 
 def _celery_worker(hub, concurrency: int, sweeper: bool) -> int:
     from .celery_app import BrokerUnreachable
     from .celery_worker import run_worker
 
+    _start_reconcile(hub)  # a daemon thread: it ends with the worker
     try:
         return run_worker(hub, concurrency=concurrency, beat=sweeper)
     except BrokerUnreachable as exc:
@@ -574,6 +589,41 @@ def ingest(hub, files, source):
     click.echo(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     if problems:
         sys.exit(1)
+
+
+@cli.command()
+@pass_hub
+@click.option("--since", default="24h", show_default=True,
+              help="Reconcile calls that started since: 24h, 7d, 30m or an ISO date/time.")
+@click.option("--dry-run", is_flag=True, help="Count what would be ingested; store nothing.")
+def reconcile(hub, since, dry_run):
+    """Fetch back from the platform's calls API every ended call the hub has no report of.
+
+    Each becomes an end-of-call report, through the receiver's path minus the signature:
+    stored, deduplicated, delivered. Needs [sources.hms] api_key.
+    """
+    from .reconcile import CallsApiError, api_for, reconcile as run
+
+    start, end = parse_since(since), datetime.now(timezone.utc)
+
+    def progress(outcome, total):
+        if outcome.seen % 100 == 0 or outcome.seen == total:
+            click.echo(f"reconcile: {outcome.seen}/{total} calls, {outcome.ingested} "
+                       f"{'to ingest' if dry_run else 'ingested'}", err=True)
+
+    try:
+        api = api_for(hub)
+        try:
+            outcome = run(hub, api, start, end, dry_run=dry_run, progress=progress)
+        finally:
+            api.close()
+    except CallsApiError as exc:
+        raise click.ClickException(redact(str(exc))) from None
+    for call_id, reason in outcome.skipped:
+        click.secho(f"skipped {call_id}: {reason}", err=True, fg="yellow")
+    verb = "would ingest" if dry_run else "ingested"
+    click.echo(f"{outcome.seen} calls seen, {outcome.already_received} already received, {outcome.ingested} "
+               f"{verb}, {len(outcome.skipped)} skipped{' (dry run: nothing stored)' if dry_run else ''}")
 
 
 @cli.command("analysis-plan")

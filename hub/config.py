@@ -505,6 +505,7 @@ def _load_destinations(dest_table: Any, registry: Registry, problems: list[str],
 
 def _register_literal_secrets(sections: dict[str, Any], sources: dict[str, dict]) -> None:
     """A secret written literally (not as { env } / { file }) is redacted all the same."""
-    for value in [sections["admin"].token, *(table.get("secret") for table in sources.values()),
+    for value in [sections["admin"].token,
+                  *(table.get(key) for table in sources.values() for key in ("secret", "api_key")),
                   _password_of(sections["dispatch"].broker_url), _password_of(sections["store"].url)]:
         register_secret(value)

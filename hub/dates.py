@@ -1,7 +1,19 @@
-"""Due dates for follow-ups: N calendar days, or N business days (Monday to Friday)."""
+"""Dates and durations: follow-up due dates (calendar or business days), and ``24h``-style durations."""
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timedelta
+
+_DURATION = re.compile(r"^([0-9]{1,9})([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30s``, ``15m``, ``24h``, ``7d``, ``2w`` as a timedelta; ``ValueError`` for anything else."""
+    match = _DURATION.match(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration: use a number and a unit, e.g. 30s, 15m, 24h, 7d")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
 def due_date(start: date | datetime, days: int, *, business_days: bool = False) -> date:

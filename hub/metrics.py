@@ -30,6 +30,32 @@ class QueueDepthCollector:
         yield gauge
 
 
+class ReconcileCollector:
+    """The last scheduled reconcile (``hub.jobs``), from the store: one answer for every process."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def collect(self):
+        from .jobs import last_run
+        from .reconcile import JOB
+
+        run = last_run(self.store, JOB)
+        if run is None or run.finished_at is None:
+            return
+        yield GaugeMetricFamily("sovereign_hub_reconcile_last_run_timestamp_seconds",
+                                "When the last scheduled reconcile finished (Unix time)",
+                                value=run.finished_at.timestamp())
+        result = run.result or {}
+        yield GaugeMetricFamily("sovereign_hub_reconcile_last_run_failed",
+                                "1 when the last scheduled reconcile stopped on an error", value=int("error" in result))
+        calls = GaugeMetricFamily("sovereign_hub_reconcile_last_run_calls",
+                                  "Calls of the last scheduled reconcile by outcome", labels=["outcome"])
+        for outcome in ("seen", "already_received", "ingested", "skipped"):
+            calls.add_metric([outcome], result.get(outcome, 0))
+        yield calls
+
+
 def render(store) -> tuple[bytes, str]:
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -40,4 +66,5 @@ def render(store) -> tuple[bytes, str]:
         output = generate_latest(REGISTRY)
     depth = CollectorRegistry()
     depth.register(QueueDepthCollector(store))
+    depth.register(ReconcileCollector(store))
     return output + generate_latest(depth), CONTENT_TYPE_LATEST

@@ -95,6 +95,7 @@ class CallReport:
     recording_url: str | None = None
     assistant: dict | None = None
     error: str | None = None
+    ended_reason: str | None = None
     raw: dict = field(default_factory=dict)
 
     @cached_property
@@ -122,6 +123,7 @@ class CallReport:
             "recording_url": self.recording_url,
             "assistant": self.assistant,
             "error": self.error,
+            "ended_reason": self.ended_reason,
             "raw": self.raw,
         }
 
@@ -151,6 +153,7 @@ class CallReport:
             recording_url=data.get("recording_url"),
             assistant=data.get("assistant"),
             error=data.get("error"),
+            ended_reason=data.get("ended_reason"),
             raw=data.get("raw") or {},
         )
 
@@ -185,7 +188,7 @@ REPORT_JSON_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "required": ["id", "source", "event", "call", "occurred_at", "received_at", "phone_number",
                  "customer", "duration_seconds", "summary", "analysis", "analysis_errors",
-                 "messages", "recording_url", "assistant", "error", "raw"],
+                 "messages", "recording_url", "assistant", "error", "ended_reason", "raw"],
     "properties": {
         "id": {"type": "string", "description": "the hub's id for this report"},
         "source": {"type": "string", "description": "the payload adapter, e.g. hms"},
@@ -222,6 +225,8 @@ REPORT_JSON_SCHEMA: dict[str, Any] = {
         "recording_url": {"type": ["string", "null"]},
         "assistant": {"type": ["object", "null"]},
         "error": {"type": ["string", "null"], "description": "status-update error text"},
+        "ended_reason": {"type": ["string", "null"],
+                         "description": "why the call ended, as the platform says it (e.g. customer-ended-call)"},
         "raw": {"type": "object", "description": "the payload exactly as received"},
     },
 }

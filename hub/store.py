@@ -101,6 +101,17 @@ attempts = sa.Table(
     sa.Column("error", sa.Text),
 )
 
+# A job that runs once across every process and node (the scheduled reconcile): whoever holds
+# the lease runs it; the last run's outcome is kept for the dashboard and /metrics (hub.jobs).
+scheduled_jobs = sa.Table(
+    "scheduled_jobs", metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("lease_owner", sa.String(100)),
+    sa.Column("lease_until", UTCDateTime),
+    sa.Column("last_started_at", UTCDateTime),
+    sa.Column("last_finished_at", UTCDateTime),
+    sa.Column("last_result", sa.Text),  # JSON: the run's counts, or its error
+)
 
 # Built once: executing the same statement object reuses SQLAlchemy's compiled form (the ack path).
 _INSERT_REPORT = reports.insert()
@@ -265,6 +276,16 @@ class Store:
                 raise
             return Accepted(existing, True, [])
         return Accepted(report.id, False, [(name, PENDING) for name in names], tuple(row["id"] for row in rows))
+
+    def received_call_ids(self, source: str, event: str, call_ids: Iterable[str]) -> set[str]:
+        """Which of ``call_ids`` already have a ``source`` report of type ``event``."""
+        wanted = list(call_ids)
+        if not wanted:
+            return set()
+        r = reports.c
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(r.call_id).where(
+                r.source == source, r.event == event, r.call_id.in_(wanted))).scalars())
 
     # --- the dispatcher's side -------------------------------------------------------
 

@@ -155,7 +155,7 @@ def test_a_release_0_1_0_database_upgrades_in_place_with_every_row_intact(empty_
     config = write_config(tmp_path / "hub.toml", empty_url)
     result = CliRunner().invoke(cli, ["db", "upgrade", "-c", str(config)])
     assert result.exit_code == 0, result.output
-    assert "release 0.1.0's tables recorded as revision 0001" in result.output and "applied: 0002" in result.output
+    assert "release 0.1.0's tables recorded as revision 0001" in result.output and "applied: 0002, 0003" in result.output
 
     after = rows(empty_url)
     keys = {r["id"]: r.pop("event_key") for r in after["reports"]}
@@ -212,17 +212,18 @@ def test_db_upgrade_is_idempotent_and_current_and_history_say_where_things_are(e
     config = write_config(tmp_path / "hub.toml", empty_url)
     runner = CliRunner()
     first = runner.invoke(cli, ["db", "upgrade", "-c", str(config)])
-    assert first.exit_code == 0 and "upgraded to schema revision 0002; applied: 0001, 0002" in first.output
+    assert first.exit_code == 0 and "upgraded to schema revision 0003; applied: 0001, 0002, 0003" in first.output
     second = runner.invoke(cli, ["db", "upgrade", "-c", str(config)])
-    assert second.exit_code == 0 and "schema revision 0002, the newest; nothing to do" in second.output
+    assert second.exit_code == 0 and "schema revision 0003, the newest; nothing to do" in second.output
     current = runner.invoke(cli, ["db", "current", "-c", str(config)])
     assert current.exit_code == 0
-    assert current.output.splitlines()[0].startswith("database: schema revision 0002 (the newest)")
-    assert current.output.splitlines()[1] == "code:     schema revision 0002"
+    assert current.output.splitlines()[0].startswith("database: schema revision 0003 (the newest)")
+    assert current.output.splitlines()[1] == "code:     schema revision 0003"
     history = runner.invoke(cli, ["db", "history", "-c", str(config)]).output.splitlines()
     assert history[0].startswith("0001  The schema of release 0.1.0")
     assert history[1].startswith("0002  status-update (and tool-calls) events are distinct events")
-    assert history[1].endswith("<- the database")
+    assert history[2].startswith("0003  Scheduled jobs run once across every process")
+    assert history[2].endswith("<- the database")
 
 
 def test_two_upgrades_at_once_take_turns(empty_url, tmp_path):
@@ -232,16 +233,16 @@ def test_two_upgrades_at_once_take_turns(empty_url, tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(3)]
     outputs = [p.communicate(timeout=60)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
-    assert sum("applied: 0001, 0002" in o for o in outputs) == 1, outputs
+    assert sum("applied: 0001, 0002, 0003" in o for o in outputs) == 1, outputs
     assert sum("nothing to do" in o for o in outputs) == 2, outputs
-    assert version_of(empty_url) == "0002"
+    assert version_of(empty_url) == "0003"
 
 
 def test_check_config_says_the_schema_is_behind_without_failing(empty_url, tmp_path):
     config = write_config(tmp_path / "hub.toml", empty_url, auto_migrate=False)
     result = CliRunner().invoke(cli, ["check-config", "-c", str(config)])
     assert result.exit_code == 0, result.output
-    assert "warning: store: empty: no schema yet (this release needs revision 0002): run `sovereign-hub db " \
+    assert "warning: store: empty: no schema yet (this release needs revision 0003): run `sovereign-hub db " \
            "upgrade` before starting the hub" in result.output
 
 
@@ -251,7 +252,7 @@ def test_a_process_refuses_a_schema_that_is_behind_naming_both_revisions_and_the
     schema.upgrade(empty_url, to="0001")
     config = write_config(tmp_path / "hub.toml", empty_url, auto_migrate=False)
     shown = schema.describe(empty_url)
-    expected = (f"error: the store {shown} has schema revision 0001; this release needs revision 0002: "
+    expected = (f"error: the store {shown} has schema revision 0001; this release needs revision 0003: "
                 f"run `sovereign-hub db upgrade`")
     commands = [["serve"], ["serve", "--web-only"], ["worker"], ["reports", "list"]]
     for command, done in zip(commands, hub_commands(commands, config)):
@@ -278,7 +279,7 @@ def test_a_database_from_a_newer_release_is_refused_and_never_touched(empty_url,
     for command, done in zip(commands, hub_commands(commands, config)):
         line = one_error_line(done)
         assert line == ("error: the database is at schema revision 0099, which this release does not know "
-                        "(its newest is 0002): it was written by a newer release of Sovereign Hub; run that "
+                        "(its newest is 0003): it was written by a newer release of Sovereign Hub; run that "
                         "release, or restore the backup made before it upgraded"), command
     assert version_of_raw(empty_url) == "0099" and shape(empty_url) == before
 
@@ -447,7 +448,7 @@ def test_db_backup_copies_a_running_store_consistently(app, tmp_path, new_report
                                "(SELECT id FROM reports)").fetchone()[0]
     assert reports >= 50 and orphans == 0
     assert result.output.startswith(f"{tmp_path / 'copy.db'}: {reports} report(s), {deliveries} deliveries, "
-                                    f"schema revision 0002, ")
+                                    f"schema revision 0003, ")
     assert (tmp_path / "copy.db").stat().st_mode & 0o777 == 0o600
     again = CliRunner().invoke(cli, ["db", "backup", str(tmp_path / "copy.db"), "-c", str(config)])
     assert again.exit_code == 1 and "exists already" in again.output
@@ -491,3 +492,49 @@ def test_the_quickstart_makes_its_secrets_readable_by_their_owner_only(tmp_path)
     subprocess.run(["make", "-s", "-f", str(makefile), "secrets", f"PYTHON={sys.executable}"], cwd=tmp_path,
                    env=env, check=True)
     assert (tmp_path / ".webhook-secret").read_text() == secret
+
+
+# --- 0003: the scheduled jobs' leases ----------------------------------------------------------------
+
+def test_a_0002_database_upgrades_to_0003_with_its_rows_intact_and_leases_work(empty_url, tmp_path):
+    """A database as revision 0002 left it (a report, a delivery, an attempt, an event key) gains
+    the scheduled jobs' table; every row is as it was, and a lease is taken once."""
+    from datetime import timedelta
+
+    from hub import jobs
+    from hub.store import Store
+
+    schema.upgrade(empty_url, to="0002")
+    engine = sa.create_engine(empty_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO reports (id, source, event, call_id, occurred_at, received_at, customer_number, data, "
+            "event_key) VALUES ('r1', 'hms', 'status-update', 'call-1', '2026-03-02 09:14:07', "
+            "'2026-03-02 09:15:00', '+31612345678', '{}', 'ended-with-error')"))
+        conn.execute(sa.text(
+            "INSERT INTO deliveries (id, report_id, destination, status, attempts, next_attempt_at, state, "
+            "created_at, updated_at) VALUES ('d1', 'r1', 'slack', 'succeeded', 1, '2026-03-02 09:15:00', '{}', "
+            "'2026-03-02 09:15:00', '2026-03-02 09:15:01')"))
+        conn.execute(sa.text(
+            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, http_status) "
+            "VALUES ('d1', 1, '2026-03-02 09:15:00', 12.5, 'succeeded', 200)"))
+    engine.dispose()
+    before = rows(empty_url)
+
+    config = write_config(tmp_path / "hub.toml", empty_url)
+    result = CliRunner().invoke(cli, ["db", "upgrade", "-c", str(config)])
+    assert result.exit_code == 0 and "upgraded to schema revision 0003; applied: 0003" in result.output
+    assert rows(empty_url) == before
+    assert shape(empty_url)["scheduled_jobs"]["primary_key"] == ["name"]
+
+    store = Store(empty_url)
+    try:
+        every, lease = timedelta(minutes=15), timedelta(minutes=15)
+        assert jobs.take_lease(store, "reconcile", "node-a", every=every, lease=lease)
+        assert not jobs.take_lease(store, "reconcile", "node-b", every=every, lease=lease)
+        jobs.finish(store, "reconcile", "node-a", {"seen": 3, "ingested": 1})
+        assert not jobs.take_lease(store, "reconcile", "node-b", every=every, lease=lease), "not due again yet"
+        run = jobs.last_run(store, "reconcile")
+        assert run.result == {"seen": 3, "ingested": 1} and not run.running
+    finally:
+        store.close()

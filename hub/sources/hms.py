@@ -5,13 +5,14 @@ import hashlib
 import hmac
 import logging
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
+from ..dates import parse_duration
 from ..report import Call, CallReport, Message, PhoneNumber, parse_datetime
-from . import SignatureError, Source
+from . import SignatureError, Source, SourceConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,38 @@ def sign(secret: str, timestamp: str | int, body: bytes) -> str:
     """The header value the platform sends: ``sha256=<hex of HMAC-SHA256(secret, "ts.body")>``."""
     digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     return f"sha256={digest}"
+
+
+DEFAULT_API_URL = "https://api.hmsovereign.com/api/v1"
+
+
+class _Duration(fields.String):
+    def _deserialize(self, value, attr, data, **kwargs):
+        try:
+            return parse_duration(super()._deserialize(value, attr, data, **kwargs))
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class ReconcileConfig(Schema):
+    """``[sources.hms.reconcile]``: how often the running hub reconciles, over how long a window."""
+
+    every = _Duration(required=True)
+    window = _Duration(load_default=timedelta(hours=24))
+
+
+class HmsConfig(SourceConfig):
+    """``[sources.hms]``: the webhook secret, and the calls API that ``reconcile`` reads."""
+
+    api_key = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1))
+    api_url = fields.Url(load_default=DEFAULT_API_URL, schemes={"http", "https"}, require_tld=False)
+    reconcile = fields.Nested(ReconcileConfig, load_default=None, allow_none=True)
+
+    @validates_schema
+    def _schedule_needs_a_key(self, data, **_):
+        if data.get("reconcile") and not data.get("api_key"):
+            raise ValidationError('needs sources.hms.api_key: set api_key = { env = "HMS_API_KEY" } '
+                                  "(an API key of the platform account)", "reconcile")
 
 
 class _Timestamp(fields.String):
@@ -78,6 +111,7 @@ class MessageSchema(_Open):
     analysis = fields.Dict(allow_none=True)
     recording_url = fields.String(allow_none=True)
     error = fields.String(allow_none=True)
+    ended_reason = fields.String(allow_none=True)
     tool_call_list = fields.List(fields.Dict(), allow_none=True)
 
     @validates_schema
@@ -97,6 +131,7 @@ class PayloadSchema(_Open):
 class HmsSource(Source):
     name = "hms"
     schema = PayloadSchema()
+    Config = HmsConfig
     events = EVENTS
 
     def __init__(self) -> None:
@@ -176,5 +211,6 @@ class HmsSource(Source):
             recording_url=msg.get("recording_url"),
             assistant=msg.get("assistant"),
             error=msg.get("error"),
+            ended_reason=msg.get("ended_reason"),
             raw=raw,
         )

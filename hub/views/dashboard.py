@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 from flask import (Blueprint, current_app, flash, redirect, render_template, request, session, url_for)
 
 from .. import operations as ops
+from ..jobs import last_run
+from ..reconcile import JOB as RECONCILE_JOB
 from ..redaction import mask_phone, redact, scrub
 from ..report import CallReport
 from ..store import DEAD, STATUSES
@@ -208,7 +210,9 @@ def index():
     return render_template("dashboard_index.html", title="Reports", rows=rows, offset=page.offset,
                            page_size=PAGE_SIZE, has_more=page.next_offset is not None,
                            chart=chart([day.__dict__ for day in summary.per_day]), dead=dead,
-                           dead_total=sum(dead.values()), totals=summary.delivery_totals)
+                           dead_total=sum(dead.values()), totals=summary.delivery_totals,
+                           reconcile=last_run(hub.store, RECONCILE_JOB),
+                           reconcile_schedule=hub.config.sources["hms"].get("reconcile"))
 
 
 @bp.get("/reports/<report_id>")
