@@ -592,7 +592,7 @@ def ingest(hub, files, source):
 
 
 @cli.command()
-@pass_hub
+@pass_core_hub
 @click.option("--since", default="24h", show_default=True,
               help="Reconcile calls that started since: 24h, 7d, 30m or an ISO date/time.")
 @click.option("--dry-run", is_flag=True, help="Count what would be ingested; store nothing.")

@@ -120,14 +120,19 @@ def reconcile_config(hub_config, calls_api, tmp_path):
 
 
 @pytest.fixture
-def hub(reconcile_config):
+def reconcile_app(reconcile_config):
     from hub.app import create_app
     from hub.testing import migrated
 
     migrated(reconcile_config["store"]["url"])
     app = create_app(config_data=reconcile_config, start_dispatcher=False)
-    yield app.hub
+    yield app
     app.hub.close()
+
+
+@pytest.fixture
+def hub(reconcile_app):
+    return reconcile_app.hub
 
 
 def api(calls_api, sleeps=None, key=API_KEY) -> CallsApi:
@@ -150,14 +155,14 @@ def write_toml(path, config: dict) -> str:
 # --- the command ------------------------------------------------------------------------------------
 
 def test_reconcile_pages_through_every_ended_call_and_a_second_run_ingests_nothing(
-        hub, calls_api, reconcile_config, tmp_path, monkeypatch):
+        hub, reconcile_app, calls_api, reconcile_config, tmp_path, monkeypatch):
     calls_api.calls = [ended_call(n) for n in range(250)]
     calls_api.calls[7] = ended_call(7, duration_seconds=None, started_at=None)
     calls_api.calls.append(ended_call(900, status="failed"))  # not asked for: the filter is status=ended
     received = load_sample("end-of-call-report-full")
     received["message"]["call"]["id"] = calls_api.calls[3]["id"]
     body = json.dumps(received).encode()
-    assert hub.app.test_client().post("/webhooks/hms", data=body, headers=signed_headers(body)).status_code == 202
+    assert reconcile_app.test_client().post("/webhooks/hms", data=body, headers=signed_headers(body)).status_code == 202
 
     monkeypatch.setenv("HMS_API_KEY", API_KEY)
     config = write_toml(tmp_path / "hub.toml", reconcile_config)
@@ -172,7 +177,7 @@ def test_reconcile_pages_through_every_ended_call_and_a_second_run_ingests_nothi
 
     stored = hub.store.list_reports(limit=1000)
     assert len(stored) == 249 and len({r.call.id for r in stored}) == 249
-    assert sum(d["destination"] == "file" for d in hub.deliveries(limit=1000)) == 249, "each one is delivered"
+    assert sum(d.destination == "file" for d in hub.store.list_deliveries(limit=1000)) == 249, "each one is delivered"
     assert hub.dispatcher.run_due() == 249
     assert len((tmp_path / "calls.jsonl").read_text().splitlines()) == 249
 
@@ -182,14 +187,14 @@ def test_reconcile_pages_through_every_ended_call_and_a_second_run_ingests_nothi
     assert len(hub.store.list_reports(limit=1000)) == 249
 
 
-def test_a_webhook_arriving_after_reconcile_ingested_its_call_is_a_duplicate(hub, calls_api):
+def test_a_webhook_arriving_after_reconcile_ingested_its_call_is_a_duplicate(hub, reconcile_app, calls_api):
     calls_api.calls = [ended_call(1)]
     assert reconcile(hub, api(calls_api), *window()).ingested == 1
     [report] = hub.store.list_reports()
     late = load_sample("end-of-call-report-full")
     late["message"]["call"]["id"] = calls_api.calls[0]["id"]
     body = json.dumps(late).encode()
-    answer = hub.app.test_client().post("/webhooks/hms", data=body, headers=signed_headers(body))
+    answer = reconcile_app.test_client().post("/webhooks/hms", data=body, headers=signed_headers(body))
     assert answer.status_code == 200 and answer.get_json() == {"status": "duplicate", "report_id": report.id}
 
 
