@@ -383,3 +383,43 @@ def test_a_schedule_that_cannot_run_is_a_config_problem_naming_the_key(hub_confi
     with pytest.raises(ConfigProblems) as info:
         load_config(None, collect(make_manager()), data=hub_config)
     assert info.value.problems == [problem]
+
+
+def test_running_worker_processes_reconcile_by_themselves_once_between_them(calls_api, tmp_path):
+    """Two real ``sovereign-hub worker`` processes with a schedule: the calls missed come back
+    without anyone running a command, fetched by one of the two (one page asked for, once)."""
+    import sqlite3
+    import time
+
+    from hub.testing import kill_process_group, migrated, start_hub_process
+
+    calls_api.calls = [ended_call(n) for n in range(3)]
+    db = tmp_path / "hub.db"
+    config = tmp_path / "hub.toml"
+    config.write_text(f'[store]\nurl = {json.dumps(migrated(f"sqlite:///{db}"))}\n'
+                      f'[dispatch]\npoll_interval = 0.1\n'
+                      f'[sources.hms]\nsecret = {json.dumps(TEST_SECRET)}\napi_key = {json.dumps(API_KEY)}\n'
+                      f'api_url = {json.dumps(calls_api.url)}\n'
+                      f'[sources.hms.reconcile]\nevery = "1h"\nwindow = "24h"\n'
+                      f'[destinations.file]\ntype = "jsonl"\npath = {json.dumps(str(tmp_path / "calls.jsonl"))}\n')
+    workers = [start_hub_process("worker", config, tmp_path, f"worker-{n}.log") for n in range(2)]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            out = tmp_path / "calls.jsonl"
+            if out.exists() and len(out.read_text().splitlines()) == 3:
+                break
+            time.sleep(0.2)
+        time.sleep(1)  # the other process has offered by now, and found the job taken
+        assert all(w.poll() is None for w in workers), [(tmp_path / f"worker-{n}.log").read_text() for n in range(2)]
+    finally:
+        for w in workers:
+            kill_process_group(w)
+    delivered = [json.loads(line)["call"]["id"] for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert sorted(delivered) == sorted(c["id"] for c in calls_api.calls)
+    assert len(calls_api.requests) == 1, calls_api.requests
+    with sqlite3.connect(db) as conn:
+        result = json.loads(conn.execute("SELECT last_result FROM scheduled_jobs WHERE name = 'reconcile'").fetchone()[0])
+        stored = "\n".join(conn.iterdump())
+    assert (result["seen"], result["ingested"]) == (3, 3), result
+    assert API_KEY not in stored + "".join((tmp_path / f"worker-{n}.log").read_text() for n in range(2))
