@@ -100,6 +100,20 @@ class Destination:
     def deliver(self, report, ctx: "DeliveryContext") -> Result:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def forget(self, number: str, ctx: "DeliveryContext") -> Result:
+        """Erase the person with the E.164 ``number`` at the far side (a right-to-erasure request).
+
+        Optional: a type that can erase overrides it, sends through ``ctx.send`` and raises
+        ``Retryable``/``Permanent`` like ``deliver``; a person the far side does not know is a
+        success that says so. ``sovereign-hub forget --destinations`` calls it; a type that does
+        not override it is reported as unable to erase.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def can_forget(cls) -> bool:
+        return cls.forget is not Destination.forget
+
     def close(self) -> None:
         self.http.close()
 

@@ -1,12 +1,25 @@
 """Keeping secrets and customer numbers out of everything a person reads.
 
 Every secret the configuration resolves is registered here, and ``redact`` replaces it
-wherever it appears: log lines, recorded delivery errors, CLI output, the dashboard.
+wherever it appears: log lines, recorded delivery errors, CLI output, the dashboard. A secret
+URL is registered with its path and its query too, because HTTP libraries name only those in
+their errors (urllib3's ``Max retries exceeded with url: /services/T000/B000/...``).
+
+``scrub`` also masks phone numbers: anything that looks like one, and, inside
+``numbers_in_play(...)`` (the dispatcher wraps each attempt in it), the numbers named there in
+every form a CRM or a library may echo them: E.164, ``0031...``, ``+31 (0)6 ...``, the national
+``06...`` and the bare national number ``6...``.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
 import threading
+from typing import Iterable, Iterator
+from urllib.parse import urlsplit
+
+import phonenumbers
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -14,20 +27,41 @@ _pattern: re.Pattern | None = None
 
 # A run of 7-15 digits with a leading + (E.164), optionally grouped by spaces or dashes, or a
 # national number with its trunk 0 (06-12345678, 020 123 4567) as CRMs echo them back in errors.
-_PHONE = re.compile(r"\+\d[\d \-]{5,18}\d|(?<![\w.:/-])0\d(?:[ \-]?\d){7,10}(?![\w.:/-])")
+# Also the international forms with 00 and with a bracketed trunk 0 (``+31 (0)6 12345678``).
+_PHONE = re.compile(r"\+\d{1,3} ?\(0\)[\d \-]{5,16}\d|\+\d[\d \-]{5,18}\d"
+                    r"|(?<![\w.:/-])00[1-9]\d{6,14}(?![\w.:/-])"
+                    r"|(?<![\w.:/-])0\d(?:[ \-]?\d){7,10}(?![\w.:/-])")
+_SEPARATORS = r"[\s.\-/()]*"
+_in_play: contextvars.ContextVar[tuple[tuple[re.Pattern, str], ...]] = contextvars.ContextVar(
+    "numbers_in_play", default=())
 
 
 def register_secret(value: str) -> None:
-    """Remember ``value`` so ``redact`` hides it; short values would mask ordinary words."""
+    """Remember ``value`` so ``redact`` hides it; short values would mask ordinary words.
+
+    A URL is remembered with its path and its query as well (each if long enough).
+    """
     global _pattern
     if not isinstance(value, str) or len(value) < 6:
         return
+    parts = {value, *_url_parts(value)}
     with _lock:
-        if value in _secrets:
+        if parts <= _secrets:
             return
-        _secrets.add(value)
+        _secrets.update(p for p in parts if len(p) >= 6)
         ordered = sorted(_secrets, key=len, reverse=True)
         _pattern = re.compile("|".join(re.escape(s) for s in ordered))
+
+
+def _url_parts(value: str) -> list[str]:
+    try:
+        url = urlsplit(value)
+    except ValueError:
+        return []
+    if url.scheme not in ("http", "https") or not url.netloc:
+        return []
+    tail = url.path + (f"?{url.query}" if url.query else "")
+    return [part for part in (tail, url.path, url.query) if part.strip("/")]
 
 
 def redact(text: str) -> str:
@@ -47,6 +81,38 @@ def mask_phone(number: str | None) -> str | None:
     return plus + digits[:3] + "*" * (len(digits) - 6) + digits[-3:]
 
 
+def number_pattern(number: str) -> re.Pattern | None:
+    """Every written form of the E.164 ``number``, separators and all; None if it is not one."""
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return None
+    national = phonenumbers.national_significant_number(parsed)
+    if not national:
+        return None
+    country = _SEPARATORS.join(str(parsed.country_code))
+    prefix = rf"(?:(?:\+|00){_SEPARATORS}{country}{_SEPARATORS}(?:\(?0\)?{_SEPARATORS})?|0{_SEPARATORS})?"
+    return re.compile(rf"(?<![\d+]){prefix}{_SEPARATORS.join(national)}(?!\d)")
+
+
+@contextlib.contextmanager
+def numbers_in_play(numbers: Iterable[str | None]) -> Iterator[None]:
+    """Within the block (this thread or task), ``scrub`` masks these numbers in every form."""
+    patterns = tuple((pattern, mask_phone(n) or "") for n in numbers if n
+                     for pattern in [number_pattern(n)] if pattern is not None)
+    token = _in_play.set(_in_play.get() + patterns)
+    try:
+        yield
+    finally:
+        _in_play.reset(token)
+
+
 def scrub(text: str) -> str:
-    """Redact secrets and mask anything that looks like an international phone number."""
-    return _PHONE.sub(lambda m: mask_phone(m.group(0)) or "", redact(text))
+    """Redact secrets, mask the numbers in play in any form, and anything else that looks like a
+    phone number."""
+    if not text:
+        return text
+    text = redact(text)
+    for pattern, masked in _in_play.get():
+        text = pattern.sub(masked, text)
+    return _PHONE.sub(lambda m: mask_phone(m.group(0)) or "", text)
