@@ -27,7 +27,7 @@ from .errors import UnknownDestination
 from .plugins import collect, describe, make_manager
 from .report import loads_json
 from .samples import NAMES as SAMPLE_NAMES
-from .redaction import mask_phone, redact
+from .redaction import in_play, mask_phone, redact, scrub
 from .schema import SchemaError
 from .store import STATUSES
 
@@ -531,13 +531,15 @@ def send_test(config_path, destination, dry_run, sample):
         click.secho(f"note: the rule when = {config.when.expression!r} does not match this sample; "
                     f"sending anyway", err=True, fg="yellow")
     try:
-        result = instance.deliver(report, ctx)
-    except DeliveryError as exc:
-        kind = "permanent" if isinstance(exc, Permanent) else "retryable"
-        raise click.ClickException(f"{kind} error: {exc.reason}") from None
-    except Exception as exc:  # noqa: BLE001 - a plugin's bug: one line, as the dispatcher would record it
-        raise click.ClickException(f"unexpected {type(exc).__name__} in destination {destination!r}: "
-                                   f"{redact(str(exc))}") from None
+        with in_play([report.customer.number]):  # errors scrubbed as the dispatcher scrubs them
+            try:
+                result = instance.deliver(report, ctx)
+            except DeliveryError as exc:
+                kind = "permanent" if isinstance(exc, Permanent) else "retryable"
+                raise click.ClickException(f"{kind} error: {scrub(exc.reason)}") from None
+            except Exception as exc:  # noqa: BLE001 - a plugin's bug: one line, as the dispatcher would record it
+                raise click.ClickException(f"unexpected {type(exc).__name__} in destination {destination!r}: "
+                                           f"{scrub(str(exc))}") from None
     finally:
         instance.close()
     if dry_run:

@@ -12,8 +12,10 @@ from marshmallow import Schema
 
 from .errors import Permanent, Retryable
 from .fields import EmptyConfig
-from .http import DryRunResponse, RecordedRequest, make_session, raise_for_exception, raise_for_response
+from .http import (SENSITIVE_HEADERS, DryRunResponse, RecordedRequest, make_session, raise_for_exception,
+                   raise_for_response)
 from .ratelimit import WindowLimiter
+from .redaction import hold_secret
 
 
 _SHARED_BUCKETS: dict[tuple, WindowLimiter] = {}
@@ -167,6 +169,8 @@ class DeliveryContext:
         kwargs.setdefault("timeout", dest.timeout)
         request = requests.Request(method.upper(), url, **{k: v for k, v in kwargs.items() if k != "timeout"})
         prepared = dest.http.prepare_request(request)
+        for header in SENSITIVE_HEADERS:  # a token fetched at run time: hidden in this attempt's errors
+            hold_secret(prepared.headers.get(header))
         record = RecordedRequest.from_prepared(prepared)
         if record_body is not None:
             record.body = record_body

@@ -19,7 +19,7 @@ from typing import Callable
 
 from . import logs, metrics
 from .errors import Permanent, Retryable
-from .redaction import numbers_in_play, scrub
+from .redaction import in_play, scrub
 from .report import CallReport
 from .store import DEAD, PENDING, SUCCEEDED, Attempt, Delivery, Store, utcnow
 
@@ -127,7 +127,7 @@ class Dispatcher:
     def _attempt(self, delivery: Delivery, report: CallReport | None) -> Delivery:
         """One attempt; its error, its result and every log line it writes are scrubbed of secrets
         and of the caller's number in any form."""
-        with numbers_in_play([report.customer.number] if report is not None else []):
+        with in_play([report.customer.number] if report is not None else []):
             return self._attempt_scrubbed(delivery, report)
 
     def _attempt_scrubbed(self, delivery: Delivery, report: CallReport | None) -> Delivery:

@@ -20,7 +20,7 @@ from . import logs
 from .errors import Permanent, Retryable
 from .normalize import to_e164
 from .records import AttemptRecord, DeliveryDetail, DeliveryRecord
-from .redaction import mask_phone, numbers_in_play, scrub
+from .redaction import in_play, mask_phone, scrub
 from .report import CallReport
 from .store import DEAD, RUNNING, STATUSES, Delivery, utcnow
 
@@ -384,7 +384,7 @@ def _forget_at_destinations(hub: Hub, e164: str, sleep: Callable[[float], None])
     dispatcher's schedule (``[dispatch] retry_delays``, ``max_attempts``) like a delivery."""
     policy = hub.dispatcher.policy
     outcomes = {}
-    with numbers_in_play([e164]):
+    with in_play([e164]):
         for name, destination in sorted(hub.destinations.items()):
             if not destination.can_forget():
                 outcomes[name] = f"cannot erase: the {destination.type!r} type has no erasure"

@@ -5,10 +5,11 @@ wherever it appears: log lines, recorded delivery errors, CLI output, the dashbo
 URL is registered with its path and its query too, because HTTP libraries name only those in
 their errors (urllib3's ``Max retries exceeded with url: /services/T000/B000/...``).
 
-``scrub`` also masks phone numbers: anything that looks like one, and, inside
-``numbers_in_play(...)`` (the dispatcher wraps each attempt in it), the numbers named there in
-every form a CRM or a library may echo them: E.164, ``0031...``, ``+31 (0)6 ...``, the national
-``06...`` and the bare national number ``6...``.
+``scrub`` also masks phone numbers: anything that looks like one, and, inside ``in_play(...)``
+(the dispatcher wraps each attempt in it), the numbers named there in every form a CRM or a
+library may echo them: E.164, ``0031...``, ``+31 (0)6 ...``, the national ``06...`` and the bare
+national number ``6...``. Credentials obtained at run time (an OAuth access token sent in an
+Authorization header) are hidden inside the same block once ``hold_secret`` has seen them.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import contextlib
 import contextvars
 import re
 import threading
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 from urllib.parse import urlsplit
 
@@ -31,9 +33,17 @@ _pattern: re.Pattern | None = None
 _PHONE = re.compile(r"\+\d{1,3} ?\(0\)[\d \-]{5,16}\d|\+\d[\d \-]{5,18}\d"
                     r"|(?<![\w.:/-])00[1-9]\d{6,14}(?![\w.:/-])"
                     r"|(?<![\w.:/-])0\d(?:[ \-]?\d){7,10}(?![\w.:/-])")
-_SEPARATORS = r"[\s.\-/()]*"
-_in_play: contextvars.ContextVar[tuple[tuple[re.Pattern, str], ...]] = contextvars.ContextVar(
-    "numbers_in_play", default=())
+# between digits: spaces, dots, dashes, slashes, brackets, and the same percent- or form-encoded
+_SEPARATORS = r"(?:[\s.\-/()+]|%2[089])*"
+
+
+@dataclass(frozen=True)
+class _InPlay:
+    numbers: tuple[tuple[re.Pattern, str], ...] = ()  # (every form of a number, its mask)
+    secrets: frozenset[str] | set[str] = frozenset()
+
+
+_in_play: contextvars.ContextVar[_InPlay] = contextvars.ContextVar("in_play", default=_InPlay())
 
 
 def register_secret(value: str) -> None:
@@ -91,20 +101,34 @@ def number_pattern(number: str) -> re.Pattern | None:
     if not national:
         return None
     country = _SEPARATORS.join(str(parsed.country_code))
-    prefix = rf"(?:(?:\+|00){_SEPARATORS}{country}{_SEPARATORS}(?:\(?0\)?{_SEPARATORS})?|0{_SEPARATORS})?"
-    return re.compile(rf"(?<![\d+]){prefix}{_SEPARATORS.join(national)}(?!\d)")
+    prefix = (rf"(?:(?:\+|00|%2[bB])?{_SEPARATORS}{country}{_SEPARATORS}(?:\(?0\)?{_SEPARATORS})?"
+              rf"|0{_SEPARATORS})?")
+    # not inside a longer run of digits, unless what precedes is a percent-escape (%27, a quote)
+    return re.compile(rf"(?:(?<=%[0-9A-Fa-f]{{2}})|(?<!\d)){prefix}{_SEPARATORS.join(national)}(?!\d)")
 
 
 @contextlib.contextmanager
-def numbers_in_play(numbers: Iterable[str | None]) -> Iterator[None]:
-    """Within the block (this thread or task), ``scrub`` masks these numbers in every form."""
+def in_play(numbers: Iterable[str | None] = ()) -> Iterator[None]:
+    """Within the block (this thread or task), ``scrub`` masks these numbers in every form, and
+    hides the secrets ``hold_secret`` is given."""
+    outer = _in_play.get()
     patterns = tuple((pattern, mask_phone(n) or "") for n in numbers if n
                      for pattern in [number_pattern(n)] if pattern is not None)
-    token = _in_play.set(_in_play.get() + patterns)
+    token = _in_play.set(_InPlay(outer.numbers + patterns, set(outer.secrets)))
     try:
         yield
     finally:
         _in_play.reset(token)
+
+
+def hold_secret(value: str | None) -> None:
+    """Hide ``value`` (and what follows its auth scheme) in the enclosing ``in_play`` block."""
+    secrets = _in_play.get().secrets
+    if not isinstance(secrets, set) or not value:
+        return
+    for part in {value, value.partition(" ")[2]}:
+        if len(part) >= 6:
+            secrets.add(part)
 
 
 def scrub(text: str) -> str:
@@ -113,6 +137,9 @@ def scrub(text: str) -> str:
     if not text:
         return text
     text = redact(text)
-    for pattern, masked in _in_play.get():
+    current = _in_play.get()
+    for secret in sorted(current.secrets, key=len, reverse=True):
+        text = text.replace(secret, "[secret]")
+    for pattern, masked in current.numbers:
         text = pattern.sub(masked, text)
     return _PHONE.sub(lambda m: mask_phone(m.group(0)) or "", text)

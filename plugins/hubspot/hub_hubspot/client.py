@@ -157,11 +157,11 @@ class HubSpotApi:
         return response.json().get("results") or []
 
     def gdpr_delete(self, contact_id: str) -> bool:
-        """POST /crm/v3/objects/contacts/gdpr-delete ``{"objectId": id}``: the contact and its
-        associated content, permanently (HubSpot's reference; the endpoint exists on v3 only).
+        """POST .../objects/contacts/gdpr-delete ``{"objectId": id}``: the contact and its associated
+        content, permanently (HubSpot's reference; the official SDK's ``contacts.gdpr_delete``).
         False when the contact is gone already (404)."""
-        response = self._send("POST", "/crm/v3/objects/contacts/gdpr-delete", json={"objectId": contact_id},
-                              check=False)
+        response = self._send("POST", api_path(self.version, "objects", "contacts", "/gdpr-delete"),
+                              json={"objectId": contact_id}, check=False)
         if response.status_code == 404:
             return False
         self.check(response)
