@@ -64,14 +64,26 @@ def register_secret(value: str) -> None:
 
 
 def _url_parts(value: str) -> list[str]:
+    """A secret URL's path and query, and the token-like parts of them, if it has any: a URL
+    such as ``https://example.com/calls`` hides nothing in its path, and ``/calls`` must not be
+    redacted everywhere else."""
     try:
         url = urlsplit(value)
     except ValueError:
         return []
     if url.scheme not in ("http", "https") or not url.netloc:
         return []
+    in_path = [part for part in url.path.split("/") if _token_like(part)]
+    in_query = [part for part in re.split(r"[&=;]", url.query) if _token_like(part)]
+    if not in_path and not in_query:
+        return []
     tail = url.path + (f"?{url.query}" if url.query else "")
-    return [part for part in (tail, url.path, url.query) if part.strip("/")]
+    return [*in_path, *in_query, tail, *([url.path] if in_path else []), *([url.query] if in_query else [])]
+
+
+def _token_like(part: str) -> bool:
+    """Long, or letters mixed with digits: a key, an id that grants access, a signature."""
+    return len(part) >= 20 or (len(part) >= 6 and any(c.isdigit() for c in part) and any(c.isalpha() for c in part))
 
 
 def redact(text: str) -> str:
