@@ -244,3 +244,46 @@ def test_a_report_no_destination_wants_is_stored_without_what_is_not_kept(minima
     answer = signed_post(payload).get_json()
     stored = app.hub.store.get_report(answer["report_id"])
     assert stored.raw == {} and stored.not_kept == ("messages", "raw")
+
+
+# --- scrubbing -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    "623456789", "0623456789", "06-23 45 67 89", "0031623456789", "0031 (0)6 23456789", "+31 (0)6 2345 6789",
+    "+31623456789", "+31 6 2345 6789", "31623456789", "q=FIND+%7B31623456789+OR+0623456789%7D",
+    "Phone+%3D+%27%2B31623456789%27", "+31+6+2345+6789"])
+def test_the_number_in_play_is_masked_in_every_form(text):
+    from hub.redaction import in_play, scrub
+
+    with in_play([CALLER]):
+        scrubbed = scrub(f"HTTP 400: {text} is not valid")
+    assert "23456789" not in scrubbed.replace("+", "").replace("%2B", "") and "+316*****789" in scrubbed
+
+
+def test_other_digits_are_left_alone_and_the_number_is_not_masked_outside_its_block():
+    from hub.redaction import in_play, scrub
+
+    with in_play([CALLER]):
+        assert scrub("contact 1623456789 and deal 6234567890 at 2026-03-02") == \
+            "contact 1623456789 and deal 6234567890 at 2026-03-02"
+    assert scrub("623456789") == "623456789"
+
+
+def test_a_secret_url_is_hidden_by_its_path_and_query_and_a_plain_path_is_not():
+    from hub.redaction import register_secret, scrub
+
+    register_secret("https://hooks.example.org/services/T0LEAK01/B0LEAK01/pathsecretpathsecret")
+    register_secret("https://api.example.org/v1/hook?sig=querysecret42")
+    register_secret("http://127.0.0.1:9/reports")
+    text = scrub("Max retries exceeded with url: /services/T0LEAK01/B0LEAK01/pathsecretpathsecret (Caused by "
+                 "x); also /v1/hook?sig=querysecret42 and GET /reports")
+    assert text == "Max retries exceeded with url: [secret] (Caused by x); also [secret] and GET /reports"
+
+
+def test_a_token_sent_in_an_attempt_is_hidden_in_that_attempts_errors_only():
+    from hub.redaction import hold_secret, in_play, scrub
+
+    with in_play():
+        hold_secret("Bearer 00Dxx-runtime-access-token")
+        assert scrub("refused 00Dxx-runtime-access-token") == "refused [secret]"
+    assert scrub("refused 00Dxx-runtime-access-token") == "refused 00Dxx-runtime-access-token"
