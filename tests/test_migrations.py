@@ -496,6 +496,25 @@ def test_the_quickstart_makes_its_secrets_readable_by_their_owner_only(tmp_path)
     assert (tmp_path / ".webhook-secret").read_text() == secret
 
 
+def insert_one_of_each(url: str, event: str, event_key: str) -> None:
+    """A report of +31612345678 (``event``, ``event_key``), a delivery and an attempt, by plain SQL
+    (as an older revision's code wrote them)."""
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO reports (id, source, event, call_id, occurred_at, received_at, customer_number, data, "
+            "event_key) VALUES ('r1', 'hms', :event, 'call-1', '2026-03-02 09:14:07', "
+            "'2026-03-02 09:15:00', '+31612345678', '{}', :event_key)"), {"event": event, "event_key": event_key})
+        conn.execute(sa.text(
+            "INSERT INTO deliveries (id, report_id, destination, status, attempts, next_attempt_at, state, "
+            "created_at, updated_at) VALUES ('d1', 'r1', 'slack', 'succeeded', 1, '2026-03-02 09:15:00', '{}', "
+            "'2026-03-02 09:15:00', '2026-03-02 09:15:01')"))
+        conn.execute(sa.text(
+            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, http_status) "
+            "VALUES ('d1', 1, '2026-03-02 09:15:00', 12.5, 'succeeded', 200)"))
+    engine.dispose()
+
+
 # --- 0003: the scheduled jobs' leases ----------------------------------------------------------------
 
 def test_a_0002_database_upgrades_to_0003_with_its_rows_intact_and_leases_work(empty_url, tmp_path):
@@ -507,20 +526,7 @@ def test_a_0002_database_upgrades_to_0003_with_its_rows_intact_and_leases_work(e
     from hub.store import Store
 
     schema.upgrade(empty_url, to="0002")
-    engine = sa.create_engine(empty_url)
-    with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO reports (id, source, event, call_id, occurred_at, received_at, customer_number, data, "
-            "event_key) VALUES ('r1', 'hms', 'status-update', 'call-1', '2026-03-02 09:14:07', "
-            "'2026-03-02 09:15:00', '+31612345678', '{}', 'ended-with-error')"))
-        conn.execute(sa.text(
-            "INSERT INTO deliveries (id, report_id, destination, status, attempts, next_attempt_at, state, "
-            "created_at, updated_at) VALUES ('d1', 'r1', 'slack', 'succeeded', 1, '2026-03-02 09:15:00', '{}', "
-            "'2026-03-02 09:15:00', '2026-03-02 09:15:01')"))
-        conn.execute(sa.text(
-            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, http_status) "
-            "VALUES ('d1', 1, '2026-03-02 09:15:00', 12.5, 'succeeded', 200)"))
-    engine.dispose()
+    insert_one_of_each(empty_url, "status-update", "ended-with-error")
     before = rows(empty_url)
 
     config = write_config(tmp_path / "hub.toml", empty_url)
@@ -553,20 +559,7 @@ def test_a_database_of_the_revision_before_0005_gains_the_erasures_table_with_it
 
     previous = importlib.import_module("hub.migrations.versions.0005_erasures").down_revision
     schema.upgrade(empty_url, to=previous)
-    engine = sa.create_engine(empty_url)
-    with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO reports (id, source, event, call_id, occurred_at, received_at, customer_number, data, "
-            "event_key) VALUES ('r1', 'hms', 'end-of-call-report', 'call-1', '2026-03-02 09:14:07', "
-            "'2026-03-02 09:15:00', '+31612345678', '{}', '')"))
-        conn.execute(sa.text(
-            "INSERT INTO deliveries (id, report_id, destination, status, attempts, next_attempt_at, state, "
-            "created_at, updated_at) VALUES ('d1', 'r1', 'slack', 'succeeded', 1, '2026-03-02 09:15:00', '{}', "
-            "'2026-03-02 09:15:00', '2026-03-02 09:15:01')"))
-        conn.execute(sa.text(
-            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, http_status) "
-            "VALUES ('d1', 1, '2026-03-02 09:15:00', 12.5, 'succeeded', 200)"))
-    engine.dispose()
+    insert_one_of_each(empty_url, "end-of-call-report", "")
     before = rows(empty_url)
 
     config = write_config(tmp_path / "hub.toml", empty_url)
