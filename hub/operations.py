@@ -402,6 +402,10 @@ def _forget_at_destinations(hub: Hub, e164: str, sleep: Callable[[float], None])
                     outcomes[name] = f"failed after {attempt} attempts: {scrub(exc.reason)}"
                 except Permanent as exc:
                     outcomes[name] = f"failed: {scrub(exc.reason)}"
+                except Exception as exc:  # noqa: BLE001 - a plugin's bug: this destination's outcome, not a crash
+                    log.exception("destination forget raised an unexpected error", extra={"fields": {
+                        "destination": name}})
+                    outcomes[name] = f"failed: unexpected {type(exc).__name__}: {scrub(str(exc))[:300]}"
                 break
     return outcomes
 

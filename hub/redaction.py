@@ -113,7 +113,7 @@ def number_pattern(number: str) -> re.Pattern | None:
     if not national:
         return None
     country = _SEPARATORS.join(str(parsed.country_code))
-    prefix = (rf"(?:(?:\+|00|%2[bB])?{_SEPARATORS}{country}{_SEPARATORS}(?:\(?0\)?{_SEPARATORS})?"
+    prefix = (rf"(?:(?:(?:\+|00|%2[bB]){_SEPARATORS})?{country}{_SEPARATORS}(?:\(?0\)?{_SEPARATORS})?"
               rf"|0{_SEPARATORS})?")
     # not inside a longer run of digits, unless what precedes is a percent-escape (%27, a quote)
     return re.compile(rf"(?:(?<=%[0-9A-Fa-f]{{2}})|(?<!\d)){prefix}{_SEPARATORS.join(national)}(?!\d)")

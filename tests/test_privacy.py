@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from hub import jobs, retention
+from hub import Destination, Result, hookimpl, jobs, retention
 from hub import operations as ops
 from hub.store import attempts, deliveries, erasures, reports, scheduled_jobs, utcnow
 from hub.testing import WebhookReceiver, load_sample, wait_until
@@ -287,3 +287,29 @@ def test_a_token_sent_in_an_attempt_is_hidden_in_that_attempts_errors_only():
         hold_secret("Bearer 00Dxx-runtime-access-token")
         assert scrub("refused 00Dxx-runtime-access-token") == "refused [secret]"
     assert scrub("refused 00Dxx-runtime-access-token") == "refused 00Dxx-runtime-access-token"
+
+
+class _Broken(Destination):
+    type = "broken_eraser"
+
+    def deliver(self, report, ctx):
+        return Result("delivered")
+
+    def forget(self, number, ctx):
+        raise RuntimeError(f"no such table for {number}")
+
+
+class _BrokenPlugin:
+    @hookimpl
+    def register_destinations(self, register):
+        register(_Broken)
+
+
+def test_a_destination_whose_forget_breaks_is_its_own_failed_outcome_and_the_erasure_is_recorded(
+        hub_config, register_plugin):
+    hub_config["destinations"]["eraser"] = {"type": "broken_eraser"}
+    app = register_plugin(_BrokenPlugin())
+    outcome = ops.forget(app.hub, "0623456789", actor="cli", destinations=True)
+    assert outcome.destinations["eraser"] == "failed: unexpected RuntimeError: no such table for +316*****789"
+    assert outcome.destinations["hook"] == "cannot erase: the 'webhook' type has no erasure"
+    assert app.hub.store.list_erasures()[0]["destinations"] == outcome.destinations
