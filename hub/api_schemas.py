@@ -150,6 +150,25 @@ class ReportWithDeliveriesSchema(Schema):
     deliveries = _required(fields.List(fields.Nested(DeliverySchema)))
 
 
+class CustomerExportSchema(Schema):
+    number = _required(fields.String(metadata={"description": "the caller, E.164"}))
+    exported_at = _required(Timestamp())
+    reports = _required(fields.List(fields.Nested(ReportWithDeliveriesSchema), metadata={
+        "description": "every report and event of the caller, oldest first, with deliveries and attempts"}))
+
+
+class ErasureCountsSchema(Schema):
+    reports = _required(fields.Integer(validate=validate.Range(min=0)))
+    deliveries = _required(fields.Integer(validate=validate.Range(min=0)))
+    attempts = _required(fields.Integer(validate=validate.Range(min=0)))
+
+
+class ForgetAnswerSchema(Schema):
+    status = _required(fields.Constant("erased"))
+    number = _required(fields.String(metadata={"description": "masked"}))
+    counts = _required(fields.Nested(ErasureCountsSchema, metadata={"description": "rows deleted, per table"}))
+
+
 class DeliveryListSchema(Schema):
     deliveries = _required(fields.List(fields.Nested(DeliverySchema)))
     count = _required(fields.Integer())

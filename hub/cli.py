@@ -27,7 +27,7 @@ from .errors import UnknownDestination
 from .plugins import collect, describe, make_manager
 from .report import loads_json
 from .samples import NAMES as SAMPLE_NAMES
-from .redaction import mask_phone, redact
+from .redaction import in_play, mask_phone, redact, scrub
 from .schema import SchemaError
 from .store import STATUSES
 
@@ -216,28 +216,28 @@ def worker(config_path, workers, sweeper):
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     hub.dispatcher.start(workers or hub.config.dispatch.workers)
-    scheduler = _start_reconcile(hub)
+    schedulers = _start_schedules(hub)
     stop.wait()
-    if scheduler is not None:
+    for scheduler in schedulers:
         scheduler.stop(timeout=hub.config.dispatch.shutdown_grace_seconds)
     hub.dispatcher.stop(hub.config.dispatch.shutdown_grace_seconds)
     hub.close()
 
 
-def _start_reconcile(hub):
-    """The scheduled reconcile, offered from every dispatcher process; the store's lease makes
-    it run once across all of them."""
-    from .reconcile import scheduler_for
+def _start_schedules(hub) -> list:
+    """The scheduled reconcile and prune, offered from every dispatcher process; the store's
+    lease makes each run once across all of them."""
+    from . import reconcile, retention
 
-    scheduler = scheduler_for(hub)
-    return scheduler.start() if scheduler is not None else None
+    found = [reconcile.scheduler_for(hub), retention.scheduler_for(hub)]
+    return [scheduler.start() for scheduler in found if scheduler is not None]
 
 
 def _celery_worker(hub, concurrency: int, sweeper: bool) -> int:
     from .celery_app import BrokerUnreachable
     from .celery_worker import run_worker
 
-    _start_reconcile(hub)  # a daemon thread: it ends with the worker
+    _start_schedules(hub)  # daemon threads: they end with the worker
     try:
         return run_worker(hub, concurrency=concurrency, beat=sweeper)
     except BrokerUnreachable as exc:
@@ -531,13 +531,15 @@ def send_test(config_path, destination, dry_run, sample):
         click.secho(f"note: the rule when = {config.when.expression!r} does not match this sample; "
                     f"sending anyway", err=True, fg="yellow")
     try:
-        result = instance.deliver(report, ctx)
-    except DeliveryError as exc:
-        kind = "permanent" if isinstance(exc, Permanent) else "retryable"
-        raise click.ClickException(f"{kind} error: {exc.reason}") from None
-    except Exception as exc:  # noqa: BLE001 - a plugin's bug: one line, as the dispatcher would record it
-        raise click.ClickException(f"unexpected {type(exc).__name__} in destination {destination!r}: "
-                                   f"{redact(str(exc))}") from None
+        with in_play([report.customer.number]):  # errors scrubbed as the dispatcher scrubs them
+            try:
+                result = instance.deliver(report, ctx)
+            except DeliveryError as exc:
+                kind = "permanent" if isinstance(exc, Permanent) else "retryable"
+                raise click.ClickException(f"{kind} error: {scrub(exc.reason)}") from None
+            except Exception as exc:  # noqa: BLE001 - a plugin's bug: one line, as the dispatcher would record it
+                raise click.ClickException(f"unexpected {type(exc).__name__} in destination {destination!r}: "
+                                           f"{scrub(str(exc))}") from None
     finally:
         instance.close()
     if dry_run:
@@ -624,6 +626,65 @@ def reconcile(hub, since, dry_run):
     verb = "would ingest" if dry_run else "ingested"
     click.echo(f"{outcome.seen} calls seen, {outcome.already_received} already received, {outcome.ingested} "
                f"{verb}, {len(outcome.skipped)} skipped{' (dry run: nothing stored)' if dry_run else ''}")
+
+
+# --- personal data ------------------------------------------------------------------------
+
+def _counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {table}" for table, n in counts.items())
+
+
+@cli.command()
+@pass_core_hub
+@click.option("--dry-run", is_flag=True, help="Count what would be removed; remove nothing.")
+def prune(hub, dry_run):
+    """Delete reports older than [privacy] retention_days, with their deliveries and attempts.
+
+    A report with a delivery still pending or running is kept until it ends.
+    """
+    outcome = _operation(lambda: ops.prune(hub, dry_run=dry_run))
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {_counted(outcome.counts)} (calls before {outcome.before.isoformat(timespec='seconds')})")
+
+
+@cli.command()
+@pass_core_hub
+@click.argument("number")
+@click.option("--destinations", is_flag=True,
+              help="Also erase the person at every enabled destination whose type can (HubSpot: GDPR delete).")
+def forget(hub, number, destinations):
+    """Erase one caller: every report, event, delivery, attempt and stored state of NUMBER.
+
+    NUMBER in any form (+31612345678, 0612345678 with [phone] default_region, 0031612345678).
+    A record of the erasure (when, by whom, how many rows) is kept without the number.
+    """
+    outcome = _operation(lambda: ops.forget(hub, number, actor="cli", destinations=destinations))
+    click.echo(f"erased {outcome.number}: {_counted(outcome.counts)}")
+    for name, said in outcome.destinations.items():
+        click.echo(f"  {name}: {said}")
+    if any(said.startswith("failed") for said in outcome.destinations.values()):
+        sys.exit(1)
+
+
+@cli.command("export-customer")
+@pass_core_hub
+@click.argument("number")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the JSON to this file (readable by its owner only) instead of stdout.")
+def export_customer(hub, number, output):
+    """Everything the hub holds about one caller as JSON: reports, events, deliveries, attempts."""
+    from .api_schemas import CustomerExportSchema
+    from .files import open_private
+
+    outcome = _operation(lambda: ops.export_customer(hub, number))
+    text = json.dumps(CustomerExportSchema().dump(outcome), indent=2, ensure_ascii=False)
+    if output is None:
+        click.echo(text)
+        return
+    with open_private(output) as handle:
+        handle.truncate(0)
+        handle.write((text + "\n").encode())
+    click.echo(f"wrote {len(outcome.reports)} reports of {mask_phone(outcome.number)} to {output}", err=True)
 
 
 @cli.command("analysis-plan")

@@ -145,6 +145,18 @@ class LoggingConfig:
     level: str
 
 
+@dataclass(frozen=True)
+class PrivacyConfig:
+    retention_days: int | None
+    store_messages: bool
+    store_raw: bool
+
+    @property
+    def not_kept(self) -> tuple[str, ...]:
+        """The parts of a report removed once its deliveries have ended."""
+        return tuple(part for part, kept in (("messages", self.store_messages), ("raw", self.store_raw)) if not kept)
+
+
 class _Section(Schema):
     """A core section's schema: loads into its frozen dataclass ``into``."""
 
@@ -241,9 +253,16 @@ class LoggingSchema(_Section):
     level = fields.String(load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]))
 
 
+class PrivacySchema(_Section):
+    into = PrivacyConfig
+    retention_days = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
+    store_messages = fields.Boolean(load_default=True)
+    store_raw = fields.Boolean(load_default=True)
+
+
 SECTIONS: dict[str, type[Schema]] = {
     "server": ServerSchema, "store": StoreSchema, "dispatch": DispatchSchema, "admin": AdminSchema,
-    "analysis": AnalysisSchema, "phone": PhoneSchema, "logging": LoggingSchema,
+    "analysis": AnalysisSchema, "phone": PhoneSchema, "logging": LoggingSchema, "privacy": PrivacySchema,
 }
 
 
@@ -268,6 +287,7 @@ class HubConfig:
     analysis: AnalysisConfig
     phone: PhoneConfig
     logging: LoggingConfig
+    privacy: PrivacyConfig
     sources: dict[str, dict[str, Any]]
     destinations: dict[str, DestinationConfig] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)

@@ -21,7 +21,7 @@ from .plugins import collect, make_manager, notify
 from .report import CallReport
 from .redaction import mask_phone
 from .schema import require_current
-from .store import Accepted, Delivery, Store, utcnow
+from .store import Accepted, Delivery, Store, utcnow, without
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,9 @@ class Hub:
         report = source.normalize(payload, raw=raw, report_id=str(uuid.uuid4()),
                                   received_at=received_at or utcnow(), normalizer=self.normalizer)
         targets = self.route(report)
-        accepted: Accepted = self.store.insert_report(report, [d.name for d in targets],
+        # [privacy]: what is not kept goes at once when no delivery needs it, else when the last ends
+        stored = report if targets else without(report, self.config.privacy.not_kept)
+        accepted: Accepted = self.store.insert_report(stored, [d.name for d in targets],
                                                       event_key=source.event_key_of(payload))
         if accepted.duplicate:
             status = "duplicate"
@@ -119,6 +121,8 @@ class Hub:
         return Ingested(status, accepted.report_id, accepted.deliveries)
 
     def _delivery_finished(self, delivery: Delivery, report: CallReport) -> None:
+        if self.config.privacy.not_kept:
+            self.store.drop_unkept(report.id, self.config.privacy.not_kept)
         notify(self.pm, "delivery_finished", {"delivery_id": delivery.id, "report_id": report.id},
                delivery=delivery.record(), report=report, hub=self.plugin_hub)
 

@@ -12,8 +12,10 @@ from marshmallow import Schema
 
 from .errors import Permanent, Retryable
 from .fields import EmptyConfig
-from .http import DryRunResponse, RecordedRequest, make_session, raise_for_exception, raise_for_response
+from .http import (SENSITIVE_HEADERS, DryRunResponse, RecordedRequest, make_session, raise_for_exception,
+                   raise_for_response)
 from .ratelimit import WindowLimiter
+from .redaction import hold_secret
 
 
 _SHARED_BUCKETS: dict[tuple, WindowLimiter] = {}
@@ -100,6 +102,20 @@ class Destination:
     def deliver(self, report, ctx: "DeliveryContext") -> Result:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def forget(self, number: str, ctx: "DeliveryContext") -> Result:
+        """Erase the person with the E.164 ``number`` at the far side (a right-to-erasure request).
+
+        Optional: a type that can erase overrides it, sends through ``ctx.send`` and raises
+        ``Retryable``/``Permanent`` like ``deliver``; a person the far side does not know is a
+        success that says so. ``sovereign-hub forget --destinations`` calls it; a type that does
+        not override it is reported as unable to erase.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def can_forget(cls) -> bool:
+        return cls.forget is not Destination.forget
+
     def close(self) -> None:
         self.http.close()
 
@@ -153,6 +169,8 @@ class DeliveryContext:
         kwargs.setdefault("timeout", dest.timeout)
         request = requests.Request(method.upper(), url, **{k: v for k, v in kwargs.items() if k != "timeout"})
         prepared = dest.http.prepare_request(request)
+        for header in SENSITIVE_HEADERS:  # a token fetched at run time: hidden in this attempt's errors
+            hold_secret(prepared.headers.get(header))
         record = RecordedRequest.from_prepared(prepared)
         if record_body is not None:
             record.body = record_body

@@ -19,7 +19,7 @@ from typing import Callable
 
 from . import logs, metrics
 from .errors import Permanent, Retryable
-from .redaction import redact
+from .redaction import in_play, scrub
 from .report import CallReport
 from .store import DEAD, PENDING, SUCCEEDED, Attempt, Delivery, Store, utcnow
 
@@ -125,6 +125,12 @@ class Dispatcher:
         return Outcome(PENDING, error, started + timedelta(seconds=self.policy.delay(delivery.attempts, retry_after)))
 
     def _attempt(self, delivery: Delivery, report: CallReport | None) -> Delivery:
+        """One attempt; its error, its result and every log line it writes are scrubbed of secrets
+        and of the caller's number in any form."""
+        with in_play([report.customer.number] if report is not None else []):
+            return self._attempt_scrubbed(delivery, report)
+
+    def _attempt_scrubbed(self, delivery: Delivery, report: CallReport | None) -> Delivery:
         started = utcnow()
         clock = time.perf_counter()
         destination = self.destinations.get(delivery.destination)
@@ -142,19 +148,19 @@ class Dispatcher:
                 raise Permanent(f"gave up after {delivery.attempts - 1} attempts (the last one's worker was lost)")
             ctx = destination.context(delivery_id=delivery.id, attempt=delivery.attempts, state=state)
             result = destination.deliver(report, ctx)
-            # redacted like errors: the webhook type's message names its URL, which is a secret
-            result_text = redact(getattr(result, "message", None) or "delivered")
+            # scrubbed like errors: the webhook type's message names its URL, which is a secret
+            result_text = scrub(getattr(result, "message", None) or "delivered")
             outcome = Outcome(SUCCEEDED)
         except Retryable as exc:
             http_status = exc.http_status
-            outcome = self._retry_or_dead(delivery, started, redact(exc.reason), exc.retry_after)
+            outcome = self._retry_or_dead(delivery, started, scrub(exc.reason), exc.retry_after)
         except Permanent as exc:
             http_status = exc.http_status
-            outcome = Outcome(DEAD, redact(exc.reason))
+            outcome = Outcome(DEAD, scrub(exc.reason))
         except Exception as exc:  # noqa: BLE001 - a plugin bug must not kill the worker or lose the delivery
             log.exception("destination raised an unexpected error", extra={"fields": {
                 "delivery_id": delivery.id, "destination": delivery.destination}})
-            outcome = self._retry_or_dead(delivery, started, redact(f"unexpected {type(exc).__name__}: {exc}")[:1000])
+            outcome = self._retry_or_dead(delivery, started, scrub(f"unexpected {type(exc).__name__}: {exc}")[:1000])
         if ctx is not None:
             state = ctx.state
             http_status = http_status or ctx.last_status

@@ -9,12 +9,18 @@ longer configured alone (and says how many it left).
 """
 from __future__ import annotations
 
+import logging
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
+from . import logs
+from .errors import Permanent, Retryable
+from .normalize import to_e164
 from .records import AttemptRecord, DeliveryDetail, DeliveryRecord
+from .redaction import in_play, mask_phone, scrub
 from .report import CallReport
 from .store import DEAD, RUNNING, STATUSES, Delivery, utcnow
 
@@ -22,6 +28,9 @@ if TYPE_CHECKING:
     from .core import Hub
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+log = logging.getLogger(__name__)
+#: reports deleted per transaction by prune and forget: SQLite's write lock is held briefly
+ERASE_BATCH = 200
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -77,6 +86,12 @@ class InvalidArgument(OperationError):
     def __init__(self, param: str, message: str):
         super().__init__(f"{param}: {message}", {"param": param})
         self.param = param
+
+
+class RetentionNotSet(OperationError):
+    """``prune`` with no ``[privacy] retention_days``."""
+
+    code = "retention_not_set"
 
 
 # --- outcomes -----------------------------------------------------------------------------
@@ -158,6 +173,35 @@ class ReportDetail:
     def undelivered(self) -> list[str]:
         """Enabled destinations the report has no delivery to (a replay can create one)."""
         return sorted(set(self.configured) - {d.destination for d in self.deliveries})
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What ``prune`` removed (or, in a dry run, would remove): reports whose call happened before
+    ``before``; ``counts`` per table (reports, deliveries, attempts)."""
+
+    dry_run: bool
+    before: datetime
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """One caller erased: ``counts`` per table, and each destination's outcome when asked for
+    (``erased: ...``, ``cannot erase: ...``, ``failed: ...``). ``number`` is masked."""
+
+    number: str
+    counts: dict[str, int]
+    destinations: dict[str, str]
+
+
+@dataclass(frozen=True)
+class CustomerExport:
+    """Everything the hub holds about one caller: each report with its deliveries and attempts."""
+
+    number: str
+    exported_at: datetime
+    reports: list[ReportDetail]
 
 
 # --- queries ------------------------------------------------------------------------------
@@ -279,6 +323,97 @@ def retry_dead(hub: Hub, destination: str | None = None) -> RetriedDead:
         hub.dispatcher.wake(ids)
     skipped = {name: n for name, n in sorted(dead.items()) if name not in hub.destinations}
     return RetriedDead(ids, skipped)
+
+
+# --- personal data: retention, erasure, access ----------------------------------------------
+
+def customer_number(hub: Hub, number: str) -> str:
+    """``number`` in any written form (``0612345678`` read in ``[phone] default_region``,
+    ``+31 6 1234 5678``, ``0031612345678``) as E.164; ``InvalidArgument`` when it is none."""
+    e164 = to_e164(number.replace("(0)", "") if isinstance(number, str) else number, hub.config.phone.default_region)
+    if e164 is None:
+        raise InvalidArgument("number", f"{mask_phone(number) or 'an empty value'} is not a phone number "
+                                        f"(give it in E.164 like +31612345678, or nationally with "
+                                        f"[phone] default_region set)")
+    return e164
+
+
+def prune(hub: Hub, *, dry_run: bool = False, now: datetime | None = None) -> Pruned:
+    """Delete reports older than ``[privacy] retention_days`` with their deliveries and attempts,
+    in batches of ``ERASE_BATCH``; a report with a delivery pending or running is kept until it ends."""
+    days = hub.config.privacy.retention_days
+    if days is None:
+        raise RetentionNotSet("[privacy] retention_days is not set, so nothing expires; set it to the "
+                              "number of days a report is kept.", {"key": "privacy.retention_days"})
+    before = (now or utcnow()) - timedelta(days=days)
+    if dry_run:
+        ids = hub.store.expired_report_ids(before, None)
+        found = [hub.store.count_rows(ids[n:n + ERASE_BATCH]) for n in range(0, len(ids), ERASE_BATCH)]
+    else:
+        found = []
+        while batch := hub.store.expired_report_ids(before, ERASE_BATCH):
+            found.append(hub.store.delete_reports(batch))
+    counts = _total(found)
+    logs.event(log, "prune.dry_run" if dry_run else "prune.finished", before=before.isoformat(), **counts)
+    return Pruned(dry_run, before, counts)
+
+
+def forget(hub: Hub, number: str, *, actor: str, destinations: bool = False,
+           sleep: Callable[[float], None] = time.sleep) -> Forgotten:
+    """Erase every report, event, delivery (with its state) and attempt of one caller, and keep
+    a record of it without the number or any content. A delivery in flight is stopped: its row
+    is gone, so its worker records nothing and nothing resends it. With ``destinations``, each
+    enabled destination whose type can erase is asked to (``Destination.forget``)."""
+    e164 = customer_number(hub, number)
+    found = []
+    while batch := hub.store.customer_report_ids(e164, ERASE_BATCH):
+        found.append(hub.store.delete_reports(batch))
+    counts = _total(found)
+    outcomes = _forget_at_destinations(hub, e164, sleep) if destinations else {}
+    hub.store.record_erasure(actor, counts, outcomes)
+    logs.event(log, "customer.forgotten", actor=actor, destinations=outcomes, **counts)
+    return Forgotten(mask_phone(e164), counts, outcomes)
+
+
+def _total(counts: list[dict[str, int]]) -> dict[str, int]:
+    return {table: sum(c[table] for c in counts) for table in ("reports", "deliveries", "attempts")}
+
+
+def _forget_at_destinations(hub: Hub, e164: str, sleep: Callable[[float], None]) -> dict[str, str]:
+    """Each enabled destination's erasure outcome; a ``Retryable`` failure is retried on the
+    dispatcher's schedule (``[dispatch] retry_delays``, ``max_attempts``) like a delivery."""
+    policy = hub.dispatcher.policy
+    outcomes = {}
+    with in_play([e164]):
+        for name, destination in sorted(hub.destinations.items()):
+            if not destination.can_forget():
+                outcomes[name] = f"cannot erase: the {destination.type!r} type has no erasure"
+                continue
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    result = destination.forget(e164, destination.context(delivery_id="forget", attempt=attempt))
+                    outcomes[name] = f"erased: {scrub(result.message or 'done')}"
+                except Retryable as exc:
+                    if not policy.exhausted(attempt):
+                        sleep(policy.delay(attempt, exc.retry_after))
+                        continue
+                    outcomes[name] = f"failed after {attempt} attempts: {scrub(exc.reason)}"
+                except Permanent as exc:
+                    outcomes[name] = f"failed: {scrub(exc.reason)}"
+                except Exception as exc:  # noqa: BLE001 - a plugin's bug: this destination's outcome, not a crash
+                    log.exception("destination forget raised an unexpected error", extra={"fields": {
+                        "destination": name}})
+                    outcomes[name] = f"failed: unexpected {type(exc).__name__}: {scrub(str(exc))[:300]}"
+                break
+    return outcomes
+
+
+def export_customer(hub: Hub, number: str) -> CustomerExport:
+    """Every report of one caller (oldest first), each with its deliveries and their attempts."""
+    e164 = customer_number(hub, number)
+    return CustomerExport(e164, utcnow(), [get_report(hub, i) for i in hub.store.customer_report_ids(e164)])
 
 
 def _require_configured(hub: Hub, destination: str, message: str | None = None) -> None:

@@ -97,6 +97,8 @@ class CallReport:
     error: str | None = None
     ended_reason: str | None = None
     raw: dict = field(default_factory=dict)
+    #: what the store did not keep (``[privacy] store_messages/store_raw = false``): "messages", "raw"
+    not_kept: tuple[str, ...] = ()
 
     @cached_property
     def data(self) -> dict[str, Any]:
@@ -125,6 +127,7 @@ class CallReport:
             "error": self.error,
             "ended_reason": self.ended_reason,
             "raw": self.raw,
+            **({"not_kept": list(self.not_kept)} if self.not_kept else {}),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,6 +158,7 @@ class CallReport:
             error=data.get("error"),
             ended_reason=data.get("ended_reason"),
             raw=data.get("raw") or {},
+            not_kept=tuple(data.get("not_kept") or ()),
         )
 
     @classmethod
@@ -228,5 +232,7 @@ REPORT_JSON_SCHEMA: dict[str, Any] = {
         "ended_reason": {"type": ["string", "null"],
                          "description": "why the call ended, as the platform says it (e.g. customer-ended-call)"},
         "raw": {"type": "object", "description": "the payload exactly as received"},
+        "not_kept": {"type": "array", "items": {"enum": ["messages", "raw"]},
+                     "description": "present when the store removed these ([privacy]); absent otherwise"},
     },
 }

@@ -7,6 +7,7 @@ again, which is how a killed worker's delivery is picked up after a restart.
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import math
@@ -113,6 +114,18 @@ scheduled_jobs = sa.Table(
     sa.Column("last_result", sa.Text),  # JSON: the run's counts, or its error
 )
 
+# A record that one caller's data was erased: never the number, never any content (revision 0005).
+erasures = sa.Table(
+    "erasures", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("erased_at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(20), nullable=False),  # cli | api | dashboard
+    sa.Column("reports", sa.Integer, nullable=False),
+    sa.Column("deliveries", sa.Integer, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("destinations", sa.Text, nullable=False, server_default="{}"),  # JSON {name: outcome}
+)
+
 # Built once: executing the same statement object reuses SQLAlchemy's compiled form (the ack path).
 _INSERT_REPORT = reports.insert()
 _INSERT_DELIVERY = deliveries.insert()
@@ -186,6 +199,15 @@ def sqlite_path(url: str) -> str | None:
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return parsed.database
+
+
+def without(report: CallReport, parts: tuple[str, ...]) -> CallReport:
+    """``report`` with ``parts`` ("messages", "raw") emptied and listed in ``not_kept``."""
+    if not parts:
+        return report
+    return dataclasses.replace(report, messages=[] if "messages" in parts else report.messages,
+                               raw={} if "raw" in parts else report.raw,
+                               not_kept=tuple(sorted(set(report.not_kept) | set(parts))))
 
 
 def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL", foreign_keys: bool = True) -> Engine:
@@ -429,6 +451,78 @@ class Store:
                         next_attempt_at=now, state="{}", created_at=now, updated_at=now))
                     ids.append(new_id)
         return ids
+
+    # --- erasure and retention -------------------------------------------------------
+
+    def customer_report_ids(self, number: str, limit: int | None = None) -> list[str]:
+        """The reports (of any event) of the caller ``number`` (E.164), oldest first."""
+        query = (sa.select(reports.c.id).where(reports.c.customer_number == number)
+                 .order_by(reports.c.occurred_at, reports.c.id).limit(limit))
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def expired_report_ids(self, before: datetime, limit: int | None) -> list[str]:
+        """Up to ``limit`` reports whose call happened before ``before``, oldest first, leaving out
+        those with a delivery still pending or running (they are kept until it ends)."""
+        d = deliveries.c
+        unfinished = sa.select(d.report_id).where(d.status.in_([PENDING, RUNNING]))
+        query = (sa.select(reports.c.id).where(reports.c.occurred_at < before, reports.c.id.not_in(unfinished))
+                 .order_by(reports.c.occurred_at).limit(limit))
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def count_rows(self, report_ids: Iterable[str]) -> dict[str, int]:
+        """What ``delete_reports(report_ids)`` would delete (a dry run)."""
+        ids = list(report_ids)
+        delivery_ids = sa.select(deliveries.c.id).where(deliveries.c.report_id.in_(ids))
+        with self.engine.connect() as conn:
+            return {"reports": len(ids),
+                    "deliveries": conn.execute(sa.select(sa.func.count()).select_from(deliveries).where(
+                        deliveries.c.report_id.in_(ids))).scalar(),
+                    "attempts": conn.execute(sa.select(sa.func.count()).select_from(attempts).where(
+                        attempts.c.delivery_id.in_(delivery_ids))).scalar()}
+
+    def delete_reports(self, report_ids: Iterable[str]) -> dict[str, int]:
+        """Delete the reports with their deliveries (and so their state) and attempts, in one
+        transaction; ``{"reports": n, "deliveries": n, "attempts": n}``.
+
+        A delivery being attempted goes too: its worker's ``finish`` then finds no row, so the
+        attempt is not recorded and the delivery never comes back.
+        """
+        ids = list(report_ids)
+        counts = {"reports": 0, "deliveries": 0, "attempts": 0}
+        if not ids:
+            return counts
+        delivery_ids = sa.select(deliveries.c.id).where(deliveries.c.report_id.in_(ids))
+        with self.write() as conn:
+            counts["attempts"] = conn.execute(attempts.delete().where(attempts.c.delivery_id.in_(delivery_ids))).rowcount
+            counts["deliveries"] = conn.execute(deliveries.delete().where(deliveries.c.report_id.in_(ids))).rowcount
+            counts["reports"] = conn.execute(reports.delete().where(reports.c.id.in_(ids))).rowcount
+        return counts
+
+    def drop_unkept(self, report_id: str, parts: tuple[str, ...]) -> bool:
+        """Remove ``parts`` ("messages", "raw") from the stored report once none of its
+        deliveries is pending or running; True when it did (``[privacy]``)."""
+        d = deliveries.c
+        with self.write() as conn:
+            busy = conn.execute(sa.select(d.id).where(d.report_id == report_id,
+                                                      d.status.in_([PENDING, RUNNING])).limit(1)).first()
+            data = None if busy else conn.execute(sa.select(reports.c.data).where(reports.c.id == report_id)).scalar()
+            if data is None:
+                return False
+            kept = without(CallReport.from_json(data), parts)
+            conn.execute(reports.update().where(reports.c.id == report_id).values(data=kept.to_json()))
+        return True
+
+    def record_erasure(self, actor: str, counts: dict[str, int], destinations: dict[str, str]) -> None:
+        with self.write() as conn:
+            conn.execute(erasures.insert().values(erased_at=utcnow(), actor=actor,
+                                                  destinations=json.dumps(destinations, sort_keys=True), **counts))
+
+    def list_erasures(self, limit: int = 100) -> list[dict[str, Any]]:
+        query = sa.select(erasures).order_by(erasures.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [{**row._mapping, "destinations": json.loads(row.destinations)} for row in conn.execute(query)]
 
     # --- reading -------------------------------------------------------------------
 

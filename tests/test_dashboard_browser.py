@@ -164,3 +164,31 @@ def test_login_list_report_timeline_retry(app, live_server, seeded, browser, tmp
     assert all(url.startswith(live_server) for url in requested), [u for u in requested
                                                                    if not u.startswith(live_server)]
     context.close()
+
+
+def test_the_customer_page_erases_the_caller_after_a_confirmation(app, live_server, seeded, browser):
+    """Dismissing the confirmation erases nothing; accepting it erases every report of the caller,
+    says how many rows went, and leaves a record without the number."""
+    page = browser.new_context().new_page()
+    page.set_default_timeout(10_000)
+    page.goto(f"{live_server}/login")
+    page.fill("#token", TOKEN)
+    page.click("form.login button[type=submit]")
+    page.wait_for_url(f"{live_server}/")
+    page.goto(f"{live_server}/customers/+31623456789")
+    assert page.locator(f"tr[data-report-id='{seeded}']").count() == 1
+
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.click("#forget")
+    assert asked == ["Erase every report, event, delivery and attempt of this caller? This cannot be undone."]
+    assert app.hub.store.get_report(seeded) is not None
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#forget")
+    page.wait_for_url(f"{live_server}/")
+    assert page.locator(".flash-ok").inner_text() == "Erased +316*****789: 1 reports, 1 deliveries, 1 attempts."
+    assert app.hub.store.get_report(seeded) is None
+    [record] = app.hub.store.list_erasures()
+    assert (record["actor"], record["reports"], record["deliveries"], record["attempts"]) == ("dashboard", 1, 1, 1)
+    page.context.close()

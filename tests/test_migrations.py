@@ -23,6 +23,8 @@ from hub.store import metadata
 from hub.testing import TEST_SECRET, load_sample, signed_headers
 
 RELEASE_0_1 = Path(__file__).parent / "fixtures" / "release-0.1.0"
+HEAD = schema.code_revision()
+REVISIONS = [r.id for r in schema.history()]  # oldest first
 TABLES = ("reports", "deliveries", "attempts")
 
 
@@ -155,7 +157,7 @@ def test_a_release_0_1_0_database_upgrades_in_place_with_every_row_intact(empty_
     config = write_config(tmp_path / "hub.toml", empty_url)
     result = CliRunner().invoke(cli, ["db", "upgrade", "-c", str(config)])
     assert result.exit_code == 0, result.output
-    assert "release 0.1.0's tables recorded as revision 0001" in result.output and "applied: 0002, 0003" in result.output
+    assert "release 0.1.0's tables recorded as revision 0001" in result.output and f"applied: {', '.join(REVISIONS[1:])}" in result.output
 
     after = rows(empty_url)
     keys = {r["id"]: r.pop("event_key") for r in after["reports"]}
@@ -212,18 +214,18 @@ def test_db_upgrade_is_idempotent_and_current_and_history_say_where_things_are(e
     config = write_config(tmp_path / "hub.toml", empty_url)
     runner = CliRunner()
     first = runner.invoke(cli, ["db", "upgrade", "-c", str(config)])
-    assert first.exit_code == 0 and "upgraded to schema revision 0003; applied: 0001, 0002, 0003" in first.output
+    assert first.exit_code == 0 and f"upgraded to schema revision {HEAD}; applied: {', '.join(REVISIONS)}" in first.output
     second = runner.invoke(cli, ["db", "upgrade", "-c", str(config)])
-    assert second.exit_code == 0 and "schema revision 0003, the newest; nothing to do" in second.output
+    assert second.exit_code == 0 and f"schema revision {HEAD}, the newest; nothing to do" in second.output
     current = runner.invoke(cli, ["db", "current", "-c", str(config)])
     assert current.exit_code == 0
-    assert current.output.splitlines()[0].startswith("database: schema revision 0003 (the newest)")
-    assert current.output.splitlines()[1] == "code:     schema revision 0003"
+    assert current.output.splitlines()[0].startswith(f"database: schema revision {HEAD} (the newest)")
+    assert current.output.splitlines()[1] == f"code:     schema revision {HEAD}"
     history = runner.invoke(cli, ["db", "history", "-c", str(config)]).output.splitlines()
     assert history[0].startswith("0001  The schema of release 0.1.0")
     assert history[1].startswith("0002  status-update (and tool-calls) events are distinct events")
     assert history[2].startswith("0003  Scheduled jobs run once across every process")
-    assert history[2].endswith("<- the database")
+    assert history[-1].startswith(HEAD) and history[-1].endswith("<- the database")
 
 
 def test_two_upgrades_at_once_take_turns(empty_url, tmp_path):
@@ -233,16 +235,16 @@ def test_two_upgrades_at_once_take_turns(empty_url, tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(3)]
     outputs = [p.communicate(timeout=60)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
-    assert sum("applied: 0001, 0002, 0003" in o for o in outputs) == 1, outputs
+    assert sum(f"applied: {', '.join(REVISIONS)}" in o for o in outputs) == 1, outputs
     assert sum("nothing to do" in o for o in outputs) == 2, outputs
-    assert version_of(empty_url) == "0003"
+    assert version_of(empty_url) == HEAD
 
 
 def test_check_config_says_the_schema_is_behind_without_failing(empty_url, tmp_path):
     config = write_config(tmp_path / "hub.toml", empty_url, auto_migrate=False)
     result = CliRunner().invoke(cli, ["check-config", "-c", str(config)])
     assert result.exit_code == 0, result.output
-    assert "warning: store: empty: no schema yet (this release needs revision 0003): run `sovereign-hub db " \
+    assert f"warning: store: empty: no schema yet (this release needs revision {HEAD}): run `sovereign-hub db " \
            "upgrade` before starting the hub" in result.output
 
 
@@ -252,7 +254,7 @@ def test_a_process_refuses_a_schema_that_is_behind_naming_both_revisions_and_the
     schema.upgrade(empty_url, to="0001")
     config = write_config(tmp_path / "hub.toml", empty_url, auto_migrate=False)
     shown = schema.describe(empty_url)
-    expected = (f"error: the store {shown} has schema revision 0001; this release needs revision 0003: "
+    expected = (f"error: the store {shown} has schema revision 0001; this release needs revision {HEAD}: "
                 f"run `sovereign-hub db upgrade`")
     commands = [["serve"], ["serve", "--web-only"], ["worker"], ["reports", "list"]]
     for command, done in zip(commands, hub_commands(commands, config)):
@@ -279,7 +281,7 @@ def test_a_database_from_a_newer_release_is_refused_and_never_touched(empty_url,
     for command, done in zip(commands, hub_commands(commands, config)):
         line = one_error_line(done)
         assert line == ("error: the database is at schema revision 0099, which this release does not know "
-                        "(its newest is 0003): it was written by a newer release of Sovereign Hub; run that "
+                        f"(its newest is {HEAD}): it was written by a newer release of Sovereign Hub; run that "
                         "release, or restore the backup made before it upgraded"), command
     assert version_of_raw(empty_url) == "0099" and shape(empty_url) == before
 
@@ -448,7 +450,7 @@ def test_db_backup_copies_a_running_store_consistently(app, tmp_path, new_report
                                "(SELECT id FROM reports)").fetchone()[0]
     assert reports >= 50 and orphans == 0
     assert result.output.startswith(f"{tmp_path / 'copy.db'}: {reports} report(s), {deliveries} deliveries, "
-                                    f"schema revision 0003, ")
+                                    f"schema revision {HEAD}, ")
     assert (tmp_path / "copy.db").stat().st_mode & 0o777 == 0o600
     again = CliRunner().invoke(cli, ["db", "backup", str(tmp_path / "copy.db"), "-c", str(config)])
     assert again.exit_code == 1 and "exists already" in again.output
@@ -494,6 +496,25 @@ def test_the_quickstart_makes_its_secrets_readable_by_their_owner_only(tmp_path)
     assert (tmp_path / ".webhook-secret").read_text() == secret
 
 
+def insert_one_of_each(url: str, event: str, event_key: str) -> None:
+    """A report of +31612345678 (``event``, ``event_key``), a delivery and an attempt, by plain SQL
+    (as an older revision's code wrote them)."""
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO reports (id, source, event, call_id, occurred_at, received_at, customer_number, data, "
+            "event_key) VALUES ('r1', 'hms', :event, 'call-1', '2026-03-02 09:14:07', "
+            "'2026-03-02 09:15:00', '+31612345678', '{}', :event_key)"), {"event": event, "event_key": event_key})
+        conn.execute(sa.text(
+            "INSERT INTO deliveries (id, report_id, destination, status, attempts, next_attempt_at, state, "
+            "created_at, updated_at) VALUES ('d1', 'r1', 'slack', 'succeeded', 1, '2026-03-02 09:15:00', '{}', "
+            "'2026-03-02 09:15:00', '2026-03-02 09:15:01')"))
+        conn.execute(sa.text(
+            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, http_status) "
+            "VALUES ('d1', 1, '2026-03-02 09:15:00', 12.5, 'succeeded', 200)"))
+    engine.dispose()
+
+
 # --- 0003: the scheduled jobs' leases ----------------------------------------------------------------
 
 def test_a_0002_database_upgrades_to_0003_with_its_rows_intact_and_leases_work(empty_url, tmp_path):
@@ -505,25 +526,12 @@ def test_a_0002_database_upgrades_to_0003_with_its_rows_intact_and_leases_work(e
     from hub.store import Store
 
     schema.upgrade(empty_url, to="0002")
-    engine = sa.create_engine(empty_url)
-    with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO reports (id, source, event, call_id, occurred_at, received_at, customer_number, data, "
-            "event_key) VALUES ('r1', 'hms', 'status-update', 'call-1', '2026-03-02 09:14:07', "
-            "'2026-03-02 09:15:00', '+31612345678', '{}', 'ended-with-error')"))
-        conn.execute(sa.text(
-            "INSERT INTO deliveries (id, report_id, destination, status, attempts, next_attempt_at, state, "
-            "created_at, updated_at) VALUES ('d1', 'r1', 'slack', 'succeeded', 1, '2026-03-02 09:15:00', '{}', "
-            "'2026-03-02 09:15:00', '2026-03-02 09:15:01')"))
-        conn.execute(sa.text(
-            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, http_status) "
-            "VALUES ('d1', 1, '2026-03-02 09:15:00', 12.5, 'succeeded', 200)"))
-    engine.dispose()
+    insert_one_of_each(empty_url, "status-update", "ended-with-error")
     before = rows(empty_url)
 
     config = write_config(tmp_path / "hub.toml", empty_url)
     result = CliRunner().invoke(cli, ["db", "upgrade", "-c", str(config)])
-    assert result.exit_code == 0 and "upgraded to schema revision 0003; applied: 0003" in result.output
+    assert result.exit_code == 0 and f"upgraded to schema revision {HEAD}; applied: {', '.join(REVISIONS[2:])}" in result.output
     assert rows(empty_url) == before
     assert shape(empty_url)["scheduled_jobs"]["primary_key"] == ["name"]
 
@@ -536,5 +544,39 @@ def test_a_0002_database_upgrades_to_0003_with_its_rows_intact_and_leases_work(e
         assert not jobs.take_lease(store, "reconcile", "node-b", every=every, lease=lease), "not due again yet"
         run = jobs.last_run(store, "reconcile")
         assert run.result == {"seen": 3, "ingested": 1} and not run.running
+    finally:
+        store.close()
+
+
+# --- 0005: the erasure records ---------------------------------------------------------------------
+
+def test_a_database_of_the_revision_before_0005_gains_the_erasures_table_with_its_rows_intact(empty_url, tmp_path):
+    """The revision before 0005 (its ``down_revision``) with a report, a delivery and an attempt
+    upgrades: every row as it was, and an erasure is recorded without any number."""
+    import importlib
+
+    from hub.store import Store
+
+    previous = importlib.import_module("hub.migrations.versions.0005_erasures").down_revision
+    schema.upgrade(empty_url, to=previous)
+    insert_one_of_each(empty_url, "end-of-call-report", "")
+    before = rows(empty_url)
+
+    config = write_config(tmp_path / "hub.toml", empty_url)
+    result = CliRunner().invoke(cli, ["db", "upgrade", "-c", str(config)])
+    assert result.exit_code == 0 and f"upgraded to schema revision {HEAD}" in result.output, result.output
+    assert rows(empty_url) == before
+    assert [c[0] for c in shape(empty_url)["erasures"]["columns"]] == [
+        "id", "erased_at", "actor", "reports", "deliveries", "attempts", "destinations"]
+
+    store = Store(empty_url)
+    try:
+        counts = store.delete_reports(store.customer_report_ids("+31612345678"))
+        assert counts == {"reports": 1, "deliveries": 1, "attempts": 1}
+        store.record_erasure("cli", counts, {"slack": "cannot erase"})
+        [erasure] = store.list_erasures()
+        assert erasure["actor"] == "cli" and erasure["reports"] == 1 and erasure["destinations"] == {
+            "slack": "cannot erase"}
+        assert "612345678" not in json.dumps(erasure, default=str)
     finally:
         store.close()

@@ -152,6 +152,19 @@ def retry_dead():
     return _answer(schemas.RetryDeadAnswerSchema, ops.retry_dead(current_app.hub, _destination()), 202)
 
 
+@bp.delete("/customers/<path:number>")
+def forget_customer(number: str):
+    """Erase one caller: every report, event, delivery and attempt (the destinations: the CLI)."""
+    _query(schemas.NoQuery)
+    return _answer(schemas.ForgetAnswerSchema, ops.forget(current_app.hub, number, actor="api"))
+
+
+@bp.get("/customers/<path:number>/export")
+def export_customer(number: str):
+    _query(schemas.NoQuery)
+    return _answer(schemas.CustomerExportSchema, ops.export_customer(current_app.hub, number))
+
+
 @bp.get("/stats")
 def get_stats():
     return _answer(schemas.StatsSchema, ops.stats(current_app.hub, **_query(schemas.StatsQuery)))

@@ -285,6 +285,15 @@ def replay(report_id: str):
     return redirect(url_for("dashboard.report", report_id=report_id), code=303)
 
 
+@bp.post("/customers/<customer>/forget")
+@login_required
+def forget(customer: str):
+    _flash_outcome(lambda: ops.forget(current_app.hub, customer, actor="dashboard"),
+                   lambda outcome: f"Erased {outcome.number}: " + ", ".join(
+                       f"{n} {table}" for table, n in outcome.counts.items()) + ".")
+    return redirect(url_for("dashboard.index"), code=303)
+
+
 @bp.post("/deliveries/retry-dead")
 @login_required
 def retry_dead():

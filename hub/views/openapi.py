@@ -77,6 +77,8 @@ def _destination_body() -> dict[str, Any]:
 def _admin_paths() -> dict[str, dict[str, Any]]:
     report_id = _path_param("report_id", "the hub's report id")
     delivery_id = _path_param("delivery_id", "the delivery id")
+    number = _path_param("number", "the caller's phone number in any form (E.164, or national in "
+                                   "[phone] default_region), URL-encoded")
     return {
         "/api/reports": {"get": {
             "operationId": "listReports", "summary": "Reports, newest first",
@@ -114,6 +116,17 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
             "summary": "Delivery counts per destination; reports and average sentiment per UTC day",
             "parameters": _query(s.StatsQuery),
             "responses": {**_answer("Statistics", s.StatsSchema), **_errors(400, 401, 503)}}},
+        "/api/customers/{number}": {"delete": {
+            "operationId": "forgetCustomer",
+            "summary": "Erase one caller: every report, event, delivery and attempt; the erasure is recorded "
+                       "without the number",
+            "parameters": [number],
+            "responses": {**_answer("Erased", s.ForgetAnswerSchema), **_errors(400, 401, 503)}}},
+        "/api/customers/{number}/export": {"get": {
+            "operationId": "exportCustomer",
+            "summary": "Everything the hub holds about one caller: reports, events, deliveries, attempts",
+            "parameters": [number],
+            "responses": {**_answer("The caller's data", s.CustomerExportSchema), **_errors(400, 401, 503)}}},
         "/api/openapi.json": {"get": {
             "operationId": "getOpenApi", "summary": "This document",
             "responses": {**_answer("OpenAPI 3.1 document", {"type": "object"}), **_errors(400, 401, 503)}}},
@@ -159,7 +172,8 @@ def build_document(public_url: str, webhook_schema) -> dict[str, Any]:
                          ("DeliveryList", s.DeliveryListSchema), ("RetryAnswer", s.RetryAnswerSchema),
                          ("ReplayAnswer", s.ReplayAnswerSchema), ("RetryDeadAnswer", s.RetryDeadAnswerSchema),
                          ("DeliveryCounts", s.DeliveryCountsSchema), ("Day", s.DaySchema), ("Stats", s.StatsSchema),
-                         ("WebhookAccepted", s.WebhookAnswerSchema)]:
+                         ("WebhookAccepted", s.WebhookAnswerSchema), ("ErasureCounts", s.ErasureCountsSchema),
+                         ("ForgetAnswer", s.ForgetAnswerSchema), ("CustomerExport", s.CustomerExportSchema)]:
         spec.components.schema(name, schema=schema)
     spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer",
                                                    "description": "the [admin] token of the hub's configuration"})

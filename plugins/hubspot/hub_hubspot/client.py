@@ -155,3 +155,14 @@ class HubSpotApi:
         """GET .../properties/{type}: every property's name, type and options."""
         response = self._send("GET", api_path(self.version, "properties", object_type), fake={"results": fake})
         return response.json().get("results") or []
+
+    def gdpr_delete(self, contact_id: str) -> bool:
+        """POST .../objects/contacts/gdpr-delete ``{"objectId": id}``: the contact and its associated
+        content, permanently (HubSpot's reference; the official SDK's ``contacts.gdpr_delete``).
+        False when the contact is gone already (404)."""
+        response = self._send("POST", api_path(self.version, "objects", "contacts", "/gdpr-delete"),
+                              json={"objectId": contact_id}, check=False)
+        if response.status_code == 404:
+            return False
+        self.check(response)
+        return True

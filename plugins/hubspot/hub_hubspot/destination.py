@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
-from hub import Destination, Mapping, MappingField, Rule, RuleField, Template, TemplateField, credential_key
+from hub import Destination, Mapping, MappingField, Result, Rule, RuleField, Template, TemplateField, credential_key
 
-from .client import API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_BASE_URL
+from .client import API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_BASE_URL, HubSpotApi
 from .flow import HubSpotDelivery
 from .mapping import (DEFAULT_CALL_BODY, DEFAULT_CALL_TITLE, DEFAULT_DEAL_DESCRIPTION, DEFAULT_DEAL_NAME,
                       DEFAULT_TASK_BODY, DEFAULT_TASK_SUBJECT, PRIORITIES, TASK_TYPES)
+from .phone import confirmed, contact_search_body
 from .properties import PropertyCache
 
 SCOPES = ("crm.objects.contacts.read", "crm.objects.contacts.write", "crm.schemas.contacts.read")
@@ -120,3 +121,14 @@ class HubSpotDestination(Destination):
 
     def deliver(self, report, ctx):
         return HubSpotDelivery(self, report, ctx).run()
+
+    def forget(self, number, ctx):
+        """GDPR-delete every contact whose number is the caller's (found by the deliveries' own
+        phone search, each hit confirmed by its E.164 form). Needs crm.objects.contacts.write."""
+        api = HubSpotApi(self, ctx)
+        region = self.config["default_region"] or self.settings.default_region
+        hits = confirmed(api.search("contacts", contact_search_body(number)), number, region)
+        deleted = [str(contact["id"]) for contact in hits if api.gdpr_delete(str(contact["id"]))]
+        if not deleted:
+            return Result("no HubSpot contact has this number")
+        return Result(f"GDPR-deleted {len(deleted)} contact(s): {', '.join(deleted)}")
