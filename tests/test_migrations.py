@@ -24,6 +24,8 @@ from hub.testing import TEST_SECRET, load_sample, signed_headers
 
 RELEASE_0_1 = Path(__file__).parent / "fixtures" / "release-0.1.0"
 TABLES = ("reports", "deliveries", "attempts")
+REVISIONS = [r.id for r in schema.history()]  # oldest first
+HEAD = REVISIONS[-1]
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -58,6 +60,12 @@ def rows(url: str) -> dict[str, list[dict]]:
                     for table in TABLES}
     finally:
         engine.dispose()
+
+
+def as_before(after: dict[str, list[dict]], before: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """``after``'s rows with only the columns ``before``'s had (later revisions add columns)."""
+    return {table: [{k: row[k] for k in (before[table][0] if before[table] else row)} for row in found]
+            for table, found in after.items()}
 
 
 def shape(url: str) -> dict:
@@ -155,11 +163,14 @@ def test_a_release_0_1_0_database_upgrades_in_place_with_every_row_intact(empty_
     config = write_config(tmp_path / "hub.toml", empty_url)
     result = CliRunner().invoke(cli, ["db", "upgrade", "-c", str(config)])
     assert result.exit_code == 0, result.output
-    assert "release 0.1.0's tables recorded as revision 0001" in result.output and "applied: 0002, 0003" in result.output
+    assert "release 0.1.0's tables recorded as revision 0001" in result.output
+    assert f"applied: {', '.join(REVISIONS[1:])}" in result.output
 
     after = rows(empty_url)
     keys = {r["id"]: r.pop("event_key") for r in after["reports"]}
+    order = [(d.pop("order_key"), d.pop("order_at")) for d in after["deliveries"]]
     assert after == before, "every row and every value is as 0.1.0 wrote it"
+    assert set(order) == {(None, None)}, "deliveries stored before order keys have none"
     assert keys == {"11111111-1111-4111-8111-111111111111": "", "22222222-2222-4222-8222-222222222222": "",
                     "33333333-3333-4333-8333-333333333333": "ended-with-error",
                     "44444444-4444-4444-8444-444444444444": ""}
@@ -212,18 +223,18 @@ def test_db_upgrade_is_idempotent_and_current_and_history_say_where_things_are(e
     config = write_config(tmp_path / "hub.toml", empty_url)
     runner = CliRunner()
     first = runner.invoke(cli, ["db", "upgrade", "-c", str(config)])
-    assert first.exit_code == 0 and "upgraded to schema revision 0003; applied: 0001, 0002, 0003" in first.output
+    assert first.exit_code == 0 and f"upgraded to schema revision {HEAD}; applied: {', '.join(REVISIONS)}" in first.output
     second = runner.invoke(cli, ["db", "upgrade", "-c", str(config)])
-    assert second.exit_code == 0 and "schema revision 0003, the newest; nothing to do" in second.output
+    assert second.exit_code == 0 and f"schema revision {HEAD}, the newest; nothing to do" in second.output
     current = runner.invoke(cli, ["db", "current", "-c", str(config)])
     assert current.exit_code == 0
-    assert current.output.splitlines()[0].startswith("database: schema revision 0003 (the newest)")
-    assert current.output.splitlines()[1] == "code:     schema revision 0003"
+    assert current.output.splitlines()[0].startswith(f"database: schema revision {HEAD} (the newest)")
+    assert current.output.splitlines()[1] == f"code:     schema revision {HEAD}"
     history = runner.invoke(cli, ["db", "history", "-c", str(config)]).output.splitlines()
     assert history[0].startswith("0001  The schema of release 0.1.0")
     assert history[1].startswith("0002  status-update (and tool-calls) events are distinct events")
     assert history[2].startswith("0003  Scheduled jobs run once across every process")
-    assert history[2].endswith("<- the database")
+    assert history[-1].endswith("<- the database") and len(history) == len(REVISIONS)
 
 
 def test_two_upgrades_at_once_take_turns(empty_url, tmp_path):
@@ -233,16 +244,16 @@ def test_two_upgrades_at_once_take_turns(empty_url, tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(3)]
     outputs = [p.communicate(timeout=60)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
-    assert sum("applied: 0001, 0002, 0003" in o for o in outputs) == 1, outputs
+    assert sum(f"applied: {', '.join(REVISIONS)}" in o for o in outputs) == 1, outputs
     assert sum("nothing to do" in o for o in outputs) == 2, outputs
-    assert version_of(empty_url) == "0003"
+    assert version_of(empty_url) == HEAD
 
 
 def test_check_config_says_the_schema_is_behind_without_failing(empty_url, tmp_path):
     config = write_config(tmp_path / "hub.toml", empty_url, auto_migrate=False)
     result = CliRunner().invoke(cli, ["check-config", "-c", str(config)])
     assert result.exit_code == 0, result.output
-    assert "warning: store: empty: no schema yet (this release needs revision 0003): run `sovereign-hub db " \
+    assert f"warning: store: empty: no schema yet (this release needs revision {HEAD}): run `sovereign-hub db " \
            "upgrade` before starting the hub" in result.output
 
 
@@ -252,7 +263,7 @@ def test_a_process_refuses_a_schema_that_is_behind_naming_both_revisions_and_the
     schema.upgrade(empty_url, to="0001")
     config = write_config(tmp_path / "hub.toml", empty_url, auto_migrate=False)
     shown = schema.describe(empty_url)
-    expected = (f"error: the store {shown} has schema revision 0001; this release needs revision 0003: "
+    expected = (f"error: the store {shown} has schema revision 0001; this release needs revision {HEAD}: "
                 f"run `sovereign-hub db upgrade`")
     commands = [["serve"], ["serve", "--web-only"], ["worker"], ["reports", "list"]]
     for command, done in zip(commands, hub_commands(commands, config)):
@@ -279,7 +290,7 @@ def test_a_database_from_a_newer_release_is_refused_and_never_touched(empty_url,
     for command, done in zip(commands, hub_commands(commands, config)):
         line = one_error_line(done)
         assert line == ("error: the database is at schema revision 0099, which this release does not know "
-                        "(its newest is 0003): it was written by a newer release of Sovereign Hub; run that "
+                        f"(its newest is {HEAD}): it was written by a newer release of Sovereign Hub; run that "
                         "release, or restore the backup made before it upgraded"), command
     assert version_of_raw(empty_url) == "0099" and shape(empty_url) == before
 
@@ -448,7 +459,7 @@ def test_db_backup_copies_a_running_store_consistently(app, tmp_path, new_report
                                "(SELECT id FROM reports)").fetchone()[0]
     assert reports >= 50 and orphans == 0
     assert result.output.startswith(f"{tmp_path / 'copy.db'}: {reports} report(s), {deliveries} deliveries, "
-                                    f"schema revision 0003, ")
+                                    f"schema revision {HEAD}, ")
     assert (tmp_path / "copy.db").stat().st_mode & 0o777 == 0o600
     again = CliRunner().invoke(cli, ["db", "backup", str(tmp_path / "copy.db"), "-c", str(config)])
     assert again.exit_code == 1 and "exists already" in again.output
@@ -523,8 +534,8 @@ def test_a_0002_database_upgrades_to_0003_with_its_rows_intact_and_leases_work(e
 
     config = write_config(tmp_path / "hub.toml", empty_url)
     result = CliRunner().invoke(cli, ["db", "upgrade", "-c", str(config)])
-    assert result.exit_code == 0 and "upgraded to schema revision 0003; applied: 0003" in result.output
-    assert rows(empty_url) == before
+    assert result.exit_code == 0 and f"upgraded to schema revision {HEAD}; applied: {', '.join(REVISIONS[2:])}" in result.output
+    assert as_before(rows(empty_url), before) == before
     assert shape(empty_url)["scheduled_jobs"]["primary_key"] == ["name"]
 
     store = Store(empty_url)
@@ -536,5 +547,51 @@ def test_a_0002_database_upgrades_to_0003_with_its_rows_intact_and_leases_work(e
         assert not jobs.take_lease(store, "reconcile", "node-b", every=every, lease=lease), "not due again yet"
         run = jobs.last_run(store, "reconcile")
         assert run.result == {"seen": 3, "ingested": 1} and not run.running
+    finally:
+        store.close()
+
+
+# --- 0004: per-customer order keys and paused destinations --------------------------------------------
+
+def _revision_0004():
+    import importlib
+
+    return importlib.import_module("hub.migrations.versions.0004_order_and_pause")
+
+
+def test_a_database_of_the_previous_revision_upgrades_with_its_rows_intact_and_pauses_work(empty_url, tmp_path):
+    """A delivery stored before order keys existed keeps every value, gets no order key (it is
+    claimed as before), and a pause is kept in the new table."""
+    from hub.store import Store
+
+    schema.upgrade(empty_url, to=_revision_0004().down_revision)
+    engine = sa.create_engine(empty_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO reports (id, source, event, call_id, occurred_at, received_at, customer_number, data, "
+            "event_key) VALUES ('r1', 'hms', 'end-of-call-report', 'call-1', '2026-03-02 09:14:07', "
+            "'2026-03-02 09:15:00', '+31612345678', '{}', '')"))
+        conn.execute(sa.text(
+            "INSERT INTO deliveries (id, report_id, destination, status, attempts, next_attempt_at, state, "
+            "created_at, updated_at) VALUES ('d1', 'r1', 'crm', 'pending', 0, '2026-03-02 09:15:00', '{}', "
+            "'2026-03-02 09:15:00', '2026-03-02 09:15:00')"))
+    engine.dispose()
+    before = rows(empty_url)
+
+    config = write_config(tmp_path / "hub.toml", empty_url)
+    result = CliRunner().invoke(cli, ["db", "upgrade", "-c", str(config)])
+    assert result.exit_code == 0 and f"applied: {_revision_0004().revision}" in result.output, result.output
+    after = rows(empty_url)
+    assert as_before(after, before) == before
+    assert (after["deliveries"][0]["order_key"], after["deliveries"][0]["order_at"]) == (None, None)
+
+    store = Store(empty_url)
+    try:
+        paused_at = store.pause("crm")
+        assert store.claim("node-a", 60) is None, "a paused destination's delivery is not claimed"
+        assert store.pause("crm") == paused_at and store.paused() == {"crm": paused_at}
+        assert store.resume("crm") and not store.resume("crm")
+        claimed = store.claim("node-a", 60)
+        assert claimed.id == "d1" and claimed.attempts == 1
     finally:
         store.close()
