@@ -23,7 +23,8 @@ from .rules import Rule
 from .redaction import register_secret
 
 DEFAULT_RETRY_DELAYS = [5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200, 86400]
-COMMON_DESTINATION_KEYS = {"type", "enabled", "when", "events"}
+COMMON_DESTINATION_KEYS = {"type", "enabled", "when", "events", "ordering"}
+ORDERINGS = ("customer", "none")
 
 
 class ConfigProblems(Exception):
@@ -256,6 +257,8 @@ class DestinationConfig:
     events: tuple[str, ...]
     options: dict[str, Any]
     cls: type[Destination]
+    #: "customer": deliveries for one customer number run one at a time, in call order; "none"
+    ordering: str = "customer"
 
 
 @dataclass
@@ -371,6 +374,10 @@ def _load_destination(name: str, table: Any, registry: Registry, known_events: s
     if unknown:
         problems.append(f"{key}.events: unknown event type(s) {', '.join(unknown)} "
                         f"(known: {', '.join(sorted(known_events))})")
+    ordering = table.get("ordering", "customer")
+    if ordering not in ORDERINGS:
+        problems.append(f'{key}.ordering: must be "customer" (one delivery at a time per customer number, '
+                        f'in call order) or "none", not {ordering!r}')
     # options of every destination type, checked here once and handed to the instance in its config
     core = {"ca_bundle": _ca_bundle(table.get("ca_bundle"), base_dir, f"{key}.ca_bundle", problems),
             "rate_limits": _rate_limits(table.get("rate_limits"), cls, f"{key}.rate_limits", problems)}
@@ -381,7 +388,7 @@ def _load_destination(name: str, table: Any, registry: Registry, known_events: s
         problems.extend(exc.problems)
         return None
     options.update(core)
-    return DestinationConfig(name, type_name, bool(enabled), when, tuple(events), options, cls)
+    return DestinationConfig(name, type_name, bool(enabled), when, tuple(events), options, cls, ordering)
 
 
 def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dict | None = None) -> HubConfig:

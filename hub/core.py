@@ -101,8 +101,9 @@ class Hub:
         report = source.normalize(payload, raw=raw, report_id=str(uuid.uuid4()),
                                   received_at=received_at or utcnow(), normalizer=self.normalizer)
         targets = self.route(report)
-        accepted: Accepted = self.store.insert_report(report, [d.name for d in targets],
-                                                      event_key=source.event_key_of(payload))
+        accepted: Accepted = self.store.insert_report(
+            report, [d.name for d in targets], event_key=source.event_key_of(payload),
+            ordered=[d.name for d in targets if d.ordering == "customer"])
         if accepted.duplicate:
             status = "duplicate"
         elif not targets and report.event != "end-of-call-report":

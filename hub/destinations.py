@@ -104,9 +104,9 @@ class Destination:
         self.http.close()
 
     def context(self, *, delivery_id: str = "dry-run", attempt: int = 1, state: dict | None = None,
-                dry_run: bool = False) -> "DeliveryContext":
+                dry_run: bool = False, earlier_state: dict | None = None) -> "DeliveryContext":
         return DeliveryContext(destination=self, delivery_id=delivery_id, attempt=attempt,
-                               state=dict(state or {}), dry_run=dry_run)
+                               state=dict(state or {}), dry_run=dry_run, earlier_state=dict(earlier_state or {}))
 
 
 @dataclass
@@ -116,7 +116,10 @@ class DeliveryContext:
     ``state`` is persisted by the dispatcher after every attempt, successful or not: write
     each created id into it as soon as the far side returns it, so the next attempt resumes.
     ``sent`` lists every request of this attempt (in a dry run: every request that would have
-    been sent, none of them sent).
+    been sent, none of them sent). ``earlier_state`` is the saved state of the same customer's
+    previous delivery to this destination (``ordering = "customer"``), finished before this one
+    began; ``{}`` when there is none. A CRM destination takes the contact that delivery created
+    from it when search does not show the contact yet.
     """
 
     destination: Destination
@@ -125,6 +128,7 @@ class DeliveryContext:
     state: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
     sent: list[RecordedRequest] = field(default_factory=list)
+    earlier_state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def http(self) -> requests.Session:

@@ -140,7 +140,8 @@ class Dispatcher:
                 raise Permanent(f"report {delivery.report_id} is missing from the store")
             if delivery.attempts > self.policy.max_attempts:
                 raise Permanent(f"gave up after {delivery.attempts - 1} attempts (the last one's worker was lost)")
-            ctx = destination.context(delivery_id=delivery.id, attempt=delivery.attempts, state=state)
+            ctx = destination.context(delivery_id=delivery.id, attempt=delivery.attempts, state=state,
+                                      earlier_state=self.store.earlier_state(delivery))
             result = destination.deliver(report, ctx)
             # redacted like errors: the webhook type's message names its URL, which is a secret
             result_text = redact(getattr(result, "message", None) or "delivered")
