@@ -23,7 +23,7 @@ from .rules import Rule
 from .redaction import register_secret
 
 DEFAULT_RETRY_DELAYS = [5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200, 86400]
-COMMON_DESTINATION_KEYS = {"type", "enabled", "when", "events", "ordering"}
+COMMON_DESTINATION_KEYS = {"type", "enabled", "when", "events", "ordering", "max_in_flight"}
 ORDERINGS = ("customer", "none")
 
 
@@ -259,6 +259,8 @@ class DestinationConfig:
     cls: type[Destination]
     #: "customer": deliveries for one customer number run one at a time, in call order; "none"
     ordering: str = "customer"
+    #: worker threads of one dispatcher it may hold at once; None: its fair share
+    max_in_flight: int | None = None
 
 
 @dataclass
@@ -378,6 +380,12 @@ def _load_destination(name: str, table: Any, registry: Registry, known_events: s
     if ordering not in ORDERINGS:
         problems.append(f'{key}.ordering: must be "customer" (one delivery at a time per customer number, '
                         f'in call order) or "none", not {ordering!r}')
+    max_in_flight = table.get("max_in_flight")
+    if max_in_flight is not None and (isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int)
+                                      or max_in_flight < 1):
+        problems.append(f"{key}.max_in_flight: must be a whole number of at least 1 (the dispatcher threads "
+                        f"this destination may hold at once), not {max_in_flight!r}")
+        max_in_flight = None
     # options of every destination type, checked here once and handed to the instance in its config
     core = {"ca_bundle": _ca_bundle(table.get("ca_bundle"), base_dir, f"{key}.ca_bundle", problems),
             "rate_limits": _rate_limits(table.get("rate_limits"), cls, f"{key}.rate_limits", problems)}
@@ -388,7 +396,8 @@ def _load_destination(name: str, table: Any, registry: Registry, known_events: s
         problems.extend(exc.problems)
         return None
     options.update(core)
-    return DestinationConfig(name, type_name, bool(enabled), when, tuple(events), options, cls, ordering)
+    return DestinationConfig(name, type_name, bool(enabled), when, tuple(events), options, cls, ordering,
+                             max_in_flight)
 
 
 def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dict | None = None) -> HubConfig:

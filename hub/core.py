@@ -56,7 +56,8 @@ class Hub:
             self.store, _LazyDestinations(self),
             RetryPolicy(config.dispatch.retry_delays, config.max_attempts, config.dispatch.jitter),
             lease_seconds=config.dispatch.lease_seconds, poll_interval=config.dispatch.poll_interval,
-            on_finished=self._delivery_finished, on_due=self.enqueuer)
+            on_finished=self._delivery_finished, on_due=self.enqueuer,
+            max_in_flight={d.name: d.max_in_flight for d in config.enabled_destinations()})
         self.plugin_hub = PluginHub(self)  # what hooks and plugins' commands get: the public surface
         for warning in config.warnings:
             logs.event(log, "config.warning", logging.WARNING, message=warning)

@@ -97,6 +97,12 @@ class Destination:
         """
         return self.name
 
+    def size_http_pool(self, connections: int) -> None:
+        """Keep up to ``connections`` pooled connections per host: one for each thread that may
+        send for this destination at once (the dispatcher calls this before it starts)."""
+        self.http.close()
+        self.http = make_session(pool_size=max(1, connections))
+
     def deliver(self, report, ctx: "DeliveryContext") -> Result:  # pragma: no cover - abstract
         raise NotImplementedError
 

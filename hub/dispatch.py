@@ -65,12 +65,16 @@ class Dispatcher:
 
     ``destinations`` maps configured names to Destination instances; ``on_finished`` is
     called with (delivery, report) after a delivery succeeds or goes dead; ``on_due`` with the
-    ids passed to ``wake`` (the Celery backend sends them to its workers).
+    ids passed to ``wake`` (the Celery backend sends them to its workers). ``max_in_flight``
+    maps each configured destination to how many of the worker threads it may hold at once
+    (None: its fair share, the threads divided by the destinations), so a slow or rate-limited
+    destination holds only its own deliveries back.
     """
 
     def __init__(self, store: Store, destinations: dict, policy: RetryPolicy, *, lease_seconds: float = 300,
                  poll_interval: float = 0.5, on_finished: Callable | None = None,
-                 on_due: Callable[[list[str] | None], None] | None = None):
+                 on_due: Callable[[list[str] | None], None] | None = None,
+                 max_in_flight: dict[str, int | None] | None = None):
         self.store = store
         self.destinations = destinations
         self.policy = policy
@@ -85,6 +89,11 @@ class Dispatcher:
         self._queue: queue.Queue = queue.Queue()
         self._slots = threading.Semaphore(0)
         self._workers = 0
+        self.max_in_flight = dict(max_in_flight or {})
+        self._caps: dict[str, int] = {}
+        self._in_flight: dict[str, int] = {}
+        self._in_flight_lock = threading.Lock()
+        self._turn = 0  # which due destination is claimed for first: each gets to go first in turn
 
     # --- one delivery --------------------------------------------------------------
 
@@ -112,9 +121,10 @@ class Dispatcher:
             done += len(claimed)
         return done
 
-    def _claim(self, limit: int) -> list[tuple[Delivery, CallReport | None]]:
-        """Lease up to ``limit`` due deliveries and load their reports: two queries for the lot."""
-        claimed = self.store.claim_batch(self.owner, self.lease_seconds, limit)
+    def _claim(self, limit: int, destination: str | None = None) -> list[tuple[Delivery, CallReport | None]]:
+        """Lease up to ``limit`` due deliveries (of ``destination``, or any) and load their
+        reports: two queries for the lot."""
+        claimed = self.store.claim_batch(self.owner, self.lease_seconds, limit, destination=destination)
         reports = self.store.get_reports(d.report_id for d in claimed)
         return [(d, reports.get(d.report_id)) for d in claimed]
 
@@ -195,10 +205,37 @@ class Dispatcher:
         with self._wake:
             self._wake.notify_all()
 
+    def fair_share(self, workers: int) -> int:
+        """The threads a destination without ``max_in_flight`` may hold: its share of ``workers``."""
+        return max(1, workers // max(1, len(self.max_in_flight)))
+
+    def _claim_fairly(self, free: int) -> list[tuple[Delivery, CallReport | None]]:
+        """Up to ``free`` due deliveries, none of a destination beyond its ``max_in_flight``;
+        the destinations with due work take turns at going first."""
+        due = sorted(self.store.due_destinations())
+        if not due:
+            return []
+        self._turn = (self._turn + 1) % len(due)
+        claimed: list[tuple[Delivery, CallReport | None]] = []
+        for name in due[self._turn:] + due[:self._turn]:
+            with self._in_flight_lock:
+                room = min(free - len(claimed),
+                           self._caps.get(name, self.fair_share(self._workers)) - self._in_flight.get(name, 0))
+            if room <= 0 or self._stopping.is_set():
+                continue
+            got = self._claim(room, destination=name)
+            with self._in_flight_lock:
+                self._in_flight[name] = self._in_flight.get(name, 0) + len(got)
+            claimed.extend(got)
+            if len(claimed) == free:
+                break
+        return claimed
+
     def _claim_loop(self) -> None:
-        """One thread claims, for as many deliveries as there are idle workers, in one query;
-        the workers attempt them. Batches cut the store's work per delivery, and never claiming
-        more than the idle workers can start keeps every lease's clock honest."""
+        """One thread claims, for as many deliveries as there are idle workers (each destination
+        up to its ``max_in_flight``); the workers attempt them. Batches cut the store's work per
+        delivery, and never claiming more than the idle workers can start keeps every lease's
+        clock honest."""
         while not self._stopping.is_set():
             if not self._slots.acquire(timeout=self.poll_interval):
                 continue
@@ -208,8 +245,8 @@ class Dispatcher:
             claimed = []
             try:
                 # look again after the (slow) poll: a stop() that came meanwhile means claim nothing more
-                if self.store.has_due() and not self._stopping.is_set():
-                    claimed = self._claim(free)
+                if not self._stopping.is_set():
+                    claimed = self._claim_fairly(free)
             except Exception:  # noqa: BLE001 - a store hiccup: log, wait, go on
                 log.exception("dispatcher claim error")
             for _ in range(free - len(claimed)):
@@ -229,19 +266,29 @@ class Dispatcher:
             except Exception:  # noqa: BLE001 - a store hiccup in finish(): the lease runs out, the row comes back
                 log.exception("dispatcher attempt error")
             finally:
+                with self._in_flight_lock:
+                    self._in_flight[item[0].destination] -= 1
                 self._slots.release()
+                with self._wake:  # the destination has room again: its next delivery may be due
+                    self._wake.notify_all()
 
     def start(self, workers: int) -> None:
         self._stopping.clear()
         self._workers = workers
         self._queue = queue.Queue()
         self._slots = threading.Semaphore(workers)
+        self._caps = {name: cap or self.fair_share(workers) for name, cap in self.max_in_flight.items()}
+        self._in_flight = {}
+        for name, cap in self._caps.items():
+            destination = self.destinations.get(name)
+            if destination is not None:
+                destination.size_http_pool(min(cap, workers))
         self._threads = [threading.Thread(target=self._work_loop, name=f"dispatcher-{n}", daemon=True)
                          for n in range(workers)]
         self._threads.append(threading.Thread(target=self._claim_loop, name="dispatcher-claim", daemon=True))
         for thread in self._threads:
             thread.start()
-        logs.event(log, "dispatcher.started", workers=workers, owner=self.owner)
+        logs.event(log, "dispatcher.started", workers=workers, owner=self.owner, max_in_flight=self._caps)
 
     def stop(self, grace_seconds: float = 25.0) -> int:
         """Stop claiming, let in-flight attempts finish within the grace period, give back the rest."""

@@ -327,6 +327,7 @@ class Store:
             sa.tuple_(e.order_at, e.created_at, e.id) < sa.tuple_(d.order_at, d.created_at, d.id))
         due = sa.and_(due, not_paused, sa.or_(d.order_key.is_(None), ~waits_its_turn))
         self._has_due = sa.select(d.id).where(due).limit(1)
+        self._due_destinations = sa.select(d.destination).where(due).distinct()
 
         def claim(pick):
             pick = pick.order_by(d.next_attempt_at).limit(sa.bindparam("b_limit"))
@@ -341,6 +342,7 @@ class Store:
 
         self._claim_any = claim(sa.select(d.id).where(due))
         self._claim_one = claim(sa.select(d.id).where(due, d.id == sa.bindparam("b_id")))
+        self._claim_for = claim(sa.select(d.id).where(due, d.destination == sa.bindparam("b_destination")))
         self._finish = (
             deliveries.update()
             .where(d.id == sa.bindparam("b_id"), d.lease_owner == sa.bindparam("b_owner"), d.status == RUNNING,
@@ -356,6 +358,11 @@ class Store:
         """A read-only look, so idle workers poll without taking SQLite's write lock."""
         with self.engine.connect() as conn:
             return conn.execute(self._has_due, {"b_now": now or utcnow()}).first() is not None
+
+    def due_destinations(self, now: datetime | None = None) -> set[str]:
+        """The destinations with a delivery that could be claimed now (a read, like ``has_due``)."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(self._due_destinations, {"b_now": now or utcnow()}).scalars())
 
     def due_ids(self, limit: int, *, overdue_seconds: float = 0.0, now: datetime | None = None) -> list[str]:
         """Ids of deliveries that should be running and may have no one on them, oldest first:
@@ -375,15 +382,19 @@ class Store:
             return list(conn.execute(query).scalars())
 
     def claim_batch(self, owner: str, lease_seconds: float, limit: int, *,
-                    delivery_id: str | None = None) -> list[Delivery]:
-        """Atomically lease up to ``limit`` due deliveries (or the given one, if due) to ``owner``."""
+                    delivery_id: str | None = None, destination: str | None = None) -> list[Delivery]:
+        """Atomically lease up to ``limit`` due deliveries (or the given one, if due; or only
+        ``destination``'s) to ``owner``."""
         now = utcnow()
         params = {"b_now": now, "b_limit": limit, "b_owner": owner,
                   "b_lease_until": now + timedelta(seconds=lease_seconds)}
+        statement = self._claim_any
         if delivery_id is not None:
-            params["b_id"] = delivery_id
+            params["b_id"], statement = delivery_id, self._claim_one
+        elif destination is not None:
+            params["b_destination"], statement = destination, self._claim_for
         with self.write() as conn:
-            rows = conn.execute(self._claim_one if delivery_id is not None else self._claim_any, params).all()
+            rows = conn.execute(statement, params).all()
         return sorted((Delivery.from_row(row) for row in rows), key=lambda d: d.next_attempt_at)
 
     def claim(self, owner: str, lease_seconds: float, *, delivery_id: str | None = None) -> Delivery | None:
