@@ -129,6 +129,7 @@ class Hub:
             destination.close()
         if self.enqueuer is not None:
             self.enqueuer.close()
+        self.dispatcher.close()
         self.store.close()
 
 

@@ -22,6 +22,7 @@ from .errors import Permanent, Retryable
 from .redaction import redact
 from .report import CallReport
 from .store import DEAD, PENDING, SUCCEEDED, Attempt, Delivery, Store, utcnow
+from .wakeup import Announcer, Listener
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,10 @@ class Dispatcher:
         self._in_flight: dict[str, int] = {}
         self._in_flight_lock = threading.Lock()
         self._turn = 0  # which due destination is claimed for first: each gets to go first in turn
+        # other processes' dispatchers (serve's web workers commit, its worker process delivers)
+        self._announcer = Announcer(store) if on_due is None else None
+        self._listener: Listener | None = None
+        self._woken = False
 
     # --- one delivery --------------------------------------------------------------
 
@@ -202,7 +207,13 @@ class Dispatcher:
         """
         if self.on_due is not None:
             self.on_due(None if delivery_ids is None else list(delivery_ids))
+        else:
+            self._announcer.announce()
+        self._wake_claim_thread()
+
+    def _wake_claim_thread(self) -> None:
         with self._wake:
+            self._woken = True  # kept until the claim thread looks: a wake during a claim is not lost
             self._wake.notify_all()
 
     def fair_share(self, workers: int) -> int:
@@ -253,9 +264,11 @@ class Dispatcher:
                 self._slots.release()
             for item in claimed:
                 self._queue.put(item)
-            if len(claimed) < free:  # the queue is drained: let due work gather into the next batch
+            if len(claimed) < free:  # nothing more is due: wait for a wake, or poll
                 with self._wake:
-                    self._wake.wait(self.poll_interval)
+                    if not self._woken:
+                        self._wake.wait(self.poll_interval)
+                    self._woken = False
         for _ in range(self._workers):
             self._queue.put(None)
 
@@ -269,8 +282,7 @@ class Dispatcher:
                 with self._in_flight_lock:
                     self._in_flight[item[0].destination] -= 1
                 self._slots.release()
-                with self._wake:  # the destination has room again: its next delivery may be due
-                    self._wake.notify_all()
+                self._wake_claim_thread()  # the destination has room again: its next delivery may be due
 
     def start(self, workers: int) -> None:
         self._stopping.clear()
@@ -288,12 +300,15 @@ class Dispatcher:
         self._threads.append(threading.Thread(target=self._claim_loop, name="dispatcher-claim", daemon=True))
         for thread in self._threads:
             thread.start()
+        self._listener = Listener(self.store, self._wake_claim_thread).start()
         logs.event(log, "dispatcher.started", workers=workers, owner=self.owner, max_in_flight=self._caps)
 
     def stop(self, grace_seconds: float = 25.0) -> int:
         """Stop claiming, let in-flight attempts finish within the grace period, give back the rest."""
         self._stopping.set()
-        self.wake()
+        self._wake_claim_thread()
+        if self._listener is not None:
+            self._listener.stop()
         deadline = time.monotonic() + grace_seconds
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -303,3 +318,8 @@ class Dispatcher:
         self._threads = still_running
         logs.event(log, "dispatcher.stopped", unfinished=len(still_running), released=released)
         return released
+
+    def close(self) -> None:
+        """Free what ``wake`` holds (its socket); after ``stop``."""
+        if self._announcer is not None:
+            self._announcer.close()
