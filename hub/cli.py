@@ -382,6 +382,9 @@ def plugins(as_json):
         provides += [f"sources: {', '.join(row['sources'])}"] if row["sources"] else []
         click.echo(f"{row['name']} {row['version']} ({row['distribution']})  {'  '.join(provides) or '-'}  "
                    f"hooks: {', '.join(row['hooks'])}")
+        for type_name, buckets in row["rate_limits"].items():
+            shown = ", ".join(f"{bucket} {rate or 'unlimited'}" for bucket, rate in buckets.items())
+            click.echo(f"  {type_name} rate limits: {shown}")
 
 
 # --- reading ------------------------------------------------------------------------------

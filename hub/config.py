@@ -146,6 +146,11 @@ class LoggingConfig:
     level: str
 
 
+@dataclass(frozen=True)
+class RateLimitConfig:
+    storage: str  # "memory://" (this process only) or a Redis URL (shared by every process and node)
+
+
 class _Section(Schema):
     """A core section's schema: loads into its frozen dataclass ``into``."""
 
@@ -242,9 +247,20 @@ class LoggingSchema(_Section):
     level = fields.String(load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]))
 
 
+def _limit_storage(value: str) -> None:
+    if value != "memory://" and value.split("://", 1)[0] not in ("redis", "rediss"):
+        raise ValidationError('must be "memory://" (each process counts alone) or a Redis URL such as '
+                              '"redis://127.0.0.1:6379/0" (every process and node shares each bucket)')
+
+
+class RateLimitSchema(_Section):
+    into = RateLimitConfig
+    storage = fields.String(load_default="memory://", validate=_limit_storage)
+
+
 SECTIONS: dict[str, type[Schema]] = {
     "server": ServerSchema, "store": StoreSchema, "dispatch": DispatchSchema, "admin": AdminSchema,
-    "analysis": AnalysisSchema, "phone": PhoneSchema, "logging": LoggingSchema,
+    "analysis": AnalysisSchema, "phone": PhoneSchema, "logging": LoggingSchema, "ratelimit": RateLimitSchema,
 }
 
 
@@ -273,6 +289,7 @@ class HubConfig:
     analysis: AnalysisConfig
     phone: PhoneConfig
     logging: LoggingConfig
+    ratelimit: RateLimitConfig
     sources: dict[str, dict[str, Any]]
     destinations: dict[str, DestinationConfig] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -280,7 +297,8 @@ class HubConfig:
     @property
     def settings(self) -> HubSettings:
         public = self.server.public_url or f"http://{self.server.host}:{self.server.port}"
-        return HubSettings(public_url=public, default_region=self.phone.default_region)
+        return HubSettings(public_url=public, default_region=self.phone.default_region,
+                           rate_limit_storage=self.ratelimit.storage)
 
     @property
     def max_attempts(self) -> int:
@@ -328,10 +346,11 @@ def _rate_limits(value: Any, cls: type[Destination], key: str, problems: list[st
     if not isinstance(value, dict):
         problems.append(f'{key}: must be a table of bucket = "count/Ns", e.g. {{ default = "1500/60s" }}')
         return {}
-    known = ", ".join(sorted(cls.rate_limits)) or "none"
+    buckets = {"default", *cls.rate_limits}  # every type has a default bucket (unlimited unless set)
+    known = ", ".join(sorted(buckets))
     rates = {}
     for bucket, rate in value.items():
-        if bucket not in cls.rate_limits:
+        if bucket not in buckets:
             problems.append(f"{key}.{bucket}: {cls.type!r} has no such rate-limit bucket (its buckets: {known})")
             continue
         try:
@@ -417,6 +436,8 @@ def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dic
     warnings = _backend_warnings(sections) + _check_signing(sources_table, problems)
     _check_analysis_schema(sections["analysis"].schema, problems)
     destinations = _load_destinations(data.get("destinations", {}) or {}, registry, problems, base_dir)
+    if "ratelimit" in sections:
+        _check_shared_rates(sections["ratelimit"].storage, destinations, problems)
     _register_literal_secrets(sections, sources)
     if problems:
         raise ConfigProblems(problems, label)
@@ -519,9 +540,21 @@ def _load_destinations(dest_table: Any, registry: Registry, problems: list[str],
     return destinations
 
 
+def _check_shared_rates(storage: str, destinations: dict[str, DestinationConfig], problems: list[str]) -> None:
+    """A Redis storage counts windows in whole seconds (the ``limits`` library's granularity)."""
+    if storage == "memory://":
+        return
+    for name, dest in destinations.items():
+        for bucket, rate in {**dest.cls.rate_limits, **dest.options["rate_limits"]}.items():
+            if not parse_rate(rate)[1].is_integer():
+                problems.append(f'destinations.{name}.rate_limits.{bucket}: "{rate}": with [ratelimit] storage '
+                                f'on Redis a window is whole seconds, e.g. "{rate.split("/")[0]}/1s"')
+
+
 def _register_literal_secrets(sections: dict[str, Any], sources: dict[str, dict]) -> None:
     """A secret written literally (not as { env } / { file }) is redacted all the same."""
     for value in [sections["admin"].token,
                   *(table.get(key) for table in sources.values() for key in ("secret", "api_key")),
-                  _password_of(sections["dispatch"].broker_url), _password_of(sections["store"].url)]:
+                  _password_of(sections["dispatch"].broker_url), _password_of(sections["store"].url),
+                  _password_of(sections["ratelimit"].storage)]:
         register_secret(value)

@@ -13,7 +13,7 @@ from marshmallow import Schema
 from .errors import Permanent, Retryable
 from .fields import EmptyConfig
 from .http import DryRunResponse, RecordedRequest, make_session, raise_for_exception, raise_for_response
-from .ratelimit import WindowLimiter
+from .ratelimit import WindowLimiter, make_limiter
 
 
 _SHARED_BUCKETS: dict[tuple, WindowLimiter] = {}
@@ -38,6 +38,8 @@ class HubSettings:
 
     public_url: str = "http://127.0.0.1:8080"
     default_region: str | None = None
+    #: where rate-limit buckets are counted: "memory://" (this process) or a Redis URL (all processes)
+    rate_limit_storage: str = "memory://"
 
     def report_url(self, report_id: str) -> str:
         return f"{self.public_url.rstrip('/')}/reports/{report_id}"
@@ -84,10 +86,12 @@ class Destination:
         #: environment's REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, else the bundled certifi store
         self.ca_bundle: str | None = config.get("ca_bundle")
         rates = {**self.rate_limits, **(config.get("rate_limits") or {})}
+        storage = self.settings.rate_limit_storage
         key = (self.type, self.limiter_key())
         with _SHARED_LOCK:
-            self.limiters = {bucket: _SHARED_BUCKETS.setdefault((*key, bucket, rate), WindowLimiter.parse(rate))
-                             for bucket, rate in rates.items()}
+            self.limiters = {bucket: _SHARED_BUCKETS.setdefault(
+                (storage, *key, bucket, rate), make_limiter(rate, storage, ":".join((*key, bucket))))
+                for bucket, rate in rates.items()}
 
     def limiter_key(self) -> str:
         """Destinations of one type that return the same key share their rate-limit buckets.
