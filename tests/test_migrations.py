@@ -223,7 +223,8 @@ def test_db_upgrade_is_idempotent_and_current_and_history_say_where_things_are(e
     config = write_config(tmp_path / "hub.toml", empty_url)
     runner = CliRunner()
     first = runner.invoke(cli, ["db", "upgrade", "-c", str(config)])
-    assert first.exit_code == 0 and f"upgraded to schema revision {HEAD}; applied: {', '.join(REVISIONS)}" in first.output
+    assert first.exit_code == 0
+    assert f"upgraded to schema revision {HEAD}; applied: {', '.join(REVISIONS)}" in first.output
     second = runner.invoke(cli, ["db", "upgrade", "-c", str(config)])
     assert second.exit_code == 0 and f"schema revision {HEAD}, the newest; nothing to do" in second.output
     current = runner.invoke(cli, ["db", "current", "-c", str(config)])
@@ -534,7 +535,8 @@ def test_a_0002_database_upgrades_to_0003_with_its_rows_intact_and_leases_work(e
 
     config = write_config(tmp_path / "hub.toml", empty_url)
     result = CliRunner().invoke(cli, ["db", "upgrade", "-c", str(config)])
-    assert result.exit_code == 0 and f"upgraded to schema revision {HEAD}; applied: {', '.join(REVISIONS[2:])}" in result.output
+    assert result.exit_code == 0
+    assert f"upgraded to schema revision {HEAD}; applied: {', '.join(REVISIONS[2:])}" in result.output
     assert as_before(rows(empty_url), before) == before
     assert shape(empty_url)["scheduled_jobs"]["primary_key"] == ["name"]
 

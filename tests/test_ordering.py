@@ -182,13 +182,16 @@ def assert_one_person_and_five_calls_on_it(crm):
     assert len(crm.calls) == 5 and all(c["linked"] == [crm.people[0]["id"]] for c in crm.calls)
 
 
-def test_five_calls_from_one_new_number_make_one_contact_with_eight_threads(app, signed_post, crm):
-    report_ids = five_calls_from_one_new_number(signed_post)
+def deliver_with_eight_threads(app, report_ids) -> None:
     app.hub.dispatcher.start(8)
     try:
         assert wait_until(lambda: all_delivered(app, report_ids), timeout=30)
     finally:
         app.hub.dispatcher.stop(5)
+
+
+def test_five_calls_from_one_new_number_make_one_contact_with_eight_threads(app, signed_post, crm):
+    deliver_with_eight_threads(app, five_calls_from_one_new_number(signed_post))
     assert_one_person_and_five_calls_on_it(crm)
 
 
@@ -212,12 +215,7 @@ def test_without_ordering_each_call_makes_its_own_contact(crm, hub_config, reque
     """The control: the same five reports with ``ordering = "none"`` race (and search lags)."""
     hub_config["destinations"]["crm"]["ordering"] = "none"
     app, signed_post = request.getfixturevalue("app"), request.getfixturevalue("signed_post")
-    report_ids = five_calls_from_one_new_number(signed_post)
-    app.hub.dispatcher.start(8)
-    try:
-        assert wait_until(lambda: all_delivered(app, report_ids), timeout=30)
-    finally:
-        app.hub.dispatcher.stop(5)
+    deliver_with_eight_threads(app, five_calls_from_one_new_number(signed_post))
     assert len(crm.people) == 5 and len(crm.calls) == 5
 
 

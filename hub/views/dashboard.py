@@ -295,17 +295,16 @@ def retry_dead():
     return redirect(_back_to(url_for("dashboard.deliveries")), code=303)
 
 
-@bp.post("/destinations/<name>/pause")
-@login_required
-def pause(name: str):
-    _flash_outcome(lambda: ops.pause_destination(current_app.hub, name),
-                   lambda _: f"{name} is paused: nothing is attempted until it is resumed; new reports still queue.")
-    return redirect(_back_to(url_for("dashboard.index")), code=303)
+_PAUSE_ACTIONS = {
+    "pause": (ops.pause_destination,
+              "{} is paused: nothing is attempted until it is resumed; new reports still queue."),
+    "resume": (ops.resume_destination, "{} is resumed: its waiting deliveries go out now."),
+}
 
 
-@bp.post("/destinations/<name>/resume")
+@bp.post("/destinations/<name>/<any(pause, resume):action>")
 @login_required
-def resume(name: str):
-    _flash_outcome(lambda: ops.resume_destination(current_app.hub, name),
-                   lambda _: f"{name} is resumed: its waiting deliveries go out now.")
+def pause_or_resume(name: str, action: str):
+    operation, done = _PAUSE_ACTIONS[action]
+    _flash_outcome(lambda: operation(current_app.hub, name), lambda _: done.format(name))
     return redirect(_back_to(url_for("dashboard.index")), code=303)
