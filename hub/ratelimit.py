@@ -88,7 +88,7 @@ def storage_label(url: str) -> str:
 class StoredWindowLimiter:
     """The same promise as ``WindowLimiter``, counted in a storage every process shares.
 
-    ``limits``' moving window (a sorted list per key in Redis, changed by one Lua script) grants
+    ``limits``' moving window (a list of grant times per key in Redis, changed by one Lua script) grants
     a hit only when fewer than ``count`` were granted in the ``seconds`` before it. When the
     storage cannot be reached the caller gets ``Retryable`` naming it: the delivery waits and
     is tried again, nothing is sent unpaced and nothing is lost.
