@@ -48,7 +48,7 @@ def test_two_worker_processes_share_each_bucket_through_redis(hub_config, reques
                 kill_process_group(worker)
         both = [(tmp_path / f"worker-{n}.log").read_text() for n in range(2)]
         assert all("delivery.succeeded" in log for log in both), "both processes delivered"
-        assert_no_window_exceeded(receiver.arrived_at, RATE, jitter=0.02)
+        assert_no_window_exceeded(receiver.arrived_at, RATE, jitter=0.05)  # see docs/configuration.md [ratelimit]
         assert max(receiver.arrived_at) - min(receiver.arrived_at) >= 3.0 - 1e-6, "20 at 5/1s take 3 s at least"
 
 
