@@ -218,6 +218,18 @@ class StatsSchema(Schema):
                                        metadata={"description": "counts by status, per destination"}))
     delivery_totals = _required(fields.Nested(DeliveryCountsSchema))
     per_day = _required(fields.List(fields.Nested(DaySchema)))
+    paused = _required(fields.List(fields.String(), metadata={"description": "the paused destinations"}))
+
+
+class DestinationSchema(Schema):
+    name = _required(fields.String())
+    type = _required(fields.String())
+    paused = _required(fields.Boolean(metadata={"description": "nothing is attempted while paused"}))
+    paused_at = _required(Timestamp(allow_none=True))
+
+
+class DestinationListSchema(Schema):
+    destinations = _required(fields.List(fields.Nested(DestinationSchema)))
 
 
 class WebhookDeliverySchema(Schema):

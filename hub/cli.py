@@ -382,6 +382,9 @@ def plugins(as_json):
         provides += [f"sources: {', '.join(row['sources'])}"] if row["sources"] else []
         click.echo(f"{row['name']} {row['version']} ({row['distribution']})  {'  '.join(provides) or '-'}  "
                    f"hooks: {', '.join(row['hooks'])}")
+        for type_name, buckets in row["rate_limits"].items():
+            shown = ", ".join(f"{bucket} {rate or 'unlimited'}" for bucket, rate in buckets.items())
+            click.echo(f"  {type_name} rate limits: {shown}")
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -431,6 +434,40 @@ def deliveries_list(hub, status, destination, report_id, limit):
     for d in ops.list_deliveries(hub, status=status, destination=destination, report_id=report_id, limit=limit):
         click.echo(f"{d.id}  {d.status:<9} {d.destination:<20} report {d.report_id}  attempts {d.attempts}  "
                    f"{d.last_error or d.result or ''}"[:240])
+
+
+@cli.group()
+def destinations():
+    """The configured destinations; pause and resume one."""
+
+
+def _destination_line(state: ops.DestinationState) -> str:
+    paused = f"paused since {state.paused_at:%Y-%m-%d %H:%M:%S} UTC" if state.paused else "active"
+    return f"{state.name:<20} {state.type:<12} {paused}"
+
+
+@destinations.command("list")
+@pass_core_hub
+def destinations_list(hub):
+    """Every enabled destination, its type, and whether it is paused."""
+    for state in ops.list_destinations(hub):
+        click.echo(_destination_line(state))
+
+
+@destinations.command("pause")
+@pass_core_hub
+@click.argument("name")
+def destinations_pause(hub, name):
+    """Attempt nothing more for NAME (on every node) until it is resumed; new reports still queue."""
+    click.echo(_destination_line(_operation(lambda: ops.pause_destination(hub, name))))
+
+
+@destinations.command("resume")
+@pass_core_hub
+@click.argument("name")
+def destinations_resume(hub, name):
+    """Deliver NAME's waiting deliveries again."""
+    click.echo(_destination_line(_operation(lambda: ops.resume_destination(hub, name))))
 
 
 def _operation(action):
@@ -494,7 +531,8 @@ def stats(hub, days, as_json):
         click.echo(json.dumps(StatsSchema().dump(figures), indent=2))
         return
     for name, counts in figures.deliveries.items():
-        click.echo(f"{name:<20} " + "  ".join(f"{status} {n}" for status, n in counts.items()))
+        paused = "  (paused)" if name in figures.paused else ""
+        click.echo(f"{name:<20} " + "  ".join(f"{status} {n}" for status, n in counts.items()) + paused)
     for day in figures.per_day:
         average = "-" if day.average_sentiment is None else day.average_sentiment
         click.echo(f"{day.date}  reports {day.reports:>5}  average sentiment {average}")

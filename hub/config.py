@@ -23,7 +23,8 @@ from .rules import Rule
 from .redaction import register_secret
 
 DEFAULT_RETRY_DELAYS = [5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200, 86400]
-COMMON_DESTINATION_KEYS = {"type", "enabled", "when", "events"}
+COMMON_DESTINATION_KEYS = {"type", "enabled", "when", "events", "ordering", "max_in_flight"}
+ORDERINGS = ("customer", "none")
 
 
 class ConfigProblems(Exception):
@@ -157,6 +158,11 @@ class PrivacyConfig:
         return tuple(part for part, kept in (("messages", self.store_messages), ("raw", self.store_raw)) if not kept)
 
 
+@dataclass(frozen=True)
+class RateLimitConfig:
+    storage: str  # "memory://" (this process only) or a Redis URL (shared by every process and node)
+
+
 class _Section(Schema):
     """A core section's schema: loads into its frozen dataclass ``into``."""
 
@@ -260,9 +266,21 @@ class PrivacySchema(_Section):
     store_raw = fields.Boolean(load_default=True)
 
 
+def _limit_storage(value: str) -> None:
+    if value != "memory://" and value.split("://", 1)[0] not in ("redis", "rediss"):
+        raise ValidationError('must be "memory://" (each process counts alone) or a Redis URL such as '
+                              '"redis://127.0.0.1:6379/0" (every process and node shares each bucket)')
+
+
+class RateLimitSchema(_Section):
+    into = RateLimitConfig
+    storage = fields.String(load_default="memory://", validate=_limit_storage)
+
+
 SECTIONS: dict[str, type[Schema]] = {
     "server": ServerSchema, "store": StoreSchema, "dispatch": DispatchSchema, "admin": AdminSchema,
     "analysis": AnalysisSchema, "phone": PhoneSchema, "logging": LoggingSchema, "privacy": PrivacySchema,
+    "ratelimit": RateLimitSchema,
 }
 
 
@@ -275,6 +293,10 @@ class DestinationConfig:
     events: tuple[str, ...]
     options: dict[str, Any]
     cls: type[Destination]
+    #: "customer": deliveries for one customer number run one at a time, in call order; "none"
+    ordering: str = "customer"
+    #: worker threads of one dispatcher it may hold at once; None: its fair share
+    max_in_flight: int | None = None
 
 
 @dataclass
@@ -288,6 +310,7 @@ class HubConfig:
     phone: PhoneConfig
     logging: LoggingConfig
     privacy: PrivacyConfig
+    ratelimit: RateLimitConfig
     sources: dict[str, dict[str, Any]]
     destinations: dict[str, DestinationConfig] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -295,7 +318,8 @@ class HubConfig:
     @property
     def settings(self) -> HubSettings:
         public = self.server.public_url or f"http://{self.server.host}:{self.server.port}"
-        return HubSettings(public_url=public, default_region=self.phone.default_region)
+        return HubSettings(public_url=public, default_region=self.phone.default_region,
+                           rate_limit_storage=self.ratelimit.storage)
 
     @property
     def max_attempts(self) -> int:
@@ -343,10 +367,11 @@ def _rate_limits(value: Any, cls: type[Destination], key: str, problems: list[st
     if not isinstance(value, dict):
         problems.append(f'{key}: must be a table of bucket = "count/Ns", e.g. {{ default = "1500/60s" }}')
         return {}
-    known = ", ".join(sorted(cls.rate_limits)) or "none"
+    buckets = {"default", *cls.rate_limits}  # every type has a default bucket (unlimited unless set)
+    known = ", ".join(sorted(buckets))
     rates = {}
     for bucket, rate in value.items():
-        if bucket not in cls.rate_limits:
+        if bucket not in buckets:
             problems.append(f"{key}.{bucket}: {cls.type!r} has no such rate-limit bucket (its buckets: {known})")
             continue
         try:
@@ -391,6 +416,16 @@ def _load_destination(name: str, table: Any, registry: Registry, known_events: s
     if unknown:
         problems.append(f"{key}.events: unknown event type(s) {', '.join(unknown)} "
                         f"(known: {', '.join(sorted(known_events))})")
+    ordering = table.get("ordering", "customer")
+    if ordering not in ORDERINGS:
+        problems.append(f'{key}.ordering: must be "customer" (one delivery at a time per customer number, '
+                        f'in call order) or "none", not {ordering!r}')
+    max_in_flight = table.get("max_in_flight")
+    if max_in_flight is not None and (isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int)
+                                      or max_in_flight < 1):
+        problems.append(f"{key}.max_in_flight: must be a whole number of at least 1 (the dispatcher threads "
+                        f"this destination may hold at once), not {max_in_flight!r}")
+        max_in_flight = None
     # options of every destination type, checked here once and handed to the instance in its config
     core = {"ca_bundle": _ca_bundle(table.get("ca_bundle"), base_dir, f"{key}.ca_bundle", problems),
             "rate_limits": _rate_limits(table.get("rate_limits"), cls, f"{key}.rate_limits", problems)}
@@ -401,7 +436,8 @@ def _load_destination(name: str, table: Any, registry: Registry, known_events: s
         problems.extend(exc.problems)
         return None
     options.update(core)
-    return DestinationConfig(name, type_name, bool(enabled), when, tuple(events), options, cls)
+    return DestinationConfig(name, type_name, bool(enabled), when, tuple(events), options, cls, ordering,
+                             max_in_flight)
 
 
 def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dict | None = None) -> HubConfig:
@@ -421,6 +457,8 @@ def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dic
     warnings = _backend_warnings(sections) + _check_signing(sources_table, problems)
     _check_analysis_schema(sections["analysis"].schema, problems)
     destinations = _load_destinations(data.get("destinations", {}) or {}, registry, problems, base_dir)
+    if "ratelimit" in sections:
+        _check_shared_rates(sections["ratelimit"].storage, destinations, problems)
     _register_literal_secrets(sections, sources)
     if problems:
         raise ConfigProblems(problems, label)
@@ -523,9 +561,21 @@ def _load_destinations(dest_table: Any, registry: Registry, problems: list[str],
     return destinations
 
 
+def _check_shared_rates(storage: str, destinations: dict[str, DestinationConfig], problems: list[str]) -> None:
+    """A Redis storage counts windows in whole seconds (the ``limits`` library's granularity)."""
+    if storage == "memory://":
+        return
+    for name, dest in destinations.items():
+        for bucket, rate in {**dest.cls.rate_limits, **dest.options["rate_limits"]}.items():
+            if not parse_rate(rate)[1].is_integer():
+                problems.append(f'destinations.{name}.rate_limits.{bucket}: "{rate}": with [ratelimit] storage '
+                                f'on Redis a window is whole seconds, e.g. "{rate.split("/")[0]}/1s"')
+
+
 def _register_literal_secrets(sections: dict[str, Any], sources: dict[str, dict]) -> None:
     """A secret written literally (not as { env } / { file }) is redacted all the same."""
     for value in [sections["admin"].token,
                   *(table.get(key) for table in sources.values() for key in ("secret", "api_key")),
-                  _password_of(sections["dispatch"].broker_url), _password_of(sections["store"].url)]:
+                  _password_of(sections["dispatch"].broker_url), _password_of(sections["store"].url),
+                  _password_of(sections["ratelimit"].storage)]:
         register_secret(value)

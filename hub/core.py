@@ -56,7 +56,8 @@ class Hub:
             self.store, _LazyDestinations(self),
             RetryPolicy(config.dispatch.retry_delays, config.max_attempts, config.dispatch.jitter),
             lease_seconds=config.dispatch.lease_seconds, poll_interval=config.dispatch.poll_interval,
-            on_finished=self._delivery_finished, on_due=self.enqueuer)
+            on_finished=self._delivery_finished, on_due=self.enqueuer,
+            max_in_flight={d.name: d.max_in_flight for d in config.enabled_destinations()})
         self.plugin_hub = PluginHub(self)  # what hooks and plugins' commands get: the public surface
         for warning in config.warnings:
             logs.event(log, "config.warning", logging.WARNING, message=warning)
@@ -103,8 +104,9 @@ class Hub:
         targets = self.route(report)
         # [privacy]: what is not kept goes at once when no delivery needs it, else when the last ends
         stored = report if targets else without(report, self.config.privacy.not_kept)
-        accepted: Accepted = self.store.insert_report(stored, [d.name for d in targets],
-                                                      event_key=source.event_key_of(payload))
+        accepted: Accepted = self.store.insert_report(
+            stored, [d.name for d in targets], event_key=source.event_key_of(payload),
+            ordered=[d.name for d in targets if d.ordering == "customer"])
         if accepted.duplicate:
             status = "duplicate"
         elif not targets and report.event != "end-of-call-report":
@@ -131,6 +133,7 @@ class Hub:
             destination.close()
         if self.enqueuer is not None:
             self.enqueuer.close()
+        self.dispatcher.close()
         self.store.close()
 
 

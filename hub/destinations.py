@@ -14,7 +14,7 @@ from .errors import Permanent, Retryable
 from .fields import EmptyConfig
 from .http import (SENSITIVE_HEADERS, DryRunResponse, RecordedRequest, make_session, raise_for_exception,
                    raise_for_response)
-from .ratelimit import WindowLimiter
+from .ratelimit import WindowLimiter, make_limiter
 from .redaction import hold_secret
 
 
@@ -40,6 +40,8 @@ class HubSettings:
 
     public_url: str = "http://127.0.0.1:8080"
     default_region: str | None = None
+    #: where rate-limit buckets are counted: "memory://" (this process) or a Redis URL (all processes)
+    rate_limit_storage: str = "memory://"
 
     def report_url(self, report_id: str) -> str:
         return f"{self.public_url.rstrip('/')}/reports/{report_id}"
@@ -86,10 +88,12 @@ class Destination:
         #: environment's REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, else the bundled certifi store
         self.ca_bundle: str | None = config.get("ca_bundle")
         rates = {**self.rate_limits, **(config.get("rate_limits") or {})}
+        storage = self.settings.rate_limit_storage
         key = (self.type, self.limiter_key())
         with _SHARED_LOCK:
-            self.limiters = {bucket: _SHARED_BUCKETS.setdefault((*key, bucket, rate), WindowLimiter.parse(rate))
-                             for bucket, rate in rates.items()}
+            self.limiters = {bucket: _SHARED_BUCKETS.setdefault(
+                (storage, *key, bucket, rate), make_limiter(rate, storage, ":".join((*key, bucket))))
+                for bucket, rate in rates.items()}
 
     def limiter_key(self) -> str:
         """Destinations of one type that return the same key share their rate-limit buckets.
@@ -98,6 +102,12 @@ class Destination:
         (HubSpot's count per token) returns a digest of that credential instead.
         """
         return self.name
+
+    def size_http_pool(self, connections: int) -> None:
+        """Keep up to ``connections`` pooled connections per host: one for each thread that may
+        send for this destination at once (the dispatcher calls this before it starts)."""
+        self.http.close()
+        self.http = make_session(pool_size=max(1, connections))
 
     def deliver(self, report, ctx: "DeliveryContext") -> Result:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -120,9 +130,9 @@ class Destination:
         self.http.close()
 
     def context(self, *, delivery_id: str = "dry-run", attempt: int = 1, state: dict | None = None,
-                dry_run: bool = False) -> "DeliveryContext":
+                dry_run: bool = False, earlier_state: dict | None = None) -> "DeliveryContext":
         return DeliveryContext(destination=self, delivery_id=delivery_id, attempt=attempt,
-                               state=dict(state or {}), dry_run=dry_run)
+                               state=dict(state or {}), dry_run=dry_run, earlier_state=dict(earlier_state or {}))
 
 
 @dataclass
@@ -132,7 +142,10 @@ class DeliveryContext:
     ``state`` is persisted by the dispatcher after every attempt, successful or not: write
     each created id into it as soon as the far side returns it, so the next attempt resumes.
     ``sent`` lists every request of this attempt (in a dry run: every request that would have
-    been sent, none of them sent).
+    been sent, none of them sent). ``earlier_state`` is the saved state of the same customer's
+    previous delivery to this destination (``ordering = "customer"``), finished before this one
+    began; ``{}`` when there is none. A CRM destination takes the contact that delivery created
+    from it when search does not show the contact yet.
     """
 
     destination: Destination
@@ -141,6 +154,7 @@ class DeliveryContext:
     state: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
     sent: list[RecordedRequest] = field(default_factory=list)
+    earlier_state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def http(self) -> requests.Session:

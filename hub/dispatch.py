@@ -22,6 +22,7 @@ from .errors import Permanent, Retryable
 from .redaction import in_play, scrub
 from .report import CallReport
 from .store import DEAD, PENDING, SUCCEEDED, Attempt, Delivery, Store, utcnow
+from .wakeup import Announcer, Listener
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,16 @@ class Dispatcher:
 
     ``destinations`` maps configured names to Destination instances; ``on_finished`` is
     called with (delivery, report) after a delivery succeeds or goes dead; ``on_due`` with the
-    ids passed to ``wake`` (the Celery backend sends them to its workers).
+    ids passed to ``wake`` (the Celery backend sends them to its workers). ``max_in_flight``
+    maps each configured destination to how many of the worker threads it may hold at once
+    (None: its fair share, the threads divided by the destinations), so a slow or rate-limited
+    destination holds only its own deliveries back.
     """
 
     def __init__(self, store: Store, destinations: dict, policy: RetryPolicy, *, lease_seconds: float = 300,
                  poll_interval: float = 0.5, on_finished: Callable | None = None,
-                 on_due: Callable[[list[str] | None], None] | None = None):
+                 on_due: Callable[[list[str] | None], None] | None = None,
+                 max_in_flight: dict[str, int | None] | None = None):
         self.store = store
         self.destinations = destinations
         self.policy = policy
@@ -85,6 +90,15 @@ class Dispatcher:
         self._queue: queue.Queue = queue.Queue()
         self._slots = threading.Semaphore(0)
         self._workers = 0
+        self.max_in_flight = dict(max_in_flight or {})
+        self._caps: dict[str, int] = {}
+        self._in_flight: dict[str, int] = {}
+        self._in_flight_lock = threading.Lock()
+        self._turn = 0  # which due destination is claimed for first: each gets to go first in turn
+        # other processes' dispatchers (serve's web workers commit, its worker process delivers)
+        self._announcer = Announcer(store) if on_due is None else None
+        self._listener: Listener | None = None
+        self._woken = False
 
     # --- one delivery --------------------------------------------------------------
 
@@ -112,9 +126,10 @@ class Dispatcher:
             done += len(claimed)
         return done
 
-    def _claim(self, limit: int) -> list[tuple[Delivery, CallReport | None]]:
-        """Lease up to ``limit`` due deliveries and load their reports: two queries for the lot."""
-        claimed = self.store.claim_batch(self.owner, self.lease_seconds, limit)
+    def _claim(self, limit: int, destination: str | None = None) -> list[tuple[Delivery, CallReport | None]]:
+        """Lease up to ``limit`` due deliveries (of ``destination``, or any) and load their
+        reports: two queries for the lot."""
+        claimed = self.store.claim_batch(self.owner, self.lease_seconds, limit, destination=destination)
         reports = self.store.get_reports(d.report_id for d in claimed)
         return [(d, reports.get(d.report_id)) for d in claimed]
 
@@ -146,7 +161,8 @@ class Dispatcher:
                 raise Permanent(f"report {delivery.report_id} is missing from the store")
             if delivery.attempts > self.policy.max_attempts:
                 raise Permanent(f"gave up after {delivery.attempts - 1} attempts (the last one's worker was lost)")
-            ctx = destination.context(delivery_id=delivery.id, attempt=delivery.attempts, state=state)
+            ctx = destination.context(delivery_id=delivery.id, attempt=delivery.attempts, state=state,
+                                      earlier_state=self.store.earlier_state(delivery))
             result = destination.deliver(report, ctx)
             # scrubbed like errors: the webhook type's message names its URL, which is a secret
             result_text = scrub(getattr(result, "message", None) or "delivered")
@@ -197,13 +213,46 @@ class Dispatcher:
         """
         if self.on_due is not None:
             self.on_due(None if delivery_ids is None else list(delivery_ids))
+        else:
+            self._announcer.announce()
+        self._wake_claim_thread()
+
+    def _wake_claim_thread(self) -> None:
         with self._wake:
+            self._woken = True  # kept until the claim thread looks: a wake during a claim is not lost
             self._wake.notify_all()
 
+    def fair_share(self, workers: int) -> int:
+        """The threads a destination without ``max_in_flight`` may hold: its share of ``workers``."""
+        return max(1, workers // max(1, len(self.max_in_flight)))
+
+    def _claim_fairly(self, free: int) -> list[tuple[Delivery, CallReport | None]]:
+        """Up to ``free`` due deliveries, none of a destination beyond its ``max_in_flight``;
+        the destinations with due work take turns at going first."""
+        due = sorted(self.store.due_destinations())
+        if not due:
+            return []
+        self._turn = (self._turn + 1) % len(due)
+        claimed: list[tuple[Delivery, CallReport | None]] = []
+        for name in due[self._turn:] + due[:self._turn]:
+            with self._in_flight_lock:
+                room = min(free - len(claimed),
+                           self._caps.get(name, self.fair_share(self._workers)) - self._in_flight.get(name, 0))
+            if room <= 0 or self._stopping.is_set():
+                continue
+            got = self._claim(room, destination=name)
+            with self._in_flight_lock:
+                self._in_flight[name] = self._in_flight.get(name, 0) + len(got)
+            claimed.extend(got)
+            if len(claimed) == free:
+                break
+        return claimed
+
     def _claim_loop(self) -> None:
-        """One thread claims, for as many deliveries as there are idle workers, in one query;
-        the workers attempt them. Batches cut the store's work per delivery, and never claiming
-        more than the idle workers can start keeps every lease's clock honest."""
+        """One thread claims, for as many deliveries as there are idle workers (each destination
+        up to its ``max_in_flight``); the workers attempt them. Batches cut the store's work per
+        delivery, and never claiming more than the idle workers can start keeps every lease's
+        clock honest."""
         while not self._stopping.is_set():
             if not self._slots.acquire(timeout=self.poll_interval):
                 continue
@@ -213,17 +262,19 @@ class Dispatcher:
             claimed = []
             try:
                 # look again after the (slow) poll: a stop() that came meanwhile means claim nothing more
-                if self.store.has_due() and not self._stopping.is_set():
-                    claimed = self._claim(free)
+                if not self._stopping.is_set():
+                    claimed = self._claim_fairly(free)
             except Exception:  # noqa: BLE001 - a store hiccup: log, wait, go on
                 log.exception("dispatcher claim error")
             for _ in range(free - len(claimed)):
                 self._slots.release()
             for item in claimed:
                 self._queue.put(item)
-            if len(claimed) < free:  # the queue is drained: let due work gather into the next batch
+            if len(claimed) < free:  # nothing more is due: wait for a wake, or poll
                 with self._wake:
-                    self._wake.wait(self.poll_interval)
+                    if not self._woken:
+                        self._wake.wait(self.poll_interval)
+                    self._woken = False
         for _ in range(self._workers):
             self._queue.put(None)
 
@@ -234,24 +285,36 @@ class Dispatcher:
             except Exception:  # noqa: BLE001 - a store hiccup in finish(): the lease runs out, the row comes back
                 log.exception("dispatcher attempt error")
             finally:
+                with self._in_flight_lock:
+                    self._in_flight[item[0].destination] -= 1
                 self._slots.release()
+                self._wake_claim_thread()  # the destination has room again: its next delivery may be due
 
     def start(self, workers: int) -> None:
         self._stopping.clear()
         self._workers = workers
         self._queue = queue.Queue()
         self._slots = threading.Semaphore(workers)
+        self._caps = {name: cap or self.fair_share(workers) for name, cap in self.max_in_flight.items()}
+        self._in_flight = {}
+        for name, cap in self._caps.items():
+            destination = self.destinations.get(name)
+            if destination is not None:
+                destination.size_http_pool(min(cap, workers))
         self._threads = [threading.Thread(target=self._work_loop, name=f"dispatcher-{n}", daemon=True)
                          for n in range(workers)]
         self._threads.append(threading.Thread(target=self._claim_loop, name="dispatcher-claim", daemon=True))
         for thread in self._threads:
             thread.start()
-        logs.event(log, "dispatcher.started", workers=workers, owner=self.owner)
+        self._listener = Listener(self.store, self._wake_claim_thread).start()
+        logs.event(log, "dispatcher.started", workers=workers, owner=self.owner, max_in_flight=self._caps)
 
     def stop(self, grace_seconds: float = 25.0) -> int:
         """Stop claiming, let in-flight attempts finish within the grace period, give back the rest."""
         self._stopping.set()
-        self.wake()
+        self._wake_claim_thread()
+        if self._listener is not None:
+            self._listener.stop()
         deadline = time.monotonic() + grace_seconds
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -261,3 +324,8 @@ class Dispatcher:
         self._threads = still_running
         logs.event(log, "dispatcher.stopped", unfinished=len(still_running), released=released)
         return released
+
+    def close(self) -> None:
+        """Free what ``wake`` holds (its socket); after ``stop``."""
+        if self._announcer is not None:
+            self._announcer.close()

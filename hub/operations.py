@@ -126,6 +126,19 @@ class RetriedDead:
 
 
 @dataclass(frozen=True)
+class DestinationState:
+    """A configured destination: its type, and whether (since when) an operator paused it."""
+
+    name: str
+    type: str
+    paused_at: datetime | None
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_at is not None
+
+
+@dataclass(frozen=True)
 class DayStats:
     date: str
     reports: int
@@ -141,6 +154,7 @@ class Stats:
     deliveries: dict[str, dict[str, int]]
     delivery_totals: dict[str, int]
     per_day: list[DayStats]
+    paused: list[str] = field(default_factory=list)
 
     @property
     def dead_by_destination(self) -> dict[str, int]:
@@ -270,7 +284,14 @@ def stats(hub: Hub, days: int = 30) -> Stats:
     for name in hub.destinations:
         by_destination.setdefault(name, dict.fromkeys(STATUSES, 0))
     totals = {s: sum(c[s] for c in by_destination.values()) for s in STATUSES}
-    return Stats(days, since, dict(sorted(by_destination.items())), totals, per_day)
+    return Stats(days, since, dict(sorted(by_destination.items())), totals, per_day, sorted(hub.store.paused()))
+
+
+def list_destinations(hub: Hub) -> list[DestinationState]:
+    """The enabled destinations, by name, each with its pause."""
+    paused = hub.store.paused()
+    return [DestinationState(name, hub.config.destinations[name].type, paused.get(name))
+            for name in configured(hub)]
 
 
 # --- actions ------------------------------------------------------------------------------
@@ -414,6 +435,22 @@ def export_customer(hub: Hub, number: str) -> CustomerExport:
     """Every report of one caller (oldest first), each with its deliveries and their attempts."""
     e164 = customer_number(hub, number)
     return CustomerExport(e164, utcnow(), [get_report(hub, i) for i in hub.store.customer_report_ids(e164)])
+
+
+def pause_destination(hub: Hub, destination: str) -> DestinationState:
+    """Attempt nothing more for ``destination`` until it is resumed (every process, every node);
+    new reports still queue for it. An attempt already under way finishes. Pausing twice is one pause."""
+    _require_configured(hub, destination)
+    paused_at = hub.store.pause(destination)
+    return DestinationState(destination, hub.config.destinations[destination].type, paused_at)
+
+
+def resume_destination(hub: Hub, destination: str) -> DestinationState:
+    """Deliver ``destination``'s waiting deliveries again, each with the attempts it had left."""
+    _require_configured(hub, destination)
+    if hub.store.resume(destination):
+        hub.dispatcher.wake()
+    return DestinationState(destination, hub.config.destinations[destination].type, None)
 
 
 def _require_configured(hub: Hub, destination: str, message: str | None = None) -> None:

@@ -138,8 +138,11 @@ def describe(pm: HubPluginManager) -> list[dict]:
             "hooks": hooks,
             "destination_types": sorted(t for t, owner in registry.owners.items() if owner == name),
             "sources": sorted(s for s, owner in registry.source_owners.items() if owner == name),
+            # every type's rate-limit buckets and their defaults; "default" is unlimited unless set
+            "rate_limits": {t: {"default": None, **registry.destinations[t].rate_limits}
+                            for t, owner in sorted(registry.owners.items()) if owner == name},
         })
     for failure in pm.failures:
         rows.append({"name": failure.name, "version": "?", "distribution": "?", "hooks": [],
-                     "destination_types": [], "sources": [], "error": failure.error})
+                     "destination_types": [], "sources": [], "rate_limits": {}, "error": failure.error})
     return rows

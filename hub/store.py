@@ -86,8 +86,13 @@ deliveries = sa.Table(
     sa.Column("result", sa.Text),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # Per-customer order: deliveries to one destination with the same key run one at a time,
+    # oldest ``order_at`` (the call's time) first; None for a web call or ``ordering = "none"``.
+    sa.Column("order_key", sa.String(100)),
+    sa.Column("order_at", UTCDateTime),
     sa.UniqueConstraint("report_id", "destination", name="uq_deliveries_report_destination"),
     sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("ix_deliveries_order", "destination", "order_key"),
 )
 
 attempts = sa.Table(
@@ -126,6 +131,13 @@ erasures = sa.Table(
     sa.Column("destinations", sa.Text, nullable=False, server_default="{}"),  # JSON {name: outcome}
 )
 
+# Destinations an operator paused: their deliveries wait, unclaimed, until resumed (survives restarts).
+paused_destinations = sa.Table(
+    "paused_destinations", metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("paused_at", UTCDateTime, nullable=False),
+)
+
 # Built once: executing the same statement object reuses SQLAlchemy's compiled form (the ack path).
 _INSERT_REPORT = reports.insert()
 _INSERT_DELIVERY = deliveries.insert()
@@ -146,6 +158,8 @@ class Delivery:
     result: str | None
     created_at: datetime
     updated_at: datetime
+    order_key: str | None = None
+    order_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row) -> "Delivery":
@@ -270,16 +284,21 @@ class Store:
 
     # --- the ack path ------------------------------------------------------------------
 
-    def insert_report(self, report: CallReport, destinations: Iterable[str], *, event_key: str = "") -> Accepted:
+    def insert_report(self, report: CallReport, destinations: Iterable[str], *, event_key: str = "",
+                      ordered: Iterable[str] = ()) -> Accepted:
         """Store the report and one pending delivery per destination in ONE transaction.
 
-        The same (source, call id, event, event key) a second time changes nothing and answers
-        with the first report's id.
+        Deliveries to the ``ordered`` destinations carry the customer's number as their order
+        key (a web call has none). The same (source, call id, event, event key) a second time
+        changes nothing and answers with the first report's id.
         """
         now = utcnow()
         names = list(destinations)
+        by_customer = set(ordered) if report.customer.number else set()
         rows = [{"id": str(uuid.uuid4()), "report_id": report.id, "destination": name, "status": PENDING,
-                 "attempts": 0, "next_attempt_at": now, "state": "{}", "created_at": now, "updated_at": now}
+                 "attempts": 0, "next_attempt_at": now, "state": "{}", "created_at": now, "updated_at": now,
+                 "order_key": report.customer.number if name in by_customer else None,
+                 "order_at": report.occurred_at if name in by_customer else None}
                 for name in names]
         values = {"id": report.id, "source": report.source, "event": report.event, "call_id": report.call.id,
                   "occurred_at": report.occurred_at, "received_at": report.received_at,
@@ -321,7 +340,16 @@ class Store:
         now = sa.bindparam("b_now", type_=UTCDateTime)
         due = sa.or_(sa.and_(d.status == PENDING, d.next_attempt_at <= now),
                      sa.and_(d.status == RUNNING, d.lease_until < now))
+        not_paused = d.destination.not_in(sa.select(paused_destinations.c.name).scalar_subquery())
+        # an earlier delivery of the same destination and order key that is not finished yet
+        earlier = deliveries.alias("earlier")
+        e = earlier.c
+        waits_its_turn = sa.exists().where(
+            e.destination == d.destination, e.order_key == d.order_key, e.status.in_([PENDING, RUNNING]),
+            sa.tuple_(e.order_at, e.created_at, e.id) < sa.tuple_(d.order_at, d.created_at, d.id))
+        due = sa.and_(due, not_paused, sa.or_(d.order_key.is_(None), ~waits_its_turn))
         self._has_due = sa.select(d.id).where(due).limit(1)
+        self._due_destinations = sa.select(d.destination).where(due).distinct()
 
         def claim(pick):
             pick = pick.order_by(d.next_attempt_at).limit(sa.bindparam("b_limit"))
@@ -336,6 +364,7 @@ class Store:
 
         self._claim_any = claim(sa.select(d.id).where(due))
         self._claim_one = claim(sa.select(d.id).where(due, d.id == sa.bindparam("b_id")))
+        self._claim_for = claim(sa.select(d.id).where(due, d.destination == sa.bindparam("b_destination")))
         self._finish = (
             deliveries.update()
             .where(d.id == sa.bindparam("b_id"), d.lease_owner == sa.bindparam("b_owner"), d.status == RUNNING,
@@ -351,6 +380,11 @@ class Store:
         """A read-only look, so idle workers poll without taking SQLite's write lock."""
         with self.engine.connect() as conn:
             return conn.execute(self._has_due, {"b_now": now or utcnow()}).first() is not None
+
+    def due_destinations(self, now: datetime | None = None) -> set[str]:
+        """The destinations with a delivery that could be claimed now (a read, like ``has_due``)."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(self._due_destinations, {"b_now": now or utcnow()}).scalars())
 
     def due_ids(self, limit: int, *, overdue_seconds: float = 0.0, now: datetime | None = None) -> list[str]:
         """Ids of deliveries that should be running and may have no one on them, oldest first:
@@ -370,15 +404,19 @@ class Store:
             return list(conn.execute(query).scalars())
 
     def claim_batch(self, owner: str, lease_seconds: float, limit: int, *,
-                    delivery_id: str | None = None) -> list[Delivery]:
-        """Atomically lease up to ``limit`` due deliveries (or the given one, if due) to ``owner``."""
+                    delivery_id: str | None = None, destination: str | None = None) -> list[Delivery]:
+        """Atomically lease up to ``limit`` due deliveries (or the given one, if due; or only
+        ``destination``'s) to ``owner``."""
         now = utcnow()
         params = {"b_now": now, "b_limit": limit, "b_owner": owner,
                   "b_lease_until": now + timedelta(seconds=lease_seconds)}
+        statement = self._claim_any
         if delivery_id is not None:
-            params["b_id"] = delivery_id
+            params["b_id"], statement = delivery_id, self._claim_one
+        elif destination is not None:
+            params["b_destination"], statement = destination, self._claim_for
         with self.write() as conn:
-            rows = conn.execute(self._claim_one if delivery_id is not None else self._claim_any, params).all()
+            rows = conn.execute(statement, params).all()
         return sorted((Delivery.from_row(row) for row in rows), key=lambda d: d.next_attempt_at)
 
     def claim(self, owner: str, lease_seconds: float, *, delivery_id: str | None = None) -> Delivery | None:
@@ -410,6 +448,28 @@ class Store:
                     "http_status": attempt.http_status, "error": attempt.error})
         return bool(updated)
 
+    def earlier_state(self, delivery: Delivery) -> dict[str, Any]:
+        """The saved state of the last delivery that succeeded before ``delivery`` in its order
+        (same destination and order key); ``{}`` for a delivery with no order key or no such one.
+
+        The claim has let ``delivery`` run only once every earlier one finished, so this is what
+        the customer's previous call created (its contact), even while the CRM's search does
+        not show it yet.
+        """
+        if delivery.order_key is None:
+            return {}
+        d = deliveries.c
+        query = (sa.select(d.state)
+                 .where(d.destination == delivery.destination, d.order_key == delivery.order_key,
+                        d.status == SUCCEEDED,
+                        sa.tuple_(d.order_at, d.created_at, d.id)
+                        < sa.tuple_(sa.literal(delivery.order_at, UTCDateTime),
+                                    sa.literal(delivery.created_at, UTCDateTime), sa.literal(delivery.id)))
+                 .order_by(d.order_at.desc(), d.created_at.desc(), d.id.desc()).limit(1))
+        with self.engine.connect() as conn:
+            found = conn.execute(query).scalar()
+        return json.loads(found) if found else {}
+
     def release(self, owner: str) -> int:
         """Give back every lease of ``owner`` (a clean shutdown): the attempt never happened."""
         now = utcnow()
@@ -420,6 +480,28 @@ class Store:
                 .values(status=PENDING, lease_owner=None, lease_until=None, next_attempt_at=now,
                         attempts=deliveries.c.attempts - 1, updated_at=now)
             ).rowcount
+
+    # --- paused destinations -----------------------------------------------------------
+
+    def pause(self, destination: str) -> datetime:
+        """Stop claiming ``destination``'s deliveries; returns when it was paused (kept if it already was)."""
+        try:
+            with self.write() as conn:
+                conn.execute(paused_destinations.insert().values(name=destination, paused_at=utcnow()))
+        except IntegrityError:  # paused already (or by another node at the same moment)
+            pass
+        return self.paused()[destination]
+
+    def resume(self, destination: str) -> bool:
+        """Claim ``destination``'s deliveries again; False if it was not paused."""
+        with self.write() as conn:
+            return bool(conn.execute(paused_destinations.delete().where(
+                paused_destinations.c.name == destination)).rowcount)
+
+    def paused(self) -> dict[str, datetime]:
+        """``{destination: paused_at}`` of every paused destination."""
+        with self.engine.connect() as conn:
+            return dict(conn.execute(sa.select(paused_destinations.c.name, paused_destinations.c.paused_at)).all())
 
     # --- replay --------------------------------------------------------------------
 

@@ -551,3 +551,57 @@ def test_report_days_answers_with_a_nul_escape_or_a_huge_number_in_a_stored_repo
     # SQLite reads the NUL report's sentiment; PostgreSQL leaves it out rather than fail
     expected = 5.0 if store.is_postgres else 4.0
     assert days == {"2026-03-02": {"reports": 3, "average_sentiment": expected}}
+
+
+# --- paused destinations ---------------------------------------------------------------------
+
+def test_a_paused_destination_is_not_attempted_its_reports_queue_and_the_pause_survives_a_restart(
+        app, api, runner, seeded):
+    listed = api("get", "/api/destinations").get_json()["destinations"]
+    assert listed == [{"name": n, "type": t, "paused": False, "paused_at": None}
+                      for n, t in [("archive", "jsonl"), ("hook", "webhook"), ("spare", "jsonl")]]
+
+    paused = api("post", "/api/destinations/archive/pause")
+    assert paused.status_code == 200
+    body = paused.get_json()
+    assert (body["name"], body["type"], body["paused"]) == ("archive", "jsonl", True)
+    assert api("post", "/api/destinations/archive/pause").get_json() == body, "pausing twice is one pause"
+
+    queued = ingest(app, call_id="call-while-paused", analysis={"sentiment": 8, "intent": "support",
+                                                                "resolved": True, "follow_up_needed": False})
+    assert app.hub.dispatcher.run_due() == 0, "nothing is attempted while paused"
+    delivery = delivery_of(app, queued, "archive")
+    assert (delivery.status, delivery.attempts) == ("pending", 0)
+    assert app.hub.store.list_attempts(delivery.id) == []
+    assert api("get", "/api/stats").get_json()["paused"] == ["archive"]
+
+    # another process (the CLI, as after a restart) sees the pause in the store
+    listing = runner.invoke(["destinations", "list"])
+    assert listing.exit_code == 0, listing.output
+    assert re.search(r"^archive\s+jsonl\s+paused since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", listing.output, re.M)
+    assert re.search(r"^hook\s+webhook\s+active$", listing.output, re.M)
+    assert "(paused)" in runner.invoke(["stats", "--days", "1"]).output.splitlines()[0]
+
+    resumed = api("post", "/api/destinations/archive/resume")
+    assert resumed.get_json() == {"name": "archive", "type": "jsonl", "paused": False, "paused_at": None}
+    assert app.hub.dispatcher.run_due() == 1
+    delivery = delivery_of(app, queued, "archive")
+    assert (delivery.status, delivery.attempts) == ("succeeded", 1)
+
+
+def test_pausing_an_unknown_destination_is_a_409_naming_it_and_changes_nothing(app, api, runner):
+    for action in ("pause", "resume"):
+        answer = api("post", f"/api/destinations/nope/{action}")
+        assert answer.status_code == 409
+        assert answer.get_json() == {
+            "error": "destination_not_configured", "message": "No enabled destination named 'nope' is configured.",
+            "details": {"destination": "nope", "configured": ["archive", "hook", "spare"]}}
+    assert app.hub.store.paused() == {}
+    done = runner.invoke(["destinations", "pause", "nope"])
+    assert done.exit_code == 1 and "No enabled destination named 'nope' is configured." in done.output
+    done = runner.invoke(["destinations", "pause", "hook"])
+    assert done.exit_code == 0 and re.match(r"hook\s+webhook\s+paused since ", done.output)
+    assert list(app.hub.store.paused()) == ["hook"]
+    done = runner.invoke(["destinations", "resume", "hook"])
+    assert done.exit_code == 0 and re.match(r"hook\s+webhook\s+active$", done.output)
+    assert app.hub.store.paused() == {}

@@ -192,3 +192,32 @@ def test_the_customer_page_erases_the_caller_after_a_confirmation(app, live_serv
     [record] = app.hub.store.list_erasures()
     assert (record["actor"], record["reports"], record["deliveries"], record["attempts"]) == ("dashboard", 1, 1, 1)
     page.context.close()
+
+
+def test_pause_and_resume_a_destination_from_the_reports_page(app, live_server, seeded, browser):
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.goto(f"{live_server}/login")
+    page.fill("#token", TOKEN)
+    page.click("form.login button[type=submit]")
+    page.wait_for_url(f"{live_server}/")
+
+    row = page.locator("#destinations tr[data-destination='crm_hook']")
+    assert "active" in row.inner_text()
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Pause").click()
+    page.wait_for_load_state()
+    assert page.locator(".flash-ok").inner_text().startswith("crm_hook is paused")
+    assert "paused since" in row.inner_text()
+    assert list(app.hub.store.paused()) == ["crm_hook"]
+    assert "crm_hook: 1 dead (paused)" in page.locator("ul.dead").inner_text()
+
+    row.get_by_role("button", name="Resume").click()
+    page.wait_for_load_state()
+    assert page.locator(".flash-ok").inner_text().startswith("crm_hook is resumed")
+    assert "active" in row.inner_text() and app.hub.store.paused() == {}
+    assert problems == []
+    context.close()

@@ -23,9 +23,9 @@ from hub.store import metadata
 from hub.testing import TEST_SECRET, load_sample, signed_headers
 
 RELEASE_0_1 = Path(__file__).parent / "fixtures" / "release-0.1.0"
-HEAD = schema.code_revision()
-REVISIONS = [r.id for r in schema.history()]  # oldest first
 TABLES = ("reports", "deliveries", "attempts")
+REVISIONS = [r.id for r in schema.history()]  # oldest first
+HEAD = REVISIONS[-1]
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -60,6 +60,12 @@ def rows(url: str) -> dict[str, list[dict]]:
                     for table in TABLES}
     finally:
         engine.dispose()
+
+
+def as_before(after: dict[str, list[dict]], before: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """``after``'s rows with only the columns ``before``'s had (later revisions add columns)."""
+    return {table: [{k: row[k] for k in (before[table][0] if before[table] else row)} for row in found]
+            for table, found in after.items()}
 
 
 def shape(url: str) -> dict:
@@ -157,11 +163,14 @@ def test_a_release_0_1_0_database_upgrades_in_place_with_every_row_intact(empty_
     config = write_config(tmp_path / "hub.toml", empty_url)
     result = CliRunner().invoke(cli, ["db", "upgrade", "-c", str(config)])
     assert result.exit_code == 0, result.output
-    assert "release 0.1.0's tables recorded as revision 0001" in result.output and f"applied: {', '.join(REVISIONS[1:])}" in result.output
+    assert "release 0.1.0's tables recorded as revision 0001" in result.output
+    assert f"applied: {', '.join(REVISIONS[1:])}" in result.output
 
     after = rows(empty_url)
     keys = {r["id"]: r.pop("event_key") for r in after["reports"]}
+    order = [(d.pop("order_key"), d.pop("order_at")) for d in after["deliveries"]]
     assert after == before, "every row and every value is as 0.1.0 wrote it"
+    assert set(order) == {(None, None)}, "deliveries stored before order keys have none"
     assert keys == {"11111111-1111-4111-8111-111111111111": "", "22222222-2222-4222-8222-222222222222": "",
                     "33333333-3333-4333-8333-333333333333": "ended-with-error",
                     "44444444-4444-4444-8444-444444444444": ""}
@@ -214,7 +223,8 @@ def test_db_upgrade_is_idempotent_and_current_and_history_say_where_things_are(e
     config = write_config(tmp_path / "hub.toml", empty_url)
     runner = CliRunner()
     first = runner.invoke(cli, ["db", "upgrade", "-c", str(config)])
-    assert first.exit_code == 0 and f"upgraded to schema revision {HEAD}; applied: {', '.join(REVISIONS)}" in first.output
+    assert first.exit_code == 0
+    assert f"upgraded to schema revision {HEAD}; applied: {', '.join(REVISIONS)}" in first.output
     second = runner.invoke(cli, ["db", "upgrade", "-c", str(config)])
     assert second.exit_code == 0 and f"schema revision {HEAD}, the newest; nothing to do" in second.output
     current = runner.invoke(cli, ["db", "current", "-c", str(config)])
@@ -225,7 +235,7 @@ def test_db_upgrade_is_idempotent_and_current_and_history_say_where_things_are(e
     assert history[0].startswith("0001  The schema of release 0.1.0")
     assert history[1].startswith("0002  status-update (and tool-calls) events are distinct events")
     assert history[2].startswith("0003  Scheduled jobs run once across every process")
-    assert history[-1].startswith(HEAD) and history[-1].endswith("<- the database")
+    assert history[-1].endswith("<- the database") and len(history) == len(REVISIONS)
 
 
 def test_two_upgrades_at_once_take_turns(empty_url, tmp_path):
@@ -496,6 +506,99 @@ def test_the_quickstart_makes_its_secrets_readable_by_their_owner_only(tmp_path)
     assert (tmp_path / ".webhook-secret").read_text() == secret
 
 
+# --- 0003: the scheduled jobs' leases ----------------------------------------------------------------
+
+def test_a_0002_database_upgrades_to_0003_with_its_rows_intact_and_leases_work(empty_url, tmp_path):
+    """A database as revision 0002 left it (a report, a delivery, an attempt, an event key) gains
+    the scheduled jobs' table; every row is as it was, and a lease is taken once."""
+    from datetime import timedelta
+
+    from hub import jobs
+    from hub.store import Store
+
+    schema.upgrade(empty_url, to="0002")
+    engine = sa.create_engine(empty_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO reports (id, source, event, call_id, occurred_at, received_at, customer_number, data, "
+            "event_key) VALUES ('r1', 'hms', 'status-update', 'call-1', '2026-03-02 09:14:07', "
+            "'2026-03-02 09:15:00', '+31612345678', '{}', 'ended-with-error')"))
+        conn.execute(sa.text(
+            "INSERT INTO deliveries (id, report_id, destination, status, attempts, next_attempt_at, state, "
+            "created_at, updated_at) VALUES ('d1', 'r1', 'slack', 'succeeded', 1, '2026-03-02 09:15:00', '{}', "
+            "'2026-03-02 09:15:00', '2026-03-02 09:15:01')"))
+        conn.execute(sa.text(
+            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, http_status) "
+            "VALUES ('d1', 1, '2026-03-02 09:15:00', 12.5, 'succeeded', 200)"))
+    engine.dispose()
+    before = rows(empty_url)
+
+    config = write_config(tmp_path / "hub.toml", empty_url)
+    result = CliRunner().invoke(cli, ["db", "upgrade", "-c", str(config)])
+    assert result.exit_code == 0
+    assert f"upgraded to schema revision {HEAD}; applied: {', '.join(REVISIONS[2:])}" in result.output
+    assert as_before(rows(empty_url), before) == before
+    assert shape(empty_url)["scheduled_jobs"]["primary_key"] == ["name"]
+
+    store = Store(empty_url)
+    try:
+        every, lease = timedelta(minutes=15), timedelta(minutes=15)
+        assert jobs.take_lease(store, "reconcile", "node-a", every=every, lease=lease)
+        assert not jobs.take_lease(store, "reconcile", "node-b", every=every, lease=lease)
+        jobs.finish(store, "reconcile", "node-a", {"seen": 3, "ingested": 1})
+        assert not jobs.take_lease(store, "reconcile", "node-b", every=every, lease=lease), "not due again yet"
+        run = jobs.last_run(store, "reconcile")
+        assert run.result == {"seen": 3, "ingested": 1} and not run.running
+    finally:
+        store.close()
+
+
+# --- 0004: per-customer order keys and paused destinations --------------------------------------------
+
+def _revision_0004():
+    import importlib
+
+    return importlib.import_module("hub.migrations.versions.0004_order_and_pause")
+
+
+def test_a_database_of_the_previous_revision_upgrades_with_its_rows_intact_and_pauses_work(empty_url, tmp_path):
+    """A delivery stored before order keys existed keeps every value, gets no order key (it is
+    claimed as before), and a pause is kept in the new table."""
+    from hub.store import Store
+
+    schema.upgrade(empty_url, to=_revision_0004().down_revision)
+    engine = sa.create_engine(empty_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO reports (id, source, event, call_id, occurred_at, received_at, customer_number, data, "
+            "event_key) VALUES ('r1', 'hms', 'end-of-call-report', 'call-1', '2026-03-02 09:14:07', "
+            "'2026-03-02 09:15:00', '+31612345678', '{}', '')"))
+        conn.execute(sa.text(
+            "INSERT INTO deliveries (id, report_id, destination, status, attempts, next_attempt_at, state, "
+            "created_at, updated_at) VALUES ('d1', 'r1', 'crm', 'pending', 0, '2026-03-02 09:15:00', '{}', "
+            "'2026-03-02 09:15:00', '2026-03-02 09:15:00')"))
+    engine.dispose()
+    before = rows(empty_url)
+
+    config = write_config(tmp_path / "hub.toml", empty_url)
+    result = CliRunner().invoke(cli, ["db", "upgrade", "-c", str(config)])
+    assert result.exit_code == 0 and f"applied: {_revision_0004().revision}" in result.output, result.output
+    after = rows(empty_url)
+    assert as_before(after, before) == before
+    assert (after["deliveries"][0]["order_key"], after["deliveries"][0]["order_at"]) == (None, None)
+
+    store = Store(empty_url)
+    try:
+        paused_at = store.pause("crm")
+        assert store.claim("node-a", 60) is None, "a paused destination's delivery is not claimed"
+        assert store.pause("crm") == paused_at and store.paused() == {"crm": paused_at}
+        assert store.resume("crm") and not store.resume("crm")
+        claimed = store.claim("node-a", 60)
+        assert claimed.id == "d1" and claimed.attempts == 1
+    finally:
+        store.close()
+
+
 def insert_one_of_each(url: str, event: str, event_key: str) -> None:
     """A report of +31612345678 (``event``, ``event_key``), a delivery and an attempt, by plain SQL
     (as an older revision's code wrote them)."""
@@ -513,39 +616,6 @@ def insert_one_of_each(url: str, event: str, event_key: str) -> None:
             "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, http_status) "
             "VALUES ('d1', 1, '2026-03-02 09:15:00', 12.5, 'succeeded', 200)"))
     engine.dispose()
-
-
-# --- 0003: the scheduled jobs' leases ----------------------------------------------------------------
-
-def test_a_0002_database_upgrades_to_0003_with_its_rows_intact_and_leases_work(empty_url, tmp_path):
-    """A database as revision 0002 left it (a report, a delivery, an attempt, an event key) gains
-    the scheduled jobs' table; every row is as it was, and a lease is taken once."""
-    from datetime import timedelta
-
-    from hub import jobs
-    from hub.store import Store
-
-    schema.upgrade(empty_url, to="0002")
-    insert_one_of_each(empty_url, "status-update", "ended-with-error")
-    before = rows(empty_url)
-
-    config = write_config(tmp_path / "hub.toml", empty_url)
-    result = CliRunner().invoke(cli, ["db", "upgrade", "-c", str(config)])
-    assert result.exit_code == 0 and f"upgraded to schema revision {HEAD}; applied: {', '.join(REVISIONS[2:])}" in result.output
-    assert rows(empty_url) == before
-    assert shape(empty_url)["scheduled_jobs"]["primary_key"] == ["name"]
-
-    store = Store(empty_url)
-    try:
-        every, lease = timedelta(minutes=15), timedelta(minutes=15)
-        assert jobs.take_lease(store, "reconcile", "node-a", every=every, lease=lease)
-        assert not jobs.take_lease(store, "reconcile", "node-b", every=every, lease=lease)
-        jobs.finish(store, "reconcile", "node-a", {"seen": 3, "ingested": 1})
-        assert not jobs.take_lease(store, "reconcile", "node-b", every=every, lease=lease), "not due again yet"
-        run = jobs.last_run(store, "reconcile")
-        assert run.result == {"seen": 3, "ingested": 1} and not run.running
-    finally:
-        store.close()
 
 
 # --- 0005: the erasure records ---------------------------------------------------------------------

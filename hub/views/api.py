@@ -165,6 +165,24 @@ def export_customer(number: str):
     return _answer(schemas.CustomerExportSchema, ops.export_customer(current_app.hub, number))
 
 
+@bp.get("/destinations")
+def list_destinations():
+    _query(schemas.NoQuery)
+    return _answer(schemas.DestinationListSchema, {"destinations": ops.list_destinations(current_app.hub)})
+
+
+@bp.post("/destinations/<name>/pause")
+def pause_destination(name: str):
+    _query(schemas.NoQuery)
+    return _answer(schemas.DestinationSchema, ops.pause_destination(current_app.hub, name))
+
+
+@bp.post("/destinations/<name>/resume")
+def resume_destination(name: str):
+    _query(schemas.NoQuery)
+    return _answer(schemas.DestinationSchema, ops.resume_destination(current_app.hub, name))
+
+
 @bp.get("/stats")
 def get_stats():
     return _answer(schemas.StatsSchema, ops.stats(current_app.hub, **_query(schemas.StatsQuery)))

@@ -211,6 +211,7 @@ def index():
                            page_size=PAGE_SIZE, has_more=page.next_offset is not None,
                            chart=chart([day.__dict__ for day in summary.per_day]), dead=dead,
                            dead_total=sum(dead.values()), totals=summary.delivery_totals,
+                           destinations=ops.list_destinations(hub),
                            reconcile=last_run(hub.store, RECONCILE_JOB),
                            reconcile_schedule=hub.config.sources["hms"].get("reconcile"))
 
@@ -242,7 +243,7 @@ def deliveries():
         return _page_error(400, "Unknown status", f"status must be one of {', '.join(STATUSES)}.")
     return render_template("dashboard_deliveries.html", title=f"Deliveries: {status}", deliveries=found,
                            status=status, destination=destination, statuses=STATUSES,
-                           configured=set(ops.configured(hub)))
+                           configured=set(ops.configured(hub)), paused=hub.store.paused())
 
 
 @bp.get("/customers/<customer>")
@@ -301,3 +302,18 @@ def retry_dead():
     _flash_outcome(lambda: ops.retry_dead(current_app.hub, destination),
                    lambda outcome: f"{outcome.requeued} dead deliveries queued again.")
     return redirect(_back_to(url_for("dashboard.deliveries")), code=303)
+
+
+_PAUSE_ACTIONS = {
+    "pause": (ops.pause_destination,
+              "{} is paused: nothing is attempted until it is resumed; new reports still queue."),
+    "resume": (ops.resume_destination, "{} is resumed: its waiting deliveries go out now."),
+}
+
+
+@bp.post("/destinations/<name>/<any(pause, resume):action>")
+@login_required
+def pause_or_resume(name: str, action: str):
+    operation, done = _PAUSE_ACTIONS[action]
+    _flash_outcome(lambda: operation(current_app.hub, name), lambda _: done.format(name))
+    return redirect(_back_to(url_for("dashboard.index")), code=303)

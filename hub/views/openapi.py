@@ -79,6 +79,7 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
     delivery_id = _path_param("delivery_id", "the delivery id")
     number = _path_param("number", "the caller's phone number in any form (E.164, or national in "
                                    "[phone] default_region), URL-encoded")
+    name = _path_param("name", "a configured destination's name")
     return {
         "/api/reports": {"get": {
             "operationId": "listReports", "summary": "Reports, newest first",
@@ -111,6 +112,18 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
             "summary": "Requeue every dead delivery of the configured destinations (or of one)",
             "requestBody": _destination_body(),
             "responses": {**_answer("Requeued", s.RetryDeadAnswerSchema, 202), **_errors(400, 401, 409, 503)}}},
+        "/api/destinations": {"get": {
+            "operationId": "listDestinations", "summary": "The enabled destinations and whether each is paused",
+            "responses": {**_answer("Destinations", s.DestinationListSchema), **_errors(400, 401, 503)}}},
+        "/api/destinations/{name}/pause": {"post": {
+            "operationId": "pauseDestination",
+            "summary": "Attempt nothing for a destination until it is resumed; new reports still queue",
+            "parameters": [name],
+            "responses": {**_answer("Paused", s.DestinationSchema), **_errors(400, 401, 409, 503)}}},
+        "/api/destinations/{name}/resume": {"post": {
+            "operationId": "resumeDestination", "summary": "Deliver a paused destination's deliveries again",
+            "parameters": [name],
+            "responses": {**_answer("Resumed", s.DestinationSchema), **_errors(400, 401, 409, 503)}}},
         "/api/stats": {"get": {
             "operationId": "getStats",
             "summary": "Delivery counts per destination; reports and average sentiment per UTC day",
@@ -172,6 +185,7 @@ def build_document(public_url: str, webhook_schema) -> dict[str, Any]:
                          ("DeliveryList", s.DeliveryListSchema), ("RetryAnswer", s.RetryAnswerSchema),
                          ("ReplayAnswer", s.ReplayAnswerSchema), ("RetryDeadAnswer", s.RetryDeadAnswerSchema),
                          ("DeliveryCounts", s.DeliveryCountsSchema), ("Day", s.DaySchema), ("Stats", s.StatsSchema),
+                         ("Destination", s.DestinationSchema), ("DestinationList", s.DestinationListSchema),
                          ("WebhookAccepted", s.WebhookAnswerSchema), ("ErasureCounts", s.ErasureCountsSchema),
                          ("ForgetAnswer", s.ForgetAnswerSchema), ("CustomerExport", s.CustomerExportSchema)]:
         spec.components.schema(name, schema=schema)

@@ -6,14 +6,14 @@ dashboard), how many rows of each table went, and each destination's erasure out
 and outcomes only). A new table: the rows already stored are not touched.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-01
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

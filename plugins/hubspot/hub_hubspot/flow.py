@@ -117,6 +117,9 @@ class HubSpotDelivery:
             return self._remember_contact(chosen, "found by phone")
         if results:
             self.done_phrases.append(f"{len(results)} search hit(s) not the same number, ignored")
+        earlier = self.ctx.earlier_state.get("contact_id")
+        if earlier:  # this caller's previous call found or created it; search may not show it yet
+            return self._remember_contact(str(earlier), "this caller's previous call")
         if not self.config["create_contacts"]:
             return False
         self._wait_for_search("contact")

@@ -76,7 +76,7 @@ class SalesforceDestination(Destination):
 
         who = state.get("who")
         if who is None:  # not found before: ask again, the search index may have caught up
-            who = self._find_who(report, client)
+            who = self._find_who(report, client) or self._earlier_who(ctx)
             if who is not None:
                 state["who"] = who
         if who is not None and self._needs_account(report, state, who):
@@ -140,6 +140,16 @@ class SalesforceDestination(Destination):
             return None
         return {"id": match.id, "sobject": match.sobject, "account_id": match.account_id,
                 "how": match.describe()}
+
+    @staticmethod
+    def _earlier_who(ctx) -> dict[str, Any] | None:
+        """The Contact or Lead this caller's previous call found or created (``ordering =
+        "customer"``): SOSL's index may not show a record created seconds ago."""
+        earlier = ctx.earlier_state.get("who") or {}
+        if not earlier.get("id"):
+            return None
+        return {"id": earlier["id"], "sobject": earlier.get("sobject"), "account_id": earlier.get("account_id"),
+                "how": "this caller's previous call"}
 
     def _pending(self, report, state: dict, who: dict | None, report_url: str, notes: list[str]) -> list[dict]:
         """The subrequests for every record this delivery still has to create."""
