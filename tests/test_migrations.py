@@ -24,6 +24,9 @@ from hub.testing import TEST_SECRET, load_sample, signed_headers
 
 RELEASE_0_1 = Path(__file__).parent / "fixtures" / "release-0.1.0"
 TABLES = ("reports", "deliveries", "attempts")
+# Every revision after 0001 in order, and the newest: the assertions below follow new revisions.
+LATER = [r.id for r in schema.history()][1:]
+NEWEST = schema.code_revision()
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -155,7 +158,7 @@ def test_a_release_0_1_0_database_upgrades_in_place_with_every_row_intact(empty_
     config = write_config(tmp_path / "hub.toml", empty_url)
     result = CliRunner().invoke(cli, ["db", "upgrade", "-c", str(config)])
     assert result.exit_code == 0, result.output
-    assert "release 0.1.0's tables recorded as revision 0001" in result.output and "applied: 0002, 0003" in result.output
+    assert "release 0.1.0's tables recorded as revision 0001" in result.output and f"applied: {', '.join(LATER)}" in result.output
 
     after = rows(empty_url)
     keys = {r["id"]: r.pop("event_key") for r in after["reports"]}
@@ -212,18 +215,18 @@ def test_db_upgrade_is_idempotent_and_current_and_history_say_where_things_are(e
     config = write_config(tmp_path / "hub.toml", empty_url)
     runner = CliRunner()
     first = runner.invoke(cli, ["db", "upgrade", "-c", str(config)])
-    assert first.exit_code == 0 and "upgraded to schema revision 0003; applied: 0001, 0002, 0003" in first.output
+    assert first.exit_code == 0 and f"upgraded to schema revision {NEWEST}; applied: 0001, {', '.join(LATER)}" in first.output
     second = runner.invoke(cli, ["db", "upgrade", "-c", str(config)])
-    assert second.exit_code == 0 and "schema revision 0003, the newest; nothing to do" in second.output
+    assert second.exit_code == 0 and f"schema revision {NEWEST}, the newest; nothing to do" in second.output
     current = runner.invoke(cli, ["db", "current", "-c", str(config)])
     assert current.exit_code == 0
-    assert current.output.splitlines()[0].startswith("database: schema revision 0003 (the newest)")
-    assert current.output.splitlines()[1] == "code:     schema revision 0003"
+    assert current.output.splitlines()[0].startswith(f"database: schema revision {NEWEST} (the newest)")
+    assert current.output.splitlines()[1] == f"code:     schema revision {NEWEST}"
     history = runner.invoke(cli, ["db", "history", "-c", str(config)]).output.splitlines()
     assert history[0].startswith("0001  The schema of release 0.1.0")
     assert history[1].startswith("0002  status-update (and tool-calls) events are distinct events")
     assert history[2].startswith("0003  Scheduled jobs run once across every process")
-    assert history[2].endswith("<- the database")
+    assert history[-1].endswith("<- the database") and "<- the database" not in "".join(history[:-1])
 
 
 def test_two_upgrades_at_once_take_turns(empty_url, tmp_path):
@@ -233,16 +236,16 @@ def test_two_upgrades_at_once_take_turns(empty_url, tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(3)]
     outputs = [p.communicate(timeout=60)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
-    assert sum("applied: 0001, 0002, 0003" in o for o in outputs) == 1, outputs
+    assert sum(f"applied: 0001, {', '.join(LATER)}" in o for o in outputs) == 1, outputs
     assert sum("nothing to do" in o for o in outputs) == 2, outputs
-    assert version_of(empty_url) == "0003"
+    assert version_of(empty_url) == NEWEST
 
 
 def test_check_config_says_the_schema_is_behind_without_failing(empty_url, tmp_path):
     config = write_config(tmp_path / "hub.toml", empty_url, auto_migrate=False)
     result = CliRunner().invoke(cli, ["check-config", "-c", str(config)])
     assert result.exit_code == 0, result.output
-    assert "warning: store: empty: no schema yet (this release needs revision 0003): run `sovereign-hub db " \
+    assert f"warning: store: empty: no schema yet (this release needs revision {NEWEST}): run `sovereign-hub db " \
            "upgrade` before starting the hub" in result.output
 
 
@@ -252,7 +255,7 @@ def test_a_process_refuses_a_schema_that_is_behind_naming_both_revisions_and_the
     schema.upgrade(empty_url, to="0001")
     config = write_config(tmp_path / "hub.toml", empty_url, auto_migrate=False)
     shown = schema.describe(empty_url)
-    expected = (f"error: the store {shown} has schema revision 0001; this release needs revision 0003: "
+    expected = (f"error: the store {shown} has schema revision 0001; this release needs revision {NEWEST}: "
                 f"run `sovereign-hub db upgrade`")
     commands = [["serve"], ["serve", "--web-only"], ["worker"], ["reports", "list"]]
     for command, done in zip(commands, hub_commands(commands, config)):
@@ -279,7 +282,7 @@ def test_a_database_from_a_newer_release_is_refused_and_never_touched(empty_url,
     for command, done in zip(commands, hub_commands(commands, config)):
         line = one_error_line(done)
         assert line == ("error: the database is at schema revision 0099, which this release does not know "
-                        "(its newest is 0003): it was written by a newer release of Sovereign Hub; run that "
+                        f"(its newest is {NEWEST}): it was written by a newer release of Sovereign Hub; run that "
                         "release, or restore the backup made before it upgraded"), command
     assert version_of_raw(empty_url) == "0099" and shape(empty_url) == before
 
@@ -448,7 +451,7 @@ def test_db_backup_copies_a_running_store_consistently(app, tmp_path, new_report
                                "(SELECT id FROM reports)").fetchone()[0]
     assert reports >= 50 and orphans == 0
     assert result.output.startswith(f"{tmp_path / 'copy.db'}: {reports} report(s), {deliveries} deliveries, "
-                                    f"schema revision 0003, ")
+                                    f"schema revision {NEWEST}, ")
     assert (tmp_path / "copy.db").stat().st_mode & 0o777 == 0o600
     again = CliRunner().invoke(cli, ["db", "backup", str(tmp_path / "copy.db"), "-c", str(config)])
     assert again.exit_code == 1 and "exists already" in again.output
@@ -523,7 +526,7 @@ def test_a_0002_database_upgrades_to_0003_with_its_rows_intact_and_leases_work(e
 
     config = write_config(tmp_path / "hub.toml", empty_url)
     result = CliRunner().invoke(cli, ["db", "upgrade", "-c", str(config)])
-    assert result.exit_code == 0 and "upgraded to schema revision 0003; applied: 0003" in result.output
+    assert result.exit_code == 0 and f"upgraded to schema revision {NEWEST}; applied: {', '.join(LATER[1:])}" in result.output
     assert rows(empty_url) == before
     assert shape(empty_url)["scheduled_jobs"]["primary_key"] == ["name"]
 
@@ -536,5 +539,48 @@ def test_a_0002_database_upgrades_to_0003_with_its_rows_intact_and_leases_work(e
         assert not jobs.take_lease(store, "reconcile", "node-b", every=every, lease=lease), "not due again yet"
         run = jobs.last_run(store, "reconcile")
         assert run.result == {"seen": 3, "ingested": 1} and not run.running
+    finally:
+        store.close()
+
+
+# --- 0006: dashboard sessions that end ---------------------------------------------------------------
+
+def test_a_database_one_revision_behind_gains_the_sessions_table_with_its_rows_intact(empty_url, tmp_path):
+    """A database as the revision before 0006 left it (a report, a delivery, a job's lease) gains
+    the dashboard's sessions table; every row is as it was, and a session starts, lives and ends."""
+    import importlib
+    from datetime import timedelta
+
+    from hub import sessions
+    from hub.store import Store
+
+    previous = importlib.import_module("hub.migrations.versions.0006_admin_sessions").down_revision
+    schema.upgrade(empty_url, to=previous)
+    engine = sa.create_engine(empty_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO reports (id, source, event, call_id, occurred_at, received_at, customer_number, data, "
+            "event_key) VALUES ('r1', 'hms', 'end-of-call-report', 'call-1', '2026-03-02 09:14:07', "
+            "'2026-03-02 09:15:00', '+31612345678', '{}', '')"))
+        conn.execute(sa.text(
+            "INSERT INTO deliveries (id, report_id, destination, status, attempts, next_attempt_at, state, "
+            "created_at, updated_at) VALUES ('d1', 'r1', 'slack', 'dead', 3, '2026-03-02 09:15:00', '{}', "
+            "'2026-03-02 09:15:00', '2026-03-02 09:15:01')"))
+        conn.execute(sa.text("INSERT INTO scheduled_jobs (name, last_result) VALUES ('reconcile', '{}')"))
+    engine.dispose()
+    before = rows(empty_url)
+
+    config = write_config(tmp_path / "hub.toml", empty_url)
+    result = CliRunner().invoke(cli, ["db", "upgrade", "-c", str(config)])
+    assert result.exit_code == 0 and f"upgraded to schema revision {NEWEST}" in result.output
+    assert rows(empty_url) == before
+    assert shape(empty_url)["admin_sessions"]["primary_key"] == ["id_hash"]
+
+    store = Store(empty_url)
+    try:
+        session_id = sessions.start(store, timedelta(hours=12))
+        assert sessions.is_live(store, session_id)
+        sessions.end(store, session_id)
+        assert not sessions.is_live(store, session_id)
     finally:
         store.close()
