@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from hub import sessions
 from hub.cli import cli
 from hub.errors import Permanent
+from hub.sources import SourceConfig
 from hub.store import utcnow
 from hub.templates import MAX_RENDERED_CHARS, Template
 from hub.testing import TEST_SECRET, toml_text
@@ -174,3 +175,63 @@ def test_a_rendered_template_is_capped(source):
 def test_an_ordinary_template_still_renders():
     assert Template("{{ summary }} ({{ 3 * 4 }}, {{ '-' * 3 }})").render({"summary": "Called back"}) == \
         "Called back (12, ---)"
+
+
+# --- a source that cannot read what its schema let through ----------------------------------------
+
+class BrittleSource:
+    """A third-party source with a bug: its schema takes any object, its normalize indexes into it."""
+
+    name = "brittle"
+    events = ("end-of-call-report",)
+
+    def __init__(self):
+        from marshmallow import INCLUDE, Schema
+
+        class Anything(Schema):
+            class Meta:
+                unknown = INCLUDE
+
+        self.schema = Anything()
+
+    Config = SourceConfig
+
+    def configure(self, settings):
+        pass
+
+    def verify(self, body, headers, now):
+        pass
+
+    def event_of(self, payload):
+        return "end-of-call-report"
+
+    def event_key_of(self, payload):
+        return ""
+
+    def call_id_of(self, payload):
+        return str(payload.get("id"))
+
+    def normalize(self, payload, **_):
+        return payload["call"]["id"]  # KeyError, TypeError... on a payload it did not expect
+
+
+def test_a_source_that_cannot_normalize_a_payload_is_a_422_and_stores_nothing(hub_config, register_plugin):
+    import hub as hub_api
+
+    source = BrittleSource()
+
+    class Plugin:
+        @hub_api.hookimpl
+        def register_sources(self, register):
+            register(source)
+
+    hub_config["sources"]["brittle"] = {"allow_unsigned": True}
+    app = register_plugin(Plugin())
+    answer = app.test_client().post("/webhooks/brittle", json={"call": ["not", "an", "object"]})
+    assert answer.status_code == 422 and answer.json == {
+        "error": "unusable_payload",
+        "message": "The brittle source could not read this payload (TypeError); a field has a type or shape the "
+                   "source does not expect.",
+        "details": {"source": "brittle"}}
+    with app.hub.store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM reports")).scalar_one() == 0
