@@ -99,9 +99,9 @@ class FaultyDownstream:
                 elif fault == "slow":
                     time.sleep(downstream.rng.uniform(0.3, 1.2))
                 status = {"500": 500, "429": 429}.get(fault, 200)
-                if status == 200 and fault != "timeout":
+                if status == 200:
                     downstream.accept(self.headers.get("webhook-id", ""), body)
-                self.send_response(status if fault != "timeout" else 200)
+                self.send_response(status)
                 if status == 429:
                     self.send_header("Retry-After", "1")
                 self.send_header("Content-Length", "0")
@@ -219,14 +219,18 @@ class Load(threading.Thread):
             time.sleep(self.pause)
 
 
-def new_pg_database(base: str) -> str:
+def _pg_admin(base: str, statement: str) -> None:
     import sqlalchemy as sa
 
-    name = f"hub_chaos_{uuid.uuid4().hex[:8]}"
     engine = sa.create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        conn.execute(sa.text(statement))
     engine.dispose()
+
+
+def new_pg_database(base: str) -> str:
+    name = f"hub_chaos_{uuid.uuid4().hex[:8]}"
+    _pg_admin(base, f'CREATE DATABASE "{name}"')
     return f"{base}/{name}"
 
 
@@ -262,6 +266,8 @@ def run(args) -> int:
         time.sleep(0.2)
     drain = time.monotonic() - last_kill
     hub.kill()
+    if args.backend == "celery":
+        _pg_admin(args.pg, f'DROP DATABASE "{store_url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
     with downstream.lock:
         accepted = {call: list(ids) for call, ids in downstream.accepted.items()}

@@ -63,6 +63,15 @@ def rows(url: str) -> dict[str, list[dict]]:
         engine.dispose()
 
 
+def upgrade_keeping_every_row(url: str, tmp_path: Path) -> str:
+    """``db upgrade`` on ``url``; asserts it succeeds and every row is as it was; its output."""
+    before = rows(url)
+    result = CliRunner().invoke(cli, ["db", "upgrade", "-c", str(write_config(tmp_path / "hub.toml", url))])
+    assert result.exit_code == 0, result.output
+    assert rows(url) == before
+    return result.output
+
+
 def shape(url: str) -> dict:
     """Tables, columns (type, nullability), keys and indexes, as the database reports them."""
     engine = sa.create_engine(url)
@@ -522,12 +531,8 @@ def test_a_0002_database_upgrades_to_0003_with_its_rows_intact_and_leases_work(e
             "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, http_status) "
             "VALUES ('d1', 1, '2026-03-02 09:15:00', 12.5, 'succeeded', 200)"))
     engine.dispose()
-    before = rows(empty_url)
-
-    config = write_config(tmp_path / "hub.toml", empty_url)
-    result = CliRunner().invoke(cli, ["db", "upgrade", "-c", str(config)])
-    assert result.exit_code == 0 and f"upgraded to schema revision {NEWEST}; applied: {', '.join(LATER[1:])}" in result.output
-    assert rows(empty_url) == before
+    output = upgrade_keeping_every_row(empty_url, tmp_path)
+    assert f"upgraded to schema revision {NEWEST}; applied: {', '.join(LATER[1:])}" in output
     assert shape(empty_url)["scheduled_jobs"]["primary_key"] == ["name"]
 
     store = Store(empty_url)
@@ -568,12 +573,7 @@ def test_a_database_one_revision_behind_gains_the_sessions_table_with_its_rows_i
             "'2026-03-02 09:15:00', '2026-03-02 09:15:01')"))
         conn.execute(sa.text("INSERT INTO scheduled_jobs (name, last_result) VALUES ('reconcile', '{}')"))
     engine.dispose()
-    before = rows(empty_url)
-
-    config = write_config(tmp_path / "hub.toml", empty_url)
-    result = CliRunner().invoke(cli, ["db", "upgrade", "-c", str(config)])
-    assert result.exit_code == 0 and f"upgraded to schema revision {NEWEST}" in result.output
-    assert rows(empty_url) == before
+    assert f"upgraded to schema revision {NEWEST}" in upgrade_keeping_every_row(empty_url, tmp_path)
     assert shape(empty_url)["admin_sessions"]["primary_key"] == ["id_hash"]
 
     store = Store(empty_url)
