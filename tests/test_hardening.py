@@ -3,7 +3,6 @@ secrets, the metrics token, /api caching and the template sandbox. Real HTTP thr
 test client over a real SQLite store."""
 from __future__ import annotations
 
-import json
 import logging
 import re
 from datetime import timedelta
@@ -18,7 +17,7 @@ from hub.errors import Permanent
 from hub.sources import SourceConfig
 from hub.store import utcnow
 from hub.templates import MAX_RENDERED_CHARS, Template
-from hub.testing import TEST_SECRET, toml_text
+from hub.testing import toml_text
 
 TOKEN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
