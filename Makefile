@@ -6,19 +6,32 @@ CONFIG ?= config.example.toml
 PLUGINS := $(wildcard plugins/*/setup.cfg)
 PLUGIN_DIRS := $(patsubst %/setup.cfg,%,$(PLUGINS))
 
-.PHONY: run secrets test install bench clean
+.PHONY: run secrets test install lock bench chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Installs the hub and every bundled plugin, with their test extras (again only when a setup.cfg changes).
+# Installs the hub and every bundled plugin, with their test extras, at exactly the versions in
+# requirements.lock (again only when it or a setup.cfg changes). `make lock` re-resolves the lock.
 STAMP := $(VENV)/.installed
-$(STAMP): setup.cfg $(PLUGINS) | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[test]" $(foreach p,$(PLUGIN_DIRS),-e "./$(p)[test]")
+LOCK  := requirements.lock
+$(STAMP): setup.cfg $(PLUGINS) $(LOCK) | $(BIN)/python
+	$(BIN)/pip install --quiet -c $(LOCK) -e ".[test]" $(foreach p,$(PLUGIN_DIRS),-e "./$(p)[test]")
 	touch $@
 
 install: $(STAMP)
+
+# Re-resolves requirements.lock (pip-tools' pip-compile) from requirements.in: every third-party
+# distribution the hub, its plugins and their tests install, at one exact version each. Our own
+# editable packages are dropped from it, so it works as a pip constraints file.
+lock: | $(BIN)/python
+	$(BIN)/pip install --quiet "pip-tools>=7.4,<8"
+	$(BIN)/pip-compile --quiet --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
+	  --annotation-style=line --output-file $(LOCK).tmp requirements.in
+	{ echo "# Exact versions for deployments and CI: made by \`make lock\` (pip-compile), used by \`make install\`."; \
+	  grep -v '^-e ' $(LOCK).tmp; } > $(LOCK)
+	rm -f $(LOCK).tmp
 
 # The webhook secret and the dashboard's admin token, made once into .webhook-secret and
 # .admin-token (git-ignored, readable by their owner only) unless the environment sets them.
@@ -43,6 +56,9 @@ test: install
 
 bench: install
 	$(BIN)/python bench/ingest.py
+
+chaos: install
+	$(BIN)/python bench/chaos.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info hub.db hub.db-wal hub.db-shm calls.jsonl

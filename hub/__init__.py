@@ -16,7 +16,7 @@ from .ratelimit import WindowLimiter, parse_rate
 from .records import AttemptRecord, DeliveryRecord
 from .report import Call, CallReport, Message, PhoneNumber, parse_datetime
 from .rules import Mapping, Rule
-from .redaction import mask_phone, redact
+from .redaction import mask_phone, redact, register_secret
 from .sources import SignatureError, Source, SourceConfig
 from .templates import Template, format_duration, format_phone
 
@@ -27,7 +27,7 @@ __all__ = [
     "EmptyConfig", "HubSettings", "Mapping", "MappingField", "Message", "Permanent", "PhoneNumber", "PluginHub",
     "Result", "Retryable", "Rule", "RuleField", "SignatureError", "Source", "SourceConfig", "Template", "TemplateField",
     "WindowLimiter", "credential_key", "due_date", "format_duration", "format_phone", "hookimpl", "mask_phone",
-    "parse_datetime", "parse_rate", "pass_hub", "raise_for_exception", "raise_for_response", "redact",
+    "parse_datetime", "parse_rate", "pass_hub", "raise_for_exception", "raise_for_response", "redact", "register_secret",
     "retry_after_seconds", "to_e164",
 ]
 

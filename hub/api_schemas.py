@@ -13,6 +13,8 @@ from .report import isoformat, parse_datetime
 from .store import STATUSES
 
 MAX_LIMIT = 500
+#: a store's integers are 64-bit: a larger offset is a 400, not an overflow in the driver
+MAX_OFFSET = 2**63 - 1
 DEFAULT_LIMIT = 50
 MAX_DAYS = 366
 E164_PATTERN = r"^\+[1-9]\d{1,14}$"
@@ -72,7 +74,7 @@ class ReportQuery(_Strict):
         metadata={"description": "customer number, E.164"})
     limit = _bounded(1, MAX_LIMIT, load_default=DEFAULT_LIMIT,
                      metadata={"description": f"page size, at most {MAX_LIMIT}"})
-    offset = _bounded(0, load_default=0, metadata={"description": "reports to skip"})
+    offset = _bounded(0, MAX_OFFSET, load_default=0, metadata={"description": "reports to skip"})
 
 
 class DeliveryQuery(_Strict):

@@ -98,6 +98,7 @@ class ServerConfig:
     max_body_bytes: int
     public_url: str | None
     workers: int
+    metrics_token: str | None
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,7 @@ class ServerSchema(_Section):
     max_body_bytes = fields.Integer(load_default=1_048_576, validate=validate.Range(min=1024))
     public_url = fields.String(load_default=None, allow_none=True)
     workers = fields.Integer(load_default=2, validate=validate.Range(1, 64))
+    metrics_token = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=16))
 
 
 class StoreSchema(_Section):
@@ -520,13 +522,24 @@ def _backend_warnings(sections: dict[str, Any]) -> list[str]:
     return []
 
 
+MIN_WEBHOOK_SECRET = 16
+
+
 def _check_signing(sources_table: dict, problems: list[str]) -> list[str]:
     """Every source needs a secret, unless ``allow_unsigned = true`` (a warning at every start)."""
     warnings = []
     for name in sorted(set(sources_table) | {"hms"}):
         table = sources_table.get(name) or {}
         key = f"sources.{name}.secret"
-        if table.get("secret") or any(p.startswith(key) for p in problems):
+        secret = table.get("secret")
+        if any(p.startswith(key) for p in problems):
+            continue
+        if isinstance(secret, str) and secret and len(secret.strip()) < MIN_WEBHOOK_SECRET:
+            problems.append(f"{key}: the webhook secret is too weak ({len(secret.strip())} characters without "
+                            f"surrounding spaces); use {MIN_WEBHOOK_SECRET} or more, e.g. the assistant's "
+                            f"whsec_... webhook_secret")
+            continue
+        if secret:
             continue
         if table.get("allow_unsigned") is True:
             warnings.append(f"sources.{name}: allow_unsigned = true: webhooks are accepted WITHOUT a "
@@ -574,7 +587,7 @@ def _check_shared_rates(storage: str, destinations: dict[str, DestinationConfig]
 
 def _register_literal_secrets(sections: dict[str, Any], sources: dict[str, dict]) -> None:
     """A secret written literally (not as { env } / { file }) is redacted all the same."""
-    for value in [sections["admin"].token,
+    for value in [sections["admin"].token, sections["server"].metrics_token,
                   *(table.get(key) for table in sources.values() for key in ("secret", "api_key")),
                   _password_of(sections["dispatch"].broker_url), _password_of(sections["store"].url),
                   _password_of(sections["ratelimit"].storage)]:

@@ -35,6 +35,16 @@ class Ingested:
     deliveries: list[tuple[str, str]]
 
 
+class UnusablePayload(Exception):
+    """A payload that passed its source's schema but that the source could not normalize."""
+
+    def __init__(self, source: str, cause: Exception):
+        super().__init__(f"The {source} source could not read this payload ({type(cause).__name__}); "
+                         f"a field has a type or shape the source does not expect.")
+        self.source = source
+        self.cause = cause
+
+
 class Hub:
     def __init__(self, config: HubConfig, pm=None, registry=None, *, schema_wait_seconds: float = 0.0):
         """Refuses (``SchemaError``) a store whose schema is not this release's; one that is behind
@@ -99,8 +109,11 @@ class Hub:
     def ingest(self, source_name: str, payload: dict, raw: dict, *, received_at: datetime | None = None) -> Ingested:
         """Normalize a validated payload, store it with its deliveries in one transaction."""
         source = self.sources[source_name]
-        report = source.normalize(payload, raw=raw, report_id=str(uuid.uuid4()),
-                                  received_at=received_at or utcnow(), normalizer=self.normalizer)
+        try:
+            report = source.normalize(payload, raw=raw, report_id=str(uuid.uuid4()),
+                                      received_at=received_at or utcnow(), normalizer=self.normalizer)
+        except Exception as exc:  # noqa: BLE001 - a source's bug on odd input is the sender's 422, not a 500
+            raise UnusablePayload(source_name, exc) from exc
         targets = self.route(report)
         # [privacy]: what is not kept goes at once when no delivery needs it, else when the last ends
         stored = report if targets else without(report, self.config.privacy.not_kept)

@@ -138,6 +138,15 @@ paused_destinations = sa.Table(
     sa.Column("paused_at", UTCDateTime, nullable=False),
 )
 
+# A dashboard login: the SHA-256 of the session id its cookie carries, and when it ends for good.
+# Logging out deletes the row, so a copied cookie is worth nothing afterwards (hub.sessions).
+admin_sessions = sa.Table(
+    "admin_sessions", metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
 # Built once: executing the same statement object reuses SQLAlchemy's compiled form (the ack path).
 _INSERT_REPORT = reports.insert()
 _INSERT_DELIVERY = deliveries.insert()

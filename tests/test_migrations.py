@@ -650,3 +650,50 @@ def test_a_database_of_the_revision_before_0005_gains_the_erasures_table_with_it
         assert "612345678" not in json.dumps(erasure, default=str)
     finally:
         store.close()
+
+
+def upgrade_keeping_every_row(url: str, tmp_path: Path) -> str:
+    """``db upgrade`` on ``url``; asserts it succeeds and every row is as it was; its output."""
+    before = rows(url)
+    result = CliRunner().invoke(cli, ["db", "upgrade", "-c", str(write_config(tmp_path / "hub.toml", url))])
+    assert result.exit_code == 0, result.output
+    assert rows(url) == before
+    return result.output
+
+
+# --- 0006: dashboard sessions that end ---------------------------------------------------------------
+
+def test_a_database_one_revision_behind_gains_the_sessions_table_with_its_rows_intact(empty_url, tmp_path):
+    """A database as the revision before 0006 left it (a report, a delivery, a job's lease) gains
+    the dashboard's sessions table; every row is as it was, and a session starts, lives and ends."""
+    import importlib
+    from datetime import timedelta
+
+    from hub import sessions
+    from hub.store import Store
+
+    previous = importlib.import_module("hub.migrations.versions.0006_admin_sessions").down_revision
+    schema.upgrade(empty_url, to=previous)
+    engine = sa.create_engine(empty_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO reports (id, source, event, call_id, occurred_at, received_at, customer_number, data, "
+            "event_key) VALUES ('r1', 'hms', 'end-of-call-report', 'call-1', '2026-03-02 09:14:07', "
+            "'2026-03-02 09:15:00', '+31612345678', '{}', '')"))
+        conn.execute(sa.text(
+            "INSERT INTO deliveries (id, report_id, destination, status, attempts, next_attempt_at, state, "
+            "created_at, updated_at) VALUES ('d1', 'r1', 'slack', 'dead', 3, '2026-03-02 09:15:00', '{}', "
+            "'2026-03-02 09:15:00', '2026-03-02 09:15:01')"))
+        conn.execute(sa.text("INSERT INTO scheduled_jobs (name, last_result) VALUES ('reconcile', '{}')"))
+    engine.dispose()
+    assert f"upgraded to schema revision {HEAD}" in upgrade_keeping_every_row(empty_url, tmp_path)
+    assert shape(empty_url)["admin_sessions"]["primary_key"] == ["id_hash"]
+
+    store = Store(empty_url)
+    try:
+        session_id = sessions.start(store, timedelta(hours=12))
+        assert sessions.is_live(store, session_id)
+        sessions.end(store, session_id)
+        assert not sessions.is_live(store, session_id)
+    finally:
+        store.close()

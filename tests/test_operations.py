@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import textwrap
+from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
 
 from hub import operations as ops
+from hub import sessions
 from hub.app import create_app
 from hub.cli import cli
 from hub.store import utcnow
@@ -93,8 +95,8 @@ def act(front_end: str, app, config_file, action: str, *args: str) -> str:
                f"{body.get('message', '')}"
     if front_end == "dashboard":
         client = app.test_client()
-        with client.session_transaction() as session:
-            session.update(admin=True, csrf="csrf-token")
+        with client.session_transaction() as session:  # logged in: a live session in the store
+            session.update(sid=sessions.start(app.hub.store, timedelta(hours=1)), csrf="csrf-token")
         form = {"csrf_token": "csrf-token"}
         if action == "replay":
             path = f"/reports/{args[0]}/replay"

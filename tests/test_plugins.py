@@ -55,7 +55,7 @@ def test_every_hook_of_an_installed_plugin_fires(installed, tmp_path):
         [sources.hms]
         secret = "whsec_test_secret_12345"
         [sources.plain]
-        secret = "plain-token-123"
+        secret = "plain-token-0123456"
         [destinations.rec]
         type = "recorder"
         label = "first"
@@ -72,7 +72,7 @@ def test_every_hook_of_an_installed_plugin_fires(installed, tmp_path):
         print(client.post("/webhooks/plain", data=plain,
                           headers={{"Content-Type": "application/json", "X-Token": "nope"}}).status_code)
         print(client.post("/webhooks/plain", data=plain,
-                          headers={{"Content-Type": "application/json", "X-Token": "plain-token-123"}}).status_code)
+                          headers={{"Content-Type": "application/json", "X-Token": "plain-token-0123456"}}).status_code)
         print(app.hub.dispatcher.run_due())
         print(client.get("/sample/ping").get_json())
     """)
@@ -94,7 +94,7 @@ def test_every_hook_of_an_installed_plugin_fires(installed, tmp_path):
 
 def test_hub_starts_without_a_broken_plugin_unless_configured(installed, tmp_path):
     config = tmp_path / "hub.toml"
-    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path}/h.db"\n[sources.hms]\nsecret = "whsec_x_secret"\n')
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path}/h.db"\n[sources.hms]\nsecret = "whsec_x_secret_0123"\n')
     assert hub_cmd(installed, "check-config", "-c", config).returncode == 0
     config.write_text(config.read_text() + '[destinations.missing]\ntype = "broken-thing"\n')
     result = hub_cmd(installed, "check-config", "-c", config)

@@ -13,6 +13,7 @@ from marshmallow import Schema, ValidationError
 
 from .. import api_schemas as schemas
 from .. import operations as ops
+from . import auth_throttle as throttle
 from .admin_auth import admin_disabled, admin_token, token_matches
 from .errors import error_response
 from .openapi import build_document
@@ -34,6 +35,9 @@ class BadParam(Exception):
 def require_bearer_token():
     if admin_token() is None:
         return admin_disabled()
+    wait = throttle.retry_after()
+    if wait is not None:
+        return throttle.too_many_tries(wait)
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     if not header:
@@ -43,8 +47,18 @@ def require_bearer_token():
     elif not token_matches(given.strip()):
         response = error_response(401, "invalid_token", "The admin token is not valid.")
     else:
+        throttle.record_success()
         return None
+    if header:  # a request sent without a token is no guess at one
+        throttle.record_failure(response[0].json["error"])
     response[0].headers["WWW-Authenticate"] = 'Bearer realm="sovereign-hub"'
+    return response
+
+
+@bp.after_request
+def no_store(response):
+    """Answers hold call data: no browser or proxy cache keeps them."""
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 

@@ -1,8 +1,10 @@
 """The admin dashboard: server-rendered pages behind a login with the ``[admin] token``.
 
 The session is Flask's signed cookie (HttpOnly, SameSite=Strict, Secure when the public URL
-is https). Its key is derived from the admin token with HMAC, so every process and restart
-agrees on it and rotating the token logs everyone out. Every POST form carries a CSRF token
+is https) carrying a session id that the store must still hold (``hub.sessions``): logging out
+deletes it, and it ends ``SESSION_HOURS`` after login however busy it is. The cookie's key is
+derived from the admin token with HMAC, so every process and restart agrees on it and rotating
+the token logs everyone out. Failed logins are throttled per address (``auth_throttle``). Every POST form carries a CSRF token
 kept in the session. Customer numbers are masked in lists and shown in full on a report's
 and a customer's own page; error texts are redacted again before display.
 """
@@ -25,6 +27,8 @@ from ..redaction import mask_phone, redact, scrub
 from ..report import CallReport
 from ..store import DEAD, STATUSES
 from ..templates import format_datetime, format_duration, format_phone
+from .. import sessions
+from . import auth_throttle as throttle
 from .admin_auth import ADMIN_KEY_HINT, admin_disabled, admin_token, token_matches
 
 bp = Blueprint("dashboard", __name__)
@@ -88,12 +92,17 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
+def _logged_in() -> bool:
+    return sessions.is_live(current_app.hub.store, session.get("sid"))
+
+
 def login_required(view):
     @wraps(view)
     def wrapped(*args, **kwargs):
         if admin_token() is None:
             return _disabled()
-        if not session.get("admin"):
+        if not _logged_in():
+            session.clear()
             return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")))
         if request.method == "POST" and not _csrf_ok():
             return _page_error(400, "Form expired", "The form was stale or came from elsewhere (CSRF check "
@@ -128,18 +137,25 @@ def login():
         return _disabled()
     next_url = _safe_next(request.values.get("next"))
     if request.method == "GET":
-        if session.get("admin"):
+        if _logged_in():
             return redirect(next_url)
         return render_template("dashboard_login.html", title="Log in", next_url=next_url, error=None)
     if not _csrf_ok():
         return render_template("dashboard_login.html", title="Log in", next_url=next_url,
                                error="The login form expired; please try again."), 400
+    wait = throttle.retry_after()
+    if wait is not None:
+        answer = render_template("dashboard_login.html", title="Log in", next_url=next_url,
+                                 error=f"Too many failed logins from this address; try again in {wait} s.")
+        return answer, 429, {"Retry-After": str(wait)}
     if not token_matches(request.form.get("token", "")):
+        throttle.record_failure("wrong_admin_token")
         return render_template("dashboard_login.html", title="Log in", next_url=next_url,
                                error="That token is not the admin token."), 401
+    throttle.record_success()
     session.clear()  # a fresh session on login: no fixation
     session.permanent = True
-    session["admin"] = True
+    session["sid"] = sessions.start(current_app.hub.store, timedelta(hours=SESSION_HOURS))
     session["csrf"] = secrets.token_urlsafe(32)
     return redirect(next_url, code=303)
 
@@ -147,6 +163,7 @@ def login():
 @bp.post("/logout")
 @login_required
 def logout():
+    sessions.end(current_app.hub.store, session.get("sid"))
     session.clear()
     flash("Logged out.")
     return redirect(url_for("dashboard.login"), code=303)

@@ -1,7 +1,9 @@
 """Health, readiness and Prometheus metrics."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+import hmac
+
+from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import metrics
@@ -26,5 +28,14 @@ def readyz():
 
 @bp.get("/metrics")
 def prometheus():
+    expected = current_app.hub.config.server.metrics_token
+    if expected:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("utf-8", "surrogatepass"),
+                                                                 expected.encode("utf-8")):
+            response = error_response(401, "unauthorized", "GET /metrics needs Authorization: Bearer "
+                                      "<[server] metrics_token>.", {"config_key": "server.metrics_token"})
+            response[0].headers["WWW-Authenticate"] = 'Bearer realm="sovereign-hub metrics"'
+            return response
     body, content_type = metrics.render(current_app.hub.store)
     return Response(body, content_type=content_type)

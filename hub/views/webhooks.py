@@ -9,6 +9,7 @@ from marshmallow import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import logs, metrics
+from ..core import UnusablePayload
 from .errors import error_response
 from ..report import loads_json
 from ..sources import SignatureError
@@ -60,6 +61,9 @@ def receive(source_name: str):
                        f"X-Webhook-Event says {header_event!r} but message.type is {source.event_of(payload)!r}.")
     try:
         result = hub.ingest(source_name, payload, raw)
+    except UnusablePayload as exc:
+        log.warning("source %s could not normalize a payload", source_name, exc_info=exc.cause)
+        return _reject(source_name, 422, "unusable_payload", str(exc), {"source": source_name})
     except SQLAlchemyError:
         log.exception("store unavailable")
         metrics.REPORTS.labels(source_name, "error").inc()

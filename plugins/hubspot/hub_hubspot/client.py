@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import quote
 
-from hub import Retryable, raise_for_response, retry_after_seconds
+from hub import Permanent, Retryable, raise_for_response, retry_after_seconds
 
 DEFAULT_BASE_URL = "https://api.hubapi.com"
 #: date-based versions (``/crm/objects/2026-03/...``) and the numbered v3 paths they replace
@@ -33,6 +34,23 @@ ASSOCIATION_TYPES: dict[tuple[str, str], int] = {
 SEARCH_BACKOFF = 1.0
 DAILY_BACKOFF = 3600.0
 _EXISTING_ID = re.compile(r"Existing ID:\s*(\d+)")
+
+
+_RECORD_ID = re.compile(r"[1-9][0-9]{0,19}")
+
+
+def record_id(key: str, value: Any) -> str:
+    """A HubSpot record id (digits) taken from a report, or ``Permanent`` naming the setting.
+
+    Such a value is caller- or platform-supplied: ``51/../../deals/999?archived=true#`` must
+    never become part of a request's path.
+    """
+    text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if not _RECORD_ID.fullmatch(text):
+        shown = repr(value)[:60]
+        raise Permanent(f"{key}: the report gave {shown}, which is not a HubSpot record id (digits only); "
+                        f"check the expression in the destination's {key} setting")
+    return text
 
 
 def association(from_type: str, to_type: str, to_id: str) -> dict[str, Any]:
@@ -148,7 +166,7 @@ class HubSpotApi:
 
     def update(self, object_type: str, object_id: str, properties: dict) -> None:
         """PATCH .../objects/{type}/{id}."""
-        self._send("PATCH", api_path(self.version, "objects", object_type, f"/{object_id}"),
+        self._send("PATCH", api_path(self.version, "objects", object_type, f"/{quote(str(object_id), safe='')}"),
                    json={"properties": properties}, fake={"id": object_id, "properties": properties})
 
     def property_definitions(self, object_type: str, fake: list[dict]) -> list[dict]:

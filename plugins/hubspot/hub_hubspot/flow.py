@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from hub import Result, Retryable, mask_phone
 
-from .client import HubSpotApi, association
+from .client import HubSpotApi, association, record_id
 from .mapping import call_properties, deal_properties, epoch_ms, task_due, task_properties
 from .phone import confirmed, contact_search_body
 from .properties import prepare
@@ -101,7 +101,7 @@ class HubSpotDelivery:
         given = rule.search(self.report) if rule is not None else None
         number = self.report.customer.number
         if given not in (None, ""):
-            return self._remember_contact(str(given), "from the report")
+            return self._remember_contact(record_id("contact_id", given), "from the report")
         if not number:
             state["contact_id"], state["contact_source"] = None, "none: no caller number"
             self.done_phrases.append("no contact (the call has no caller number)")
@@ -172,7 +172,7 @@ class HubSpotDelivery:
             rule = self.config[key]
             value = rule.search(self.report) if rule is not None else None
             if value not in (None, "") and (kind, to_type) != ("deals", "deals"):
-                links.append(association(kind, to_type, str(value)))
+                links.append(association(kind, to_type, record_id(key, value)))
         return links
 
     def call(self, contact_id) -> None:

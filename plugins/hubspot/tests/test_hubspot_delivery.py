@@ -259,6 +259,30 @@ def test_contact_id_from_the_report_skips_the_search(sample_report, mocked_http)
     assert not sent(ctx, "POST", "/crm/objects/2026-03/tasks")
 
 
+@pytest.mark.parametrize("key, value", [("contact_id", "51/../../deals/999?archived=true#"),
+                                        ("contact_id", "51 OR 1=1"), ("company_id", "../companies/9"),
+                                        ("deal_id", "-3"), ("contact_id", "١٢٣")])
+def test_an_id_from_the_report_that_is_not_a_hubspot_id_sends_nothing(sample_report, mocked_http, key, value):
+    sample_report.data["assistant"]["metadata"]["crm_id"] = value
+    config = {"token": TOKEN, "contact_id": "assistant.metadata.crm_contact_id", key: "assistant.metadata.crm_id",
+              "properties": {"last_call_resolved": "analysis.resolved"}, "follow_up": {"enabled": False}}
+    hubspot = make_destination("hubspot", config, name="crm")
+    Portal(mocked_http)
+    with pytest.raises(Permanent) as refused:
+        deliver(hubspot, sample_report, dry_run=True)
+    assert str(refused.value).startswith(f"{key}: the report gave {value!r}, which is not a HubSpot record id")
+    assert not [c for c in mocked_http.calls if "deals/999" in c.request.url or ".." in c.request.url]
+
+
+def test_an_id_in_a_path_is_one_quoted_segment():
+    from hub_hubspot.client import HubSpotApi
+
+    hubspot = make_destination("hubspot", {"token": TOKEN}, name="crm")
+    ctx = hubspot.context(delivery_id="dlv_test", attempt=1, state={}, dry_run=True)
+    HubSpotApi(hubspot, ctx).update("contacts", "51/../deals/9?x#", {"phone": "+31612345678"})
+    assert [c.url for c in ctx.sent] == ["https://api.hubapi.com/crm/objects/2026-03/contacts/51%2F..%2Fdeals%2F9%3Fx%23"]
+
+
 def test_values_that_do_not_fit_are_reported_not_sent(sample_report, mocked_http):
     hubspot = make_destination("hubspot", {"token": TOKEN, "properties": {
         "last_call_sentiment": "analysis.intent",      # text into a number

@@ -143,7 +143,7 @@ class RetellSource(Source):
             analysis=structured,
             analysis_errors=normalizer.analysis_errors(structured),
             messages=[Message(SPEAKERS[m["role"]], m["content"]) for m in call.get("transcript_object") or []
-                      if m.get("role") in SPEAKERS and isinstance(m.get("content"), str)],
+                      if isinstance(m.get("role"), str) and m["role"] in SPEAKERS and isinstance(m.get("content"), str)],
             recording_url=call.get("recording_url"),
             assistant=assistant or None,
             ended_reason=call.get("disconnection_reason"),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from hub import Permanent
+from hub import Permanent, register_secret
 
 from .config import jwt_audience
 from .errors import raise_for_token_response
@@ -96,6 +96,7 @@ class TokenCache:
         try:
             body = response.json()
             access_token = body["access_token"]
+            register_secret(access_token)  # redacted from every log line and recorded error from now on
         except (ValueError, KeyError, TypeError):
             raise Permanent(f"destination {self.destination.name!r}: Salesforce login answered 200 without an "
                             f"access_token; check login_url ({self.config['login_url']})") from None

@@ -167,6 +167,10 @@ class SalesforceDestination(Destination):
                                     "body": mapping.new_person(report, config, sobject, report_url)})
                 who_ref = "@{newWho.id}"
         what_id = mapping.rule_value(config["what_id"], report)
+        if what_id and not SALESFORCE_ID.match(what_id):
+            raise Permanent(f"destination {self.name!r}: what_id ({config['what_id'].expression}) gave "
+                            f"{what_id[:60]!r}, which is not a Salesforce Id (15 or 18 letters and digits). Fix "
+                            f"the expression or what the assistant puts in the report.")
 
         if not state.get("call_task_id"):
             body = mapping.call_task(report, config, who_id=who_ref, what_id=what_id, report_url=report_url)

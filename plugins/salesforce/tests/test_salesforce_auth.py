@@ -136,6 +136,18 @@ def test_token_and_instance_url_are_cached_per_destination(sample_report):
     assert len(logins) == 2  # one per destination instance, not one per delivery
 
 
+def test_the_access_token_is_redacted_once_obtained(sample_report):
+    from hub import redact
+
+    token = "00Dxx0000001gPL!AR8AQJXg5oj8jXSgxJfA0lBog.39AsX.LVpxezPwuX5VAIrrbbHMuol7GQxnMeYMN7cj8EoWr78nt1u44zU31IbYNNJguseu"
+    with responses.RequestsMock() as rsps:
+        token_ok(rsps, token=token)
+        search_ok(rsps)
+        composite_ok(rsps)
+        deliver(make_destination("salesforce", CC), sample_report)
+    assert redact(f"Authorization: Bearer {token}") == "Authorization: Bearer [secret]"
+
+
 def test_instance_url_from_the_token_answer_is_used_unless_configured(sample_report):
     other = "https://acme.my.salesforce.com:8443"
     with responses.RequestsMock() as rsps:

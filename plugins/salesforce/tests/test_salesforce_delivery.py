@@ -122,6 +122,17 @@ def test_inbound_call_what_id_and_custom_fields(make_report):
     assert len(body["Subject"]) == 255 and body["Subject"].endswith("…")
 
 
+def test_a_what_id_that_is_not_a_salesforce_id_sends_nothing(make_report):
+    report = make_report(call={"id": CALL_ID, "type": "inbound_phone_call", "status": "ended"},
+                         assistant={"metadata": {"sf_case": "500000000000001AAA/../../Account/x"}})
+    destination = make_destination("salesforce", {**CC, "what_id": "assistant.metadata.sf_case"})
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        mock_all(rsps, [contact_hit()])
+        with pytest.raises(Permanent, match=r"what_id \(assistant.metadata.sf_case\) gave '500000000000001AAA/"):
+            deliver(destination, report)
+        assert not [c for c in rsps.calls if c.request.url.endswith("/composite")]
+
+
 def test_unknown_caller_becomes_a_lead_linked_in_the_same_composite(sample_report):
     destination = make_destination("salesforce", {**CC, "new_record_fields": {"LeadSource": "'Phone Inquiry'"}})
     with responses.RequestsMock() as rsps:

@@ -51,6 +51,8 @@ class TrackerDestination(hub.Destination):
     """
 
     vendor: ClassVar[str] = ""
+    #: how call text is made inert in the tracker's description (Markdown trackers set one)
+    escape_call_text: ClassVar[Callable[[str], str] | None] = None
     default_when = "analysis.follow_up_needed"
     #: the options whose values the tracker counts its rate limits by (the credential)
     limit_options: ClassVar[tuple[str, ...]] = ()
@@ -67,7 +69,7 @@ class TrackerDestination(hub.Destination):
             return hub.Result(f"{self.vendor} task {self._label(state)} already exists; nothing created",
                               dict(state))
         try:
-            follow_up = build_follow_up(report, self.config, self.settings)
+            follow_up = build_follow_up(report, self.config, self.settings, type(self).escape_call_text)
             extra = self.extra_fields(report)
         except hub.Permanent as exc:
             raise hub.Permanent(f"destination {self.name!r}: {exc.reason}") from None

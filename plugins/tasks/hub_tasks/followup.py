@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, Callable
 
 from marshmallow import Schema, ValidationError, fields, validate
 
 import hub
+
+from .call_text import with_call_text_escaped
 
 #: the priority levels of the shared model, most pressing first; each tracker maps them
 PRIORITY_LEVELS = ("urgent", "high", "medium", "low", "none")
@@ -124,7 +126,7 @@ def shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
-def render(config: dict[str, Any], key: str, report: hub.CallReport, extra: dict[str, Any]) -> str:
+def render(config: dict[str, Any], key: str, report: hub.CallReport | dict, extra: dict[str, Any]) -> str:
     """Render the operator's template ``key``; any failure is permanent and names the key."""
     try:
         return config[key].render(report, **extra)
@@ -132,8 +134,13 @@ def render(config: dict[str, Any], key: str, report: hub.CallReport, extra: dict
         raise hub.Permanent(f"{exc.reason}; fix the {key!r} key") from None
 
 
-def build_follow_up(report: hub.CallReport, config: dict[str, Any], settings: hub.HubSettings) -> FollowUp:
-    """The follow-up for one report; a template that cannot render raises ``Permanent``."""
+def build_follow_up(report: hub.CallReport, config: dict[str, Any], settings: hub.HubSettings,
+                    escape: Callable[[str], str] | None = None) -> FollowUp:
+    """The follow-up for one report; a template that cannot render raises ``Permanent``.
+
+    ``escape`` (a tracker whose descriptions are Markdown) is applied to the call text the
+    description template reads; the title is plain text everywhere and is rendered as is.
+    """
     due = hub.due_date(report.occurred_at, config["due_in_days"], business_days=config["business_days"])
     level = priority_level(report, config)
     report_url = settings.report_url(report.id)
@@ -141,9 +148,10 @@ def build_follow_up(report: hub.CallReport, config: dict[str, Any], settings: hu
     title = render(config, "title", report, extra)
     if not title:
         raise hub.Permanent("the title template rendered an empty string; fix the 'title' key")
+    described = with_call_text_escaped(report.data, escape) if escape else report
     return FollowUp(
         title=shorten(" ".join(title.split()), 255),
-        description=shorten(render(config, "description", report, extra), MAX_DESCRIPTION),
+        description=shorten(render(config, "description", described, extra), MAX_DESCRIPTION),
         due=due,
         priority=level,
         assignee=config["assignee"],

@@ -87,7 +87,7 @@ def issue_payload(follow_up: FollowUp, config: dict[str, Any], marker: str | Non
         "project": {"id": project} if project.isdigit() else {"key": project},
         "issuetype": {"name": config["issue_type"]},
         "summary": follow_up.title,
-        "description": to_adf(follow_up.description),
+        "description": to_adf(follow_up.description, links=(follow_up.report_url, follow_up.recording_url)),
         "duedate": follow_up.due_iso,
     }
     priority = config["priority_names"].get(follow_up.priority)

@@ -14,6 +14,7 @@ from marshmallow import fields, validate
 import hub
 
 from .base import CreatedTask, TrackerDestination, idempotency_uuid, json_or_none
+from .call_text import escape_markdown
 from .followup import FollowUp, FollowUpConfig
 
 #: Linear's own scale: 0 = no priority, 1 = urgent, 2 = high, 3 = medium, 4 = low
@@ -86,6 +87,7 @@ def reset_seconds(headers, now: float | None = None) -> float | None:
 class LinearDestination(TrackerDestination):
     type = "linear"
     vendor = "Linear"
+    escape_call_text = staticmethod(escape_markdown)
     Config = LinearConfig
     description = "Create a Linear issue for each call that needs a follow-up"
     rate_limits = {"default": "5000/3600s"}  # 5,000 requests an hour per API key

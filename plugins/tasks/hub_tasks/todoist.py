@@ -12,6 +12,7 @@ from marshmallow import ValidationError, fields, validate, validates
 import hub
 
 from .base import TASK, CreatedTask, TrackerDestination, idempotency_uuid, json_or_none
+from .call_text import escape_markdown
 from .followup import FollowUp, FollowUpConfig
 
 #: Todoist counts upward: 1 = normal (p4 in the apps) ... 4 = urgent (p1 in the apps)
@@ -81,6 +82,7 @@ def error_problem(response) -> tuple[str | None, float | None]:
 class TodoistDestination(TrackerDestination):
     type = "todoist"
     vendor = "Todoist"
+    escape_call_text = staticmethod(escape_markdown)
     Config = TodoistConfig
     description = "Add a Todoist task for each call that needs a follow-up"
     rate_limits = {"default": "1000/900s"}  # 1,000 requests per 15 minutes per user

@@ -18,6 +18,7 @@ from marshmallow import fields, validate
 import hub
 
 from .base import CreatedTask, TrackerDestination, json_or_none
+from .call_text import escape_markdown
 from .followup import FollowUp, FollowUpConfig, level_table
 
 TRELLO_ID = validate.Regexp(r"^[0-9a-fA-F]{24}$", error="must be a Trello id (24 hex digits)")
@@ -78,6 +79,7 @@ def rate_limit_wait(response) -> float | None:
 class TrelloDestination(TrackerDestination):
     type = "trello"
     vendor = "Trello"
+    escape_call_text = staticmethod(escape_markdown)
     Config = TrelloConfig
     description = "Add a Trello card for each call that needs a follow-up"
     rate_limits = {"default": "100/10s"}  # 100 requests per 10 s per token

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import responses
@@ -45,3 +46,40 @@ def test_dry_run_records_the_exact_live_request(type_name, sample_report):
         if isinstance(secret, str) and "dry" in secret:
             assert secret not in printed
     assert result.message.startswith("would create ")
+
+
+PLANTED = ("Caller asked us to [reset the password](https://evil.example/login) or visit "
+           "<https://evil.example/x>, https://evil.example/y and www.evil.example today.")
+
+
+def _description(type_name: str, body):
+    if type_name == "linear":
+        return body["variables"]["input"]["description"]
+    return body["desc"] if type_name == "trello" else body["description"]
+
+
+@pytest.mark.parametrize("type_name", ["linear", "todoist", "trello"])
+def test_call_text_cannot_plant_a_link_in_a_markdown_tracker(type_name, make_report):
+    """Rendered as CommonMark with linkify (what these trackers do), the caller's text has no link;
+    the hub's own links (recording, report) still are, and the text reads as the caller said it."""
+    from markdown_it import MarkdownIt
+
+    options, _, _ = CASES[type_name]
+    report = make_report(summary=PLANTED, analysis={"follow_up_needed": True, "intent": "[x](https://evil.example)"})
+    _, dry = deliver(make_destination(type_name, options), report, dry_run=True)
+    description = _description(type_name, dry.sent[0].body)
+    html = MarkdownIt("commonmark", {"linkify": True}).enable("linkify").render(description)
+    links = [href for href in re.findall(r'href="([^"]+)"', html)]
+    assert links == [report.recording_url, f"https://hub.example.com/reports/{report.id}"], html
+    text = re.sub(r"<[^>]+>", "", html).replace("&lt;", "<").replace("&gt;", ">")
+    assert PLANTED in text
+
+
+def test_call_text_gets_no_link_mark_in_jira_but_the_report_link_does(make_report):
+    options, _, _ = CASES["jira"]
+    report = make_report(summary=PLANTED, recording_url="https://recordings.example.com/r.mp3")
+    _, dry = deliver(make_destination("jira", options), report, dry_run=True)
+    nodes = [n for p in dry.sent[0].body["fields"]["description"]["content"] for n in p["content"]]
+    linked = [n["marks"][0]["attrs"]["href"] for n in nodes if n.get("marks")]
+    assert linked == ["https://recordings.example.com/r.mp3", f"https://hub.example.com/reports/{report.id}"]
+    assert PLANTED in "".join(n.get("text", "") for n in nodes)

@@ -216,7 +216,7 @@ def test_without_the_delivery_label_a_retry_just_creates(sample_report):
 def test_adf_paragraphs_line_breaks_and_links():
     from hub_tasks.adf import to_adf
 
-    doc = to_adf("First line\nsee https://x.test/a?b=1.\n\n\nSecond paragraph")
+    doc = to_adf("First line\nsee https://x.test/a?b=1.\n\n\nSecond paragraph", links=["https://x.test/a?b=1"])
     assert doc == {"type": "doc", "version": 1, "content": [
         {"type": "paragraph", "content": [
             {"type": "text", "text": "First line"},

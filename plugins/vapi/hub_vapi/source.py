@@ -192,7 +192,7 @@ class VapiSource(Source):
                   normalizer) -> CallReport:
         msg = payload["message"]
         call = msg["call"]
-        direction = CALL_TYPES.get(call.get("type") or "", "unknown")
+        direction = CALL_TYPES.get(call.get("type") if isinstance(call.get("type"), str) else "", "unknown")
         started, ended = msg.get("startedAt"), msg.get("endedAt")
         customer, line = msg.get("customer") or {}, msg.get("phoneNumber") or {}
         artifact, analysis = msg.get("artifact") or {}, msg.get("analysis") or {}
@@ -214,7 +214,8 @@ class VapiSource(Source):
             analysis=structured,
             analysis_errors=normalizer.analysis_errors(structured),
             messages=[Message(SPEAKERS[m["role"]], m["message"]) for m in artifact.get("messages") or []
-                      if isinstance(m, dict) and m.get("role") in SPEAKERS and isinstance(m.get("message"), str)],
+                      if isinstance(m, dict) and isinstance(m.get("role"), str) and m["role"] in SPEAKERS
+                      and isinstance(m.get("message"), str)],
             recording_url=_recording(artifact),
             assistant=assistant or None,
             ended_reason=msg.get("endedReason"),
