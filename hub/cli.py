@@ -31,7 +31,8 @@ from .redaction import mask_phone, redact
 from .schema import SchemaError
 from .store import STATUSES
 
-DEFAULT_CONFIG = "config.toml"
+CONFIG_ENV = "SOVEREIGN_HUB_CONFIG"
+DEFAULT_CONFIG = "hub.toml"
 ANALYSIS_PROMPT = [
     {"role": "system",
      "content": "Analyze the call transcript according to the provided schema. Return valid JSON matching the schema."},
@@ -58,10 +59,28 @@ class HubGroup(click.Group):
             ctx.exit(1)
 
 
+def find_config(given: str | None) -> str:
+    """The configuration file: ``-c``, else ``$SOVEREIGN_HUB_CONFIG``, else ``./hub.toml``.
+
+    A file named by the variable must exist (it is never silently passed over); when none is
+    named and ``./hub.toml`` is absent, the error names all three places."""
+    if given:
+        return given
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        if not Path(from_env).is_file():
+            raise ConfigProblems([f"configuration file not found: {from_env} (named by {CONFIG_ENV})"])
+        return from_env
+    if Path(DEFAULT_CONFIG).is_file():
+        return DEFAULT_CONFIG
+    raise ConfigProblems([f"no configuration file: give one with -c/--config FILE, set {CONFIG_ENV}, "
+                          f"or create ./{DEFAULT_CONFIG} (config.example.toml is one to start from)"])
+
+
 def config_option(func):
-    return click.option("-c", "--config", "config_path", envvar="SOVEREIGN_HUB_CONFIG", default=DEFAULT_CONFIG,
-                        show_default=True, type=click.Path(dir_okay=False),
-                        help="The TOML configuration file (or SOVEREIGN_HUB_CONFIG).")(func)
+    return click.option("-c", "--config", "config_path", callback=lambda _ctx, _param, value: find_config(value),
+                        type=click.Path(dir_okay=False),
+                        help=f"The TOML configuration file (default: ${CONFIG_ENV}, else ./{DEFAULT_CONFIG}).")(func)
 
 
 def load_settings(config_path: str):
@@ -159,7 +178,7 @@ def serve(config_path, host, port, workers, web_only):
            "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     web_cmd = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
                "--worker-class", "sync", "--graceful-timeout", str(int(grace)), "--timeout", "30",
-               "--log-level", "warning", "hub.wsgi:app"]
+               "--log-level", "warning", "--config", "python:hub.gunicorn_signals", "hub.wsgi:app"]
     worker_cmd = [sys.executable, "-m", "hub", "worker", "-c", str(Path(config_path).resolve())]
     commands = [web_cmd] if web_only else [worker_cmd, web_cmd]
     children = [subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent) for cmd in commands]
@@ -193,6 +212,7 @@ def serve(config_path, host, port, workers, web_only):
                 child.kill()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+    click.echo(f"sovereign-hub stopped{'' if code == 0 else f' (exit code {code})'}", err=True)
     sys.exit(code)
 
 
