@@ -97,6 +97,7 @@ class ServerConfig:
     max_body_bytes: int
     public_url: str | None
     workers: int
+    trusted_proxies: int
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,8 @@ class ServerSchema(_Section):
     max_body_bytes = fields.Integer(load_default=1_048_576, validate=validate.Range(min=1024))
     public_url = fields.String(load_default=None, allow_none=True)
     workers = fields.Integer(load_default=2, validate=validate.Range(1, 64))
+    # how many proxies in front set X-Forwarded-For/-Proto/-Host (0: none, the headers are ignored)
+    trusted_proxies = fields.Integer(load_default=0, validate=validate.Range(0, 5))
 
 
 class StoreSchema(_Section):

@@ -68,7 +68,7 @@ def test_defaults_with_a_minimal_file(tmp_path, registry):
     """)
     config = load_config(path, registry)
     assert config.server == ServerConfig(host="127.0.0.1", port=8080, max_body_bytes=1048576,
-                                         public_url=None, workers=2)
+                                         public_url=None, workers=2, trusted_proxies=0)
     assert config.dispatch.backend == "embedded" and config.dispatch.workers == 4
     assert config.sources["hms"]["tolerance_seconds"] == 300
     assert config.settings.public_url == "http://127.0.0.1:8080"

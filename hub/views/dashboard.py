@@ -1,7 +1,7 @@
 """The admin dashboard: server-rendered pages behind a login with the ``[admin] token``.
 
 The session is Flask's signed cookie (HttpOnly, SameSite=Strict, Secure when the public URL
-is https). Its key is derived from the admin token with HMAC, so every process and restart
+or the request is https). Its key is derived from the admin token with HMAC, so every process and restart
 agrees on it and rotating the token logs everyone out. Every POST form carries a CSRF token
 kept in the session. Customer numbers are masked in lists and shown in full on a report's
 and a customer's own page; error texts are redacted again before display.
@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import (Blueprint, current_app, flash, redirect, render_template, request, session, url_for)
+from flask.sessions import SecureCookieSessionInterface
 
 from .. import operations as ops
 from ..jobs import last_run
@@ -40,9 +41,18 @@ def session_key(token: str) -> bytes:
     return hmac.new(token.encode(), b"sovereign-hub dashboard session key v1", hashlib.sha256).digest()
 
 
+class SessionCookies(SecureCookieSessionInterface):
+    """Secure cookies for an https public URL, and for any request that came over https (seen
+    through ``[server] trusted_proxies`` when a TLS proxy is in front)."""
+
+    def get_cookie_secure(self, app) -> bool:
+        return super().get_cookie_secure(app) or request.is_secure
+
+
 @bp.record_once
 def configure_sessions(state) -> None:
     app = state.app
+    app.session_interface = SessionCookies()
     token = app.hub.config.admin.token
     if token and not app.secret_key:
         app.secret_key = session_key(token)
