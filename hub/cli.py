@@ -417,7 +417,10 @@ def reports():
 @click.option("--limit", type=int, default=50, show_default=True)
 def reports_list(hub, since, limit):
     """The newest reports first."""
-    for report in ops.list_reports(hub, since=parse_since(since), limit=limit).reports:
+    found = ops.list_reports(hub, since=parse_since(since), limit=limit).reports
+    if not found:
+        click.echo(f"no reports{f' since {since}' if since else ''}", err=True)
+    for report in found:
         sentiment = (report.analysis or {}).get("sentiment", "-")
         click.echo(f"{report.id}  {report.received_at:%Y-%m-%d %H:%M:%S}  {report.event:<19} "
                    f"{report.call.direction:<8} {mask_phone(report.customer.number) or '-':<15} "
@@ -448,7 +451,12 @@ def deliveries():
 @click.option("--limit", type=int, default=50, show_default=True)
 def deliveries_list(hub, status, destination, report_id, limit):
     """Newest first; ``--status dead`` lists the dead letters."""
-    for d in ops.list_deliveries(hub, status=status, destination=destination, report_id=report_id, limit=limit):
+    found = ops.list_deliveries(hub, status=status, destination=destination, report_id=report_id, limit=limit)
+    if not found:
+        asked = [f"{name} {value}" for name, value in
+                 (("status", status), ("destination", destination), ("report", report_id)) if value]
+        click.echo(f"no deliveries{' with ' + ', '.join(asked) if asked else ''}", err=True)
+    for d in found:
         click.echo(f"{d.id}  {d.status:<9} {d.destination:<20} report {d.report_id}  attempts {d.attempts}  "
                    f"{d.last_error or d.result or ''}"[:240])
 

@@ -266,3 +266,9 @@ def test_the_readme_try_it_commands_work_as_written(tmp_path):
     assert "1 accepted" in done.stdout
     assert "end-of-call-report" in done.stdout  # reports list
     assert "dry run:" in done.stderr  # send-test calls_file --dry-run
+
+
+def test_an_empty_listing_says_so(config_file):
+    assert run("reports", "list", "-c", config_file).output == "no reports\n"
+    assert run("deliveries", "list", "--status", "dead", "--destination", "broken", "-c", config_file).output == (
+        "no deliveries with status dead, destination broken\n")

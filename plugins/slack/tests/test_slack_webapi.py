@@ -204,5 +204,5 @@ def test_api_url_moves_the_web_api(api_url, posted_to, sample_report, mocked_htt
 
 def test_api_url_defaults_to_slack_com_and_must_be_a_url():
     assert make_destination("slack", OPTIONS).config["api_url"] == "https://slack.com/api"
-    with pytest.raises(Exception, match="api_url: Not a valid URL"):
+    with pytest.raises(Exception, match='api_url: "slack-gov.com/api" is not an absolute http\\(s\\) URL'):
         make_destination("slack", {**OPTIONS, "api_url": "slack-gov.com/api"})
