@@ -478,24 +478,14 @@ def _queued(ids: list[str]) -> str:
 
 @cli.command()
 @pass_core_hub
-@click.argument("report_id", required=False)
+@click.argument("report_id")
 @click.option("--destination", help="Only this (enabled) destination.")
-@click.option("--dead", is_flag=True, help="Every dead delivery of the enabled destinations (or of --destination).")
-def replay(hub, report_id, destination, dead):
-    """Deliver a report again (state kept, so nothing is created twice), or every dead delivery.
+def replay(hub, report_id, destination):
+    """Deliver a report again (state kept, so nothing is created twice): every delivery it has,
+    or to --destination (an enabled one).
 
-    The same rules as the API's: only enabled destinations, and --dead leaves the dead
-    deliveries of destinations that are no longer configured alone.
+    A failed delivery is tried again with `retry` (one, or --dead for all).
     """
-    if bool(report_id) == dead:
-        raise click.UsageError("give a REPORT_ID or --dead (not both)")
-    if dead:
-        outcome = _operation(lambda: ops.retry_dead(hub, destination))
-        click.echo(_queued(outcome.delivery_ids))
-        for name, count in outcome.skipped_unconfigured.items():
-            click.echo(f"left alone: {count} dead deliver{'y' if count == 1 else 'ies'} of {name!r}, "
-                       f"which is no longer configured", err=True)
-        return
     outcome = _operation(lambda: ops.replay_report(hub, report_id, destination))
     click.echo(_queued([d.id for d in outcome.deliveries]))
     if outcome.skipped_running:
@@ -504,11 +494,29 @@ def replay(hub, report_id, destination, dead):
 
 @cli.command()
 @pass_core_hub
-@click.argument("delivery_id")
-def retry(hub, delivery_id):
-    """Make one delivery due now with a fresh attempt budget (its state is kept)."""
-    outcome = _operation(lambda: ops.retry_delivery(hub, delivery_id))
-    click.echo(_queued([outcome.delivery.id]))
+@click.argument("delivery_id", required=False)
+@click.option("--dead", is_flag=True, help="Every dead delivery of the enabled destinations (or of --destination).")
+@click.option("--destination", help="With --dead: only this (enabled) destination's.")
+def retry(hub, delivery_id, dead, destination):
+    """Try a failed delivery again, due now with a fresh attempt budget (its state is kept); or,
+    with --dead, every dead delivery.
+
+    The same rules as the API's: only enabled destinations, and --dead leaves the dead
+    deliveries of destinations that are no longer configured alone.
+    """
+    if bool(delivery_id) == dead:
+        raise click.UsageError("give a DELIVERY_ID or --dead (not both)")
+    if destination and not dead:
+        raise click.UsageError("--destination goes with --dead")
+    if delivery_id:
+        outcome = _operation(lambda: ops.retry_delivery(hub, delivery_id))
+        click.echo(_queued([outcome.delivery.id]))
+        return
+    outcome = _operation(lambda: ops.retry_dead(hub, destination))
+    click.echo(_queued(outcome.delivery_ids))
+    for name, count in outcome.skipped_unconfigured.items():
+        click.echo(f"left alone: {count} dead deliver{'y' if count == 1 else 'ies'} of {name!r}, "
+                   f"which is no longer configured", err=True)
 
 
 @cli.command()

@@ -198,6 +198,12 @@ def list_deliveries(hub: Hub, *, status: str | None = None, destination: str | N
                                                           report_id=report_id, since=since, limit=limit)]
 
 
+def count_deliveries(hub: Hub, *, destination: str | None = None, since: datetime | None = None) -> dict[str, int]:
+    """Deliveries per status (every status, zeros included), to one destination or all, updated
+    since ``since`` or ever."""
+    return dict.fromkeys(STATUSES, 0) | hub.store.status_counts(destination=destination, since=since)
+
+
 def get_delivery(hub: Hub, delivery_id: str) -> DeliveryDetail:
     row = hub.store.get_delivery(delivery_id)
     if row is None:

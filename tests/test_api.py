@@ -455,8 +455,11 @@ def test_report_page_shows_everything_with_full_number(client, seeded):
     assert 'href="https://recordings.example.com/0b7e9a52.mp3"' in html
     assert "complaint" in html and "follow_up_needed" in html
     assert "#1 dead" in html and "Connection refused" in html and "gave up after 1 attempts" in html
-    assert html.count('class="retry"') == 2
-    assert ">Replay</button>" in html and ">Retry</button>" in html
+    # one name per action: Retry the failed delivery, Replay the report to the one that succeeded
+    assert html.count('class="retry"') == 1 and html.count('class="replay"') == 1
+    hook, archive = delivery_of(client.application, seeded["complaint"], "hook"), "archive"
+    assert f'action="/deliveries/{hook.id}/retry"' in html
+    assert f'<input type="hidden" name="destination" value="{archive}">' in html
     assert 'id="replay-destination"' in html and '<option value="spare">' in html
     assert client.get("/reports/nope").status_code == 404
 
@@ -484,6 +487,47 @@ def test_retry_button_needs_csrf_and_requeues(app, client, seeded):
     assert answer.status_code == 303 and answer.headers["Location"] == f"/reports/{seeded['complaint']}"
     assert delivery_of(app, seeded["complaint"], "hook").status == "pending"
     assert "Retry queued" in client.get(answer.headers["Location"]).get_data(as_text=True)
+
+
+def delivery_rows(html: str) -> list[tuple[str, str]]:
+    """(delivery id, status) of each row of the deliveries page, top to bottom."""
+    return re.findall(r'<tr data-delivery-id="([^"]+)" data-status="([^"]+)">', html)
+
+
+def status_counts(html: str) -> dict[str, str]:
+    counts = re.search(r'<p class="counts" id="status-counts">(.*?)</p>', html, re.S).group(1)
+    return dict(re.findall(r'data-status="(\w+)">\w+ (\d+)</a>', counts))
+
+
+def test_deliveries_page_lists_every_status_newest_first_with_filters_and_counts(app, client, seeded):
+    import sqlalchemy as sa
+    from hub.store import deliveries
+
+    old = delivery_of(app, seeded["happy"], "archive")
+    with app.hub.store.engine.begin() as conn:  # one delivery last touched three days ago
+        conn.execute(sa.update(deliveries).where(deliveries.c.id == old.id)
+                     .values(updated_at=utcnow() - timedelta(days=3)))
+    log_in(client)
+    everything = client.get("/deliveries").get_data(as_text=True)
+    rows = delivery_rows(everything)
+    assert sorted(status for _, status in rows) == ["dead", "succeeded", "succeeded", "succeeded"]
+    assert rows[-1] == (old.id, "succeeded")  # newest first
+    assert status_counts(everything) == {"pending": "0", "running": "0", "succeeded": "3", "dead": "1"}
+    hook = delivery_of(app, seeded["complaint"], "hook")
+    assert everything.count(">Retry</button>") == 1 and f"/deliveries/{hook.id}/retry" in everything
+    assert "Replay" not in everything
+
+    assert delivery_rows(client.get("/deliveries?status=dead").get_data(as_text=True)) == [(hook.id, "dead")]
+    archive = client.get("/deliveries?destination=archive").get_data(as_text=True)
+    assert {status for _, status in delivery_rows(archive)} == {"succeeded"} and len(delivery_rows(archive)) == 3
+    assert status_counts(archive)["dead"] == "0"
+    recent = client.get("/deliveries?window=24h").get_data(as_text=True)
+    assert old.id not in {i for i, _ in delivery_rows(recent)} and len(delivery_rows(recent)) == 3
+    assert status_counts(recent) == {"pending": "0", "running": "0", "succeeded": "2", "dead": "1"}
+    assert '<option value="24h" selected>' in recent
+    empty = client.get("/deliveries?status=pending&window=1h").get_data(as_text=True)
+    assert "No pending deliveries updated in the last 1h." in empty
+    assert client.get("/deliveries?window=forever").status_code == 400
 
 
 def test_retry_all_and_replay_buttons(app, client, seeded):

@@ -133,7 +133,7 @@ def test_ingest_then_list_show_deliver_and_replay(config_file, tmp_path):
     assert shown["call"]["id"] == "0b7e9a52-5d0c-4a8e-9f3e-2f1c6d8a4b11"
     assert {d["destination"]: d["status"] for d in shown["deliveries"]} == {"calls_file": "succeeded", "broken": "dead"}
 
-    assert run("replay", "--dead", "-c", config_file).output.startswith("1 delivery queued")
+    assert run("retry", "--dead", "-c", config_file).output.startswith("1 delivery queued")
     pending = run("deliveries", "list", "--status", "pending", "-c", config_file).output.splitlines()
     assert len(pending) == 1 and " broken " in pending[0]
     assert run("replay", report_id, "--destination", "calls_file", "-c", config_file).output.startswith("1 delivery")

@@ -129,7 +129,7 @@ def test_login_list_report_timeline_retry(app, live_server, seeded, browser, tmp
 
     # Dead letters list, then the report itself through the list's link.
     page.click("#dead-link")
-    assert page.title() == "Deliveries: dead · Sovereign Hub"
+    assert page.title() == "Dead letters · Sovereign Hub"
     assert page.locator("h1").inner_text() == "Dead letters"
     assert page.locator("#retry-all").is_visible()
     page.goto(f"{live_server}/")

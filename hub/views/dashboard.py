@@ -24,7 +24,7 @@ from ..jobs import last_run
 from ..reconcile import JOB as RECONCILE_JOB
 from ..redaction import mask_phone, redact, scrub
 from ..report import CallReport
-from ..store import DEAD, STATUSES
+from ..store import DEAD, STATUSES, utcnow
 from ..templates import format_datetime, format_duration, format_phone
 from .admin_auth import ADMIN_KEY_HINT, admin_disabled, admin_token, token_matches
 
@@ -240,19 +240,34 @@ def report(report_id: str):
                            timeline=timeline, missing=detail.undelivered, recording=recording)
 
 
+#: the deliveries page's time windows: label -> how far back (None: ever)
+WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7),
+           "30d": timedelta(days=30), "all": None}
+
+
 @bp.get("/deliveries")
 @login_required
 def deliveries():
+    """Every delivery, newest first, filtered by status, destination and time window, with the
+    count of each status under the destination and window chosen."""
     hub = current_app.hub
-    status = request.args.get("status") or DEAD
+    status = request.args.get("status") or None
     destination = request.args.get("destination") or None
+    window = request.args.get("window") or "all"
+    if window not in WINDOWS:
+        return _page_error(400, "Unknown window", f"window must be one of {', '.join(WINDOWS)}.")
+    since = utcnow() - WINDOWS[window] if WINDOWS[window] else None
     try:
-        found = ops.list_deliveries(hub, status=status, destination=destination, limit=500)
+        found = ops.list_deliveries(hub, status=status, destination=destination, since=since, limit=PAGE_SIZE * 10)
     except ops.InvalidArgument:
         return _page_error(400, "Unknown status", f"status must be one of {', '.join(STATUSES)}.")
-    return render_template("dashboard_deliveries.html", title=f"Deliveries: {status}", deliveries=found,
-                           status=status, destination=destination, statuses=STATUSES,
-                           configured=set(ops.configured(hub)))
+    counts = ops.count_deliveries(hub, destination=destination, since=since)
+    names = sorted(set(ops.configured(hub)) | {name for name, _ in hub.store.delivery_counts()})
+    title = "Dead letters" if status == DEAD else f"Deliveries: {status}" if status else "Deliveries"
+    return render_template("dashboard_deliveries.html", title=title, deliveries=found, status=status,
+                           destination=destination, window=window, windows=list(WINDOWS), statuses=STATUSES,
+                           counts=counts, destinations=names, configured=set(ops.configured(hub)),
+                           shown_limit=PAGE_SIZE * 10)
 
 
 @bp.get("/customers/<customer>")
