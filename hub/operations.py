@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
+from .analytics import Analytics, compute as compute_analytics
 from .records import AttemptRecord, DeliveryDetail, DeliveryRecord
 from .report import CallReport
 from .store import DEAD, RUNNING, STATUSES, Delivery, utcnow
@@ -211,14 +212,28 @@ def get_delivery(hub: Hub, delivery_id: str) -> DeliveryDetail:
     return _detail(hub, row)
 
 
+def _window_start(days: int) -> datetime:
+    """Midnight UTC ``days - 1`` days ago: the last ``days`` UTC days, today included."""
+    if days < 1:
+        raise InvalidArgument("days", f"must be at least 1, not {days}")
+    first = utcnow().date() - timedelta(days=days - 1)
+    return datetime(first.year, first.month, first.day, tzinfo=timezone.utc)
+
+
+def analytics(hub: Hub, days: int = 30, *, line: str | None = None, assistant: str | None = None) -> Analytics:
+    """The analytics figures of the last ``days`` UTC days, of one line (its E.164 number), one
+    assistant (its name, else its id) or all."""
+    if line is not None and not E164.match(line):
+        raise InvalidArgument("line", f"must be the line's E.164 number like +31850835037, not {line!r}")
+    return compute_analytics(hub.store, hub.config.analysis.schema, _window_start(days), days,
+                             line=line, assistant=assistant)
+
+
 def stats(hub: Hub, days: int = 30) -> Stats:
     """The last ``days`` UTC days, today included; configured destinations count before their
     first delivery."""
-    if days < 1:
-        raise InvalidArgument("days", f"must be at least 1, not {days}")
-    today = utcnow().date()
-    first = today - timedelta(days=days - 1)
-    since = datetime(first.year, first.month, first.day, tzinfo=timezone.utc)
+    since = _window_start(days)
+    first = since.date()
     found = hub.store.report_days(since)
     per_day = []
     for n in range(days):

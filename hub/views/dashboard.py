@@ -16,10 +16,12 @@ from functools import wraps
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, current_app, flash, redirect, render_template, request, session, url_for)
+from flask import (Blueprint, Response, current_app, flash, redirect, render_template, request, session, url_for)
 from flask.sessions import SecureCookieSessionInterface
 
 from .. import operations as ops
+from ..analytics import WEEKDAYS, to_csv
+from ..api_schemas import MAX_DAYS
 from ..jobs import last_run
 from ..reconcile import JOB as RECONCILE_JOB
 from ..redaction import mask_phone, redact, scrub
@@ -64,7 +66,7 @@ def configure_sessions(state) -> None:
         PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
     )
     app.jinja_env.filters.update(masked=mask_phone, duration=format_duration, when=format_datetime,
-                                 phone=format_phone, redacted=redact, scrubbed=scrub)
+                                 phone=format_phone, redacted=redact, scrubbed=scrub, zip=zip)
 
 
 # --- auth and CSRF -------------------------------------------------------------------
@@ -268,6 +270,75 @@ def deliveries():
                            destination=destination, window=window, windows=list(WINDOWS), statuses=STATUSES,
                            counts=counts, destinations=names, configured=set(ops.configured(hub)),
                            shown_limit=PAGE_SIZE * 10)
+
+
+ANALYTICS_WINDOWS = (1, 7, 30, 90, 365)
+SENTIMENT = "sentiment"
+
+
+def _analytics_request():
+    """The analytics of the window and the line or assistant the query asks for."""
+    days = _int_arg("days", 30, low=1)
+    line, assistant = request.args.get("line") or None, request.args.get("assistant") or None
+    return ops.analytics(current_app.hub, min(days, MAX_DAYS), line=line, assistant=assistant)
+
+
+@bp.get("/analytics")
+@login_required
+def analytics():
+    try:
+        figures = _analytics_request()
+    except ops.InvalidArgument as exc:
+        return _page_error(400, "Not a line", exc.message)
+    days = len(figures.dates)
+    return render_template("dashboard_analytics.html", title="Analytics", figures=figures, days=days,
+                           windows=sorted({*ANALYTICS_WINDOWS, days}), weekdays=WEEKDAYS,
+                           charts=chart_data(figures), csv_args=request.args.to_dict(),
+                           sentiment=next((f for f in figures.fields if f.name == SENTIMENT), None))
+
+
+@bp.get("/analytics.csv")
+@login_required
+def analytics_csv():
+    try:
+        figures = _analytics_request()
+    except ops.InvalidArgument as exc:
+        return _page_error(400, "Not a line", exc.message)
+    return Response(to_csv(figures), mimetype="text/csv",
+                    headers={"Content-Disposition": 'attachment; filename="sovereign-hub-analytics.csv"'})
+
+
+def chart_data(figures) -> dict[str, Any]:
+    """What the page's script draws, by chart id: labels, series and the kind of chart."""
+    charts = {
+        "calls-per-day": {"kind": "bars", "labels": figures.dates,
+                          "series": [{"label": "calls", "values": figures.calls_per_day}]},
+        "sentiment": {"kind": "line", "labels": figures.dates,
+                      "series": [{"label": "average sentiment", "values": figures.sentiment_per_day}]},
+        "hour-of-week": {"kind": "bars", "labels": [f"{day} {hour:02d}h" for day in WEEKDAYS for hour in range(24)],
+                         "series": [{"label": "calls", "values": [n for hours in figures.hour_of_week for n in hours]}]},
+        "durations": {"kind": "bars", "labels": [d.bucket for d in figures.durations],
+                      "series": [{"label": "calls", "values": [d.calls for d in figures.durations]}]},
+    }
+    booleans = [f for f in figures.fields if f.kind == "boolean"]
+    if booleans:
+        charts["booleans"] = {"kind": "bars", "labels": [f.name for f in booleans],
+                              "series": [{"label": "share true", "values": [f.rate for f in booleans]}]}
+    for f in figures.fields:
+        if f.kind == "enum":
+            charts[f"field-{f.name}"] = {"kind": "bars", "labels": list(f.counts),
+                                         "series": [{"label": "calls", "values": list(f.counts.values())}]}
+        elif f.kind == "number" and f.name != SENTIMENT:  # sentiment has its own chart
+            charts[f"field-{f.name}"] = {"kind": "line", "labels": figures.dates,
+                                         "series": [{"label": f"average {f.name}", "values": f.per_day}]}
+    if figures.destinations:
+        names = [d.name for d in figures.destinations]
+        charts["destinations"] = {"kind": "bars", "labels": names,
+                                  "series": [{"label": "p50 seconds", "values": [d.p50_seconds for d in figures.destinations]},
+                                             {"label": "p95 seconds", "values": [d.p95_seconds for d in figures.destinations]}]}
+        charts["success-rate"] = {"kind": "bars", "labels": names,
+                                  "series": [{"label": "success rate", "values": [d.success_rate for d in figures.destinations]}]}
+    return charts
 
 
 @bp.get("/customers/<customer>")

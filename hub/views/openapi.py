@@ -111,9 +111,12 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
             "responses": {**_answer("Requeued", s.RetryDeadAnswerSchema, 202), **_errors(400, 401, 409, 503)}}},
         "/api/stats": {"get": {
             "operationId": "getStats",
-            "summary": "Delivery counts per destination; reports and average sentiment per UTC day",
+            "summary": "Delivery counts per destination; reports and average sentiment per UTC day; the "
+                       "analytics of the window (of one line or assistant)",
             "parameters": _query(s.StatsQuery),
-            "responses": {**_answer("Statistics", s.StatsSchema), **_errors(400, 401, 503)}}},
+            "responses": {"200": {"description": "Statistics (format=csv: every figure as figure,key,value rows)",
+                                  "content": {**_json(s.StatsSchema), "text/csv": {"schema": {"type": "string"}}}},
+                          **_errors(400, 401, 503)}}},
         "/api/openapi.json": {"get": {
             "operationId": "getOpenApi", "summary": "This document",
             "responses": {**_answer("OpenAPI 3.1 document", {"type": "object"}), **_errors(400, 401, 503)}}},
