@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import logs
 from . import operations as ops
-from .api_schemas import MAX_DAYS, DeliverySchema, StatsSchema
+from .api_schemas import MAX_DAYS, DeliverySchema, StatsSchema, stats_answer
 from .config import ConfigProblems, load_config
 from .dates import parse_duration
 from .errors import UnknownDestination
@@ -522,12 +522,20 @@ def retry(hub, delivery_id, dead, destination):
 @cli.command()
 @pass_core_hub
 @click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON form.")
-def stats(hub, days, as_json):
-    """Deliveries per destination and status; reports and average sentiment per UTC day."""
+@click.option("--line", help="Analytics of this line only (E.164).")
+@click.option("--assistant", help="Analytics of this assistant only (its name, else id).")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON form, analytics included.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print every analytics figure as figure,key,value rows.")
+def stats(hub, days, line, assistant, as_json, as_csv):
+    """Deliveries per destination and status; reports and average sentiment per UTC day (--json
+    and --csv: the analytics page's figures too)."""
+    from .analytics import to_csv
+
     figures = ops.stats(hub, days)
-    if as_json:
-        click.echo(json.dumps(StatsSchema().dump(figures), indent=2))
+    if as_json or as_csv:
+        analytics = _operation(lambda: ops.analytics(hub, days, line=line, assistant=assistant))
+        click.echo(to_csv(analytics) if as_csv else json.dumps(StatsSchema().dump(stats_answer(figures, analytics)),
+                                                               indent=2), nl=not as_csv)
         return
     for name, counts in figures.deliveries.items():
         click.echo(f"{name:<20} " + "  ".join(f"{status} {n}" for status, n in counts.items()))

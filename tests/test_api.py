@@ -342,6 +342,51 @@ def test_stats(app, api, seeded):
     assert api("get", "/api/stats?days=0").get_json()["details"] == {"param": "days"}
 
 
+def test_stats_carry_the_analytics_of_the_window(app, api, client, seeded):
+    ingest(app, call_id="call-other-line", phone_number={"number": "+31201234567"},
+           assistant={"id": "a-2", "name": "Sales NL"}, duration_seconds=45,
+           analysis={"sentiment": 7, "intent": "sales", "resolved": True, "follow_up_needed": True})
+    app.hub.dispatcher.run_due()
+    figures = api("get", "/api/stats?days=5").get_json()["analytics"]
+    assert figures["calls"] == 4 and sum(figures["calls_per_day"]) == 4 and len(figures["dates"]) == 5
+    assert figures["sentiment_per_day"][-1] == 4.5  # today: 2 (the complaint) and 7
+    assert sum(map(sum, figures["hour_of_week"])) == 4
+    by_name = {f["name"]: f for f in figures["fields"]}
+    assert by_name["intent"]["counts"] == {"support": 1, "sales": 1, "complaint": 1, "other": 1}
+    assert by_name["resolved"]["rate"] == 0.75 and by_name["follow_up_needed"]["rate"] == 0.5
+    assert by_name["sentiment"]["average"] == 6.0 and by_name["sentiment"]["per_day"][-1] == 4.5
+    assert {d["bucket"]: d["calls"] for d in figures["durations"]}["30 s to 1 min"] == 1
+    archive = next(d for d in figures["destinations"] if d["name"] == "archive")
+    assert (archive["deliveries"], archive["succeeded"], archive["dead"], archive["success_rate"]) == (4, 4, 0, 1.0)
+    assert archive["p50_seconds"] is not None and archive["p95_seconds"] >= archive["p50_seconds"]
+    hook = next(d for d in figures["destinations"] if d["name"] == "hook")
+    assert (hook["success_rate"], hook["p50_seconds"]) == (0.0, None)
+    assert figures["lines"] == ["+31201234567", "+31850835037"] and figures["assistants"] == ["Sales NL", "Support NL"]
+
+    one_line = api("get", "/api/stats?days=5&line=%2B31201234567").get_json()["analytics"]
+    assert one_line["calls"] == 1 and one_line["line"] == "+31201234567"
+    assert api("get", "/api/stats?days=5&assistant=Support%20NL").get_json()["analytics"]["calls"] == 3
+    assert api("get", "/api/stats?line=0201234567").get_json()["details"] == {"param": "line"}
+
+    as_csv = client.get("/api/stats?days=5&format=csv", headers=AUTH)  # (openapi-core reads text as bytes)
+    assert as_csv.mimetype == "text/csv"
+    rows = as_csv.get_data(as_text=True).splitlines()
+    assert rows[0] == "figure,key,value"
+    assert "intent.count,sales,1" in rows and "resolved.rate_true,,0.75" in rows
+    assert "destination.success_rate,archive,1.0" in rows
+
+
+def test_analytics_page_reads_without_javascript(client, seeded):
+    log_in(client)
+    html = client.get("/analytics?days=5").get_data(as_text=True)
+    assert "3 calls from" in html
+    assert '<td>complaint</td><td>1</td>' in html and '<td>other</td><td>1</td>' in html
+    assert "<td>archive</td><td>3</td><td>3</td><td>0</td><td>100.0%</td>" in html
+    assert client.get("/analytics?line=nope").status_code == 400
+    csv_answer = client.get("/analytics.csv?days=5")
+    assert csv_answer.mimetype == "text/csv" and "calls_per_day," in csv_answer.get_data(as_text=True)
+
+
 def test_stats_average_skips_non_numeric_sentiment(app, api):
     now = utcnow()
     for n, sentiment in enumerate([4, 8, "great", True, None]):

@@ -272,3 +272,12 @@ def test_an_empty_listing_says_so(config_file):
     assert run("reports", "list", "-c", config_file).output == "no reports\n"
     assert run("deliveries", "list", "--status", "dead", "--destination", "broken", "-c", config_file).output == (
         "no deliveries with status dead, destination broken\n")
+
+
+def test_stats_csv_and_json_carry_the_analytics(config_file, tmp_path):
+    run("ingest", payload_file(tmp_path, "end-of-call-report-full"), "-c", config_file)
+    rows = run("stats", "--days", "2", "--csv", "-c", config_file).output.splitlines()
+    assert rows[0] == "figure,key,value" and "duration,5 to 10 min,1" in rows
+    figures = json.loads(run("stats", "--json", "--line", "+31850835037", "-c", config_file).output)
+    assert figures["analytics"]["calls"] == 1 and figures["analytics"]["line"] == "+31850835037"
+    assert run("stats", "--json", "--line", "0850835037", "-c", config_file).output.startswith("Error: line: must be")
