@@ -262,6 +262,17 @@ def stats_answer(stats, analytics) -> dict:
     return {**stats.__dict__, "analytics": analytics}
 
 
+class ConnectionCheckedSchema(Schema):
+    destination = _required(fields.String())
+    type = _required(fields.String())
+    ok = _required(fields.Boolean())
+    problem = _required(fields.String(allow_none=True, validate=validate.OneOf(
+        ["bad_token", "missing_scope", "unreachable", "rejected", "error"]), metadata={
+        "description": "null when ok; bad_token (401), missing_scope (403), unreachable (network, 5xx, 429), "
+                       "rejected (anything else the far side refused), error (the type's own bug)"}))
+    message = _required(fields.String(metadata={"description": "one line: what was reached, or what is wrong"}))
+
+
 class WebhookDeliverySchema(Schema):
     destination = _required(fields.String())
     status = _required(fields.String(validate=validate.OneOf(STATUSES)))

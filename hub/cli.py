@@ -546,6 +546,23 @@ def stats(hub, days, line, assistant, as_json, as_csv):
 
 # --- sending ------------------------------------------------------------------------------
 
+@cli.group()
+def destinations():
+    """The configured destinations."""
+
+
+@destinations.command("test")
+@pass_core_hub
+@click.argument("name")
+def destinations_test(hub, name):
+    """One cheap authenticated call to NAME: exit 0 if delivery can work, else one line saying
+    what is wrong (bad token, missing scope, unknown channel, unreachable) and exit 1."""
+    outcome = _operation(lambda: ops.check_connection(hub, name))
+    if not outcome.ok:
+        raise click.ClickException(f"{name} ({outcome.type}): {outcome.problem.replace('_', ' ')}: {outcome.message}")
+    click.echo(f"{name} ({outcome.type}): ok: {outcome.message}")
+
+
 @cli.command("send-test")
 @config_option
 @click.argument("destination")

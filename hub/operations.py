@@ -15,7 +15,9 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from .analytics import Analytics, compute as compute_analytics
+from .errors import DeliveryError, Retryable
 from .records import AttemptRecord, DeliveryDetail, DeliveryRecord
+from .redaction import redact
 from .report import CallReport
 from .store import DEAD, RUNNING, STATUSES, Delivery, utcnow
 
@@ -70,6 +72,12 @@ class NothingToReplay(OperationError):
     code = "nothing_to_replay"
 
 
+class NotTestable(OperationError):
+    """The destination's type has no test call (``Destination.test_connection``)."""
+
+    code = "destination_not_testable"
+
+
 class InvalidArgument(OperationError):
     """An argument outside what the action accepts; ``param`` names it."""
 
@@ -109,6 +117,18 @@ class RetriedDead:
     @property
     def requeued(self) -> int:
         return len(self.delivery_ids)
+
+
+@dataclass(frozen=True)
+class ConnectionChecked:
+    """A destination's test call: ``ok``, else ``problem`` (``bad_token``, ``missing_scope``,
+    ``unreachable``, ``rejected``) and ``message``, one line saying what is wrong."""
+
+    destination: str
+    type: str
+    ok: bool
+    problem: str | None
+    message: str
 
 
 @dataclass(frozen=True)
@@ -300,6 +320,36 @@ def retry_dead(hub: Hub, destination: str | None = None) -> RetriedDead:
         hub.dispatcher.wake(ids)
     skipped = {name: n for name, n in sorted(dead.items()) if name not in hub.destinations}
     return RetriedDead(ids, skipped)
+
+
+def check_connection(hub: Hub, destination: str) -> ConnectionChecked:
+    """Make the destination's one cheap authenticated call (``Destination.test_connection``)
+    and say in one line whether delivery can work, and if not, what is wrong."""
+    _require_configured(hub, destination)
+    instance = hub.destinations[destination]
+    ctx = instance.context(delivery_id=f"test-{destination}")
+    try:
+        reached = instance.test_connection(ctx)
+    except NotImplementedError:
+        raise NotTestable(f"The destination type {instance.type!r} has no test call; send a sample "
+                          f"report with `sovereign-hub send-test {destination} --dry-run` instead.",
+                          {"destination": destination, "type": instance.type}) from None
+    except DeliveryError as exc:
+        return ConnectionChecked(destination, instance.type, False, _problem(exc), redact(exc.reason))
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug: one line, as a delivery would record it
+        return ConnectionChecked(destination, instance.type, False, "error",
+                                 f"unexpected {type(exc).__name__} in the test call: {redact(str(exc))}")
+    return ConnectionChecked(destination, instance.type, True, None, redact(reached))
+
+
+def _problem(exc: DeliveryError) -> str:
+    if exc.http_status == 401:
+        return "bad_token"
+    if exc.http_status == 403:
+        return "missing_scope"
+    if isinstance(exc, Retryable):
+        return "unreachable"
+    return "rejected"
 
 
 def _require_configured(hub: Hub, destination: str, message: str | None = None) -> None:

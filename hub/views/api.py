@@ -153,6 +153,12 @@ def retry_dead():
     return _answer(schemas.RetryDeadAnswerSchema, ops.retry_dead(current_app.hub, _destination()), 202)
 
 
+@bp.post("/destinations/<name>/test")
+def test_destination(name: str):
+    _query(schemas.NoQuery)
+    return _answer(schemas.ConnectionCheckedSchema, ops.check_connection(current_app.hub, name))
+
+
 @bp.get("/stats")
 def get_stats():
     query = _query(schemas.StatsQuery)

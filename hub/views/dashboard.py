@@ -223,6 +223,7 @@ def index():
                            page_size=PAGE_SIZE, has_more=page.next_offset is not None,
                            chart=chart([day.__dict__ for day in summary.per_day]), dead=dead,
                            dead_total=sum(dead.values()), totals=summary.delivery_totals,
+                           destinations=sorted((name, d.type) for name, d in hub.destinations.items()),
                            reconcile=last_run(hub.store, RECONCILE_JOB),
                            reconcile_schedule=hub.config.sources["hms"].get("reconcile"))
 
@@ -379,6 +380,19 @@ def replay(report_id: str):
     _flash_outcome(lambda: ops.replay_report(current_app.hub, report_id, destination),
                    lambda _: f"Replay queued for {destination or 'every destination'}.")
     return redirect(url_for("dashboard.report", report_id=report_id), code=303)
+
+
+@bp.post("/destinations/<name>/test")
+@login_required
+def test_destination(name: str):
+    try:
+        outcome = ops.check_connection(current_app.hub, name)
+    except ops.OperationError as exc:
+        flash(exc.message, "error")
+    else:
+        problem = "" if outcome.ok else f"{outcome.problem.replace('_', ' ')}: "
+        flash(f"Test of {name}: {'ok: ' if outcome.ok else ''}{problem}{outcome.message}", "ok" if outcome.ok else "error")
+    return redirect(_back_to(url_for("dashboard.index")), code=303)
 
 
 @bp.post("/deliveries/retry-dead")

@@ -109,6 +109,12 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
             "summary": "Requeue every dead delivery of the configured destinations (or of one)",
             "requestBody": _destination_body(),
             "responses": {**_answer("Requeued", s.RetryDeadAnswerSchema, 202), **_errors(400, 401, 409, 503)}}},
+        "/api/destinations/{name}/test": {"post": {
+            "operationId": "testDestination",
+            "summary": "One cheap authenticated call to the destination: whether delivery can work, and if not, why",
+            "parameters": [_path_param("name", "a configured, enabled destination")],
+            "responses": {**_answer("The test call's outcome (ok or not)", s.ConnectionCheckedSchema),
+                          **_errors(400, 401, 409, 503)}}},
         "/api/stats": {"get": {
             "operationId": "getStats",
             "summary": "Delivery counts per destination; reports and average sentiment per UTC day; the "
