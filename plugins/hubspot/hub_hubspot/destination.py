@@ -5,7 +5,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates, va
 
 from hub import Destination, Mapping, MappingField, Rule, RuleField, Template, TemplateField, credential_key
 
-from .client import API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_BASE_URL
+from .client import API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_BASE_URL, HubSpotApi
 from .flow import HubSpotDelivery
 from .mapping import (DEFAULT_CALL_BODY, DEFAULT_CALL_TITLE, DEFAULT_DEAL_DESCRIPTION, DEFAULT_DEAL_NAME,
                       DEFAULT_TASK_BODY, DEFAULT_TASK_SUBJECT, PRIORITIES, TASK_TYPES)
@@ -120,3 +120,10 @@ class HubSpotDestination(Destination):
 
     def deliver(self, report, ctx):
         return HubSpotDelivery(self, report, ctx).run()
+
+    def test_connection(self, ctx) -> str:
+        """The contact search delivery starts with (one result at most): the token and the
+        contacts read scope; a 403 names the scopes the key lacks."""
+        found = HubSpotApi(self, ctx).search("contacts", {"filterGroups": [], "properties": ["hs_object_id"],
+                                                          "limit": 1})
+        return f"token accepted; contacts search answered ({len(found)} of at most 1 shown)"
