@@ -81,7 +81,8 @@ def png_size(data: bytes) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_login_list_report_timeline_retry(app, live_server, seeded, browser, tmp_path):
+def watched_page(browser):
+    """A new page, the console errors and page errors it shows, and every URL it requests."""
     context = browser.new_context(viewport={"width": 1200, "height": 900})
     page = context.new_page()
     page.set_default_timeout(10_000)
@@ -90,6 +91,11 @@ def test_login_list_report_timeline_retry(app, live_server, seeded, browser, tmp
     page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: problems.append(str(exc)))
     page.on("request", lambda request: requested.append(request.url))
+    return context, page, problems, requested
+
+
+def test_login_list_report_timeline_retry(app, live_server, seeded, browser, tmp_path):
+    context, page, problems, requested = watched_page(browser)
 
     # Not logged in: the report link (as Slack sends it) leads to the login form.
     page.goto(f"{live_server}/reports/{seeded}")
@@ -223,13 +229,7 @@ def test_every_analytics_chart_draws(with_archive, app, live_server, browser, da
             n += 1
     app.hub.dispatcher.run_due()
 
-    page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
-    page.set_default_timeout(10_000)
-    problems: list[str] = []
-    requested: list[str] = []
-    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: problems.append(str(exc)))
-    page.on("request", lambda request: requested.append(request.url))
+    _, page, problems, requested = watched_page(browser)
     page.goto(f"{live_server}/login?next=/analytics?days={days}")
     page.fill("#token", TOKEN)
     page.click("form.login button[type=submit]")

@@ -277,36 +277,26 @@ ANALYTICS_WINDOWS = (1, 7, 30, 90, 365)
 SENTIMENT = "sentiment"
 
 
-def _analytics_request():
-    """The analytics of the window and the line or assistant the query asks for."""
-    days = _int_arg("days", 30, low=1)
-    line, assistant = request.args.get("line") or None, request.args.get("assistant") or None
-    return ops.analytics(current_app.hub, min(days, MAX_DAYS), line=line, assistant=assistant)
-
-
 @bp.get("/analytics")
+@bp.get("/analytics.csv", endpoint="analytics_csv")
 @login_required
 def analytics():
+    """The analytics page (or, as /analytics.csv, its figures) of the window and the line or
+    assistant the query asks for."""
+    line, assistant = request.args.get("line") or None, request.args.get("assistant") or None
     try:
-        figures = _analytics_request()
+        figures = ops.analytics(current_app.hub, min(_int_arg("days", 30, low=1), MAX_DAYS), line=line,
+                                assistant=assistant)
     except ops.InvalidArgument as exc:
         return _page_error(400, "Not a line", exc.message)
+    if request.path.endswith(".csv"):
+        return Response(to_csv(figures), mimetype="text/csv",
+                        headers={"Content-Disposition": 'attachment; filename="sovereign-hub-analytics.csv"'})
     days = len(figures.dates)
     return render_template("dashboard_analytics.html", title="Analytics", figures=figures, days=days,
                            windows=sorted({*ANALYTICS_WINDOWS, days}), weekdays=WEEKDAYS,
                            charts=chart_data(figures), csv_args=request.args.to_dict(),
                            sentiment=next((f for f in figures.fields if f.name == SENTIMENT), None))
-
-
-@bp.get("/analytics.csv")
-@login_required
-def analytics_csv():
-    try:
-        figures = _analytics_request()
-    except ops.InvalidArgument as exc:
-        return _page_error(400, "Not a line", exc.message)
-    return Response(to_csv(figures), mimetype="text/csv",
-                    headers={"Content-Disposition": 'attachment; filename="sovereign-hub-analytics.csv"'})
 
 
 def chart_data(figures) -> dict[str, Any]:
