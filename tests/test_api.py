@@ -486,6 +486,8 @@ def test_index_masks_numbers_and_shows_badges_chart_and_dead_count(client, seede
     assert "+316*****222" in html and "+31611112222" not in html
     assert 'badge-dead' in html and "hook: dead" in html and "archive: succeeded" in html
     assert '<svg class="chart"' in html and html.count('<rect class="bar"') == 30
+    # one dot per day with a sentiment: a single day's average is visible without a line to draw
+    assert html.count('<circle class="sentiment-dot"') == 3
     assert 'href="/deliveries?status=dead"' in html and "1 dead delivery" in html
     assert "default-src 'none'" in response.headers["Content-Security-Policy"]
     assert response.headers["Cache-Control"] == "no-store"

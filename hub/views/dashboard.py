@@ -175,7 +175,7 @@ def _summary_row(report: CallReport, deliveries) -> dict[str, Any]:
 
 
 def chart(per_day: list[dict[str, Any]], width: int = 600, height: int = 120) -> dict[str, Any]:
-    """Bars for report volume, a line for average sentiment: coordinates for an inline SVG."""
+    """Bars for report volume, a line (and dots) for average sentiment: coordinates for an inline SVG."""
     pad_top, pad_bottom = 8, 18
     plot = height - pad_top - pad_bottom
     n = max(len(per_day), 1)
@@ -193,6 +193,7 @@ def chart(per_day: list[dict[str, Any]], width: int = 600, height: int = 120) ->
             y = pad_top + plot - plot * day["average_sentiment"] / top_sentiment
             points.append(f"{round(i * step + step / 2, 1)},{round(y, 1)}")
     return {"width": width, "height": height, "bars": bars, "line": " ".join(points),
+            "dots": [point.split(",") for point in points],  # a lone day's average shows as a dot
             "top_volume": top_volume, "top_sentiment": top_sentiment, "baseline": pad_top + plot,
             "first": per_day[0]["date"] if per_day else "", "last": per_day[-1]["date"] if per_day else "",
             "total": sum(d["reports"] for d in per_day)}
