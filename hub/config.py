@@ -518,7 +518,8 @@ def _literal_secrets(data: dict, registry: Registry) -> list[str]:
               for name, table in (data.get("sources") or {}).items() if isinstance(table, dict)
               for key in SOURCE_SECRETS]
     for name, table in (data.get("destinations") or {}).items():
-        cls = registry.destinations.get(table.get("type", name)) if isinstance(table, dict) else None
+        type_name = table.get("type", name) if isinstance(table, dict) else None
+        cls = registry.destinations.get(type_name) if isinstance(type_name, str) else None
         found += [(f"destinations.{name}.{key}", table.get(key)) for key in (cls.secret_options if cls else ())]
     warnings = [f'{key}: a secret written in the configuration file; keep it out of the file: '
                 f'{key.rsplit(".", 1)[1]} = {{ env = "{_env_name(key)}" }} (or {{ file = "path" }})'
