@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-CONFIG ?= config.example.toml
+CONFIG ?= hub.toml
 PLUGINS := $(wildcard plugins/*/setup.cfg)
 PLUGIN_DIRS := $(patsubst %/setup.cfg,%,$(PLUGINS))
 
@@ -35,17 +35,24 @@ lock: | $(BIN)/python
 
 # The webhook secret and the dashboard's admin token, made once into .webhook-secret and
 # .admin-token (git-ignored, readable by their owner only) unless the environment sets them.
+# Each is printed the one time it is made; every later run says only where it is.
 secrets:
-	@umask 077; test -n "$$HMS_WEBHOOK_SECRET" || test -s .webhook-secret || \
-	  $(PYTHON) -c "import secrets; print('whsec_' + secrets.token_urlsafe(32))" > .webhook-secret
-	@umask 077; test -n "$$HUB_ADMIN_TOKEN" || test -s .admin-token || \
-	  $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(24))" > .admin-token
+	@umask 077; test -n "$$HMS_WEBHOOK_SECRET" || test -s .webhook-secret || { \
+	  $(PYTHON) -c "import secrets; print('whsec_' + secrets.token_urlsafe(32))" > .webhook-secret && \
+	  echo "made the webhook secret (the assistant's webhook_secret): $$(cat .webhook-secret)"; }
+	@umask 077; test -n "$$HUB_ADMIN_TOKEN" || test -s .admin-token || { \
+	  $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(24))" > .admin-token && \
+	  echo "made the dashboard's admin token: $$(cat .admin-token)"; }
+
+# The configuration the commands find by themselves (./hub.toml), made once from the example.
+$(CONFIG):
+	cp config.example.toml $@
 
 # Runs the hub on its embedded defaults (SQLite file, in-process dispatcher) on 127.0.0.1:8080.
 # `serve` applies the store's schema migrations first.
-run: install secrets
-	@test -n "$$HMS_WEBHOOK_SECRET" || echo "webhook secret (the assistant's webhook_secret): $$(cat .webhook-secret)"
-	@test -n "$$HUB_ADMIN_TOKEN" || echo "dashboard: http://127.0.0.1:8080/  admin token: $$(cat .admin-token)"
+run: install secrets $(CONFIG)
+	@test -n "$$HMS_WEBHOOK_SECRET" || echo "webhook secret (the assistant's webhook_secret): in $(CURDIR)/.webhook-secret"
+	@test -n "$$HUB_ADMIN_TOKEN" || echo "dashboard: http://127.0.0.1:8080/  admin token: in $(CURDIR)/.admin-token"
 	HMS_WEBHOOK_SECRET="$${HMS_WEBHOOK_SECRET:-$$(cat .webhook-secret)}" \
 	HUB_ADMIN_TOKEN="$${HUB_ADMIN_TOKEN:-$$(cat .admin-token)}" \
 	  $(BIN)/sovereign-hub serve -c $(CONFIG)

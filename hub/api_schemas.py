@@ -87,6 +87,11 @@ class DeliveryQuery(_Strict):
 
 class StatsQuery(_Strict):
     days = _bounded(1, MAX_DAYS, load_default=30, metadata={"description": "how many days, today included"})
+    line = fields.String(validate=validate.Regexp(E164_PATTERN, error="must be an E.164 number like +31850835037"),
+                         load_default=None, metadata={"description": "only calls to or from this line (E.164)"})
+    assistant = _text(load_default=None, metadata={"description": "only calls of this assistant (its name, else id)"})
+    format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv"]), metadata={
+        "description": "csv: every figure as figure,key,value rows (text/csv)"})
 
 
 class NoQuery(_Strict):
@@ -213,6 +218,56 @@ class DaySchema(Schema):
         "description": "mean of numeric analysis.sentiment"}))
 
 
+def _nullable_float(description: str | None = None):
+    return _required(fields.Float(allow_none=True, metadata={"description": description} if description else {}))
+
+
+class FieldSummarySchema(Schema):
+    name = _required(fields.String())
+    kind = _required(fields.String(validate=validate.OneOf(["enum", "boolean", "number"])))
+    answered = _required(fields.Integer(metadata={"description": "calls whose analysis held a value of the field's type"}))
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer(), allow_none=True,
+                         metadata={"description": "enum: calls per value"})
+    rate = fields.Float(allow_none=True, metadata={"description": "boolean: share of true"})
+    average = fields.Float(allow_none=True, metadata={"description": "number: the average"})
+    per_day = fields.List(fields.Float(allow_none=True), allow_none=True,
+                          metadata={"description": "number: the average per day (the trend)"})
+
+
+class DestinationSummarySchema(Schema):
+    name = _required(fields.String())
+    deliveries = _required(fields.Integer())
+    succeeded = _required(fields.Integer())
+    dead = _required(fields.Integer())
+    success_rate = _nullable_float("succeeded / (succeeded + dead)")
+    p50_seconds = _nullable_float("median time from the report's acknowledgement to the delivery's success")
+    p95_seconds = _nullable_float("95th percentile of the same")
+
+
+class DurationBucketSchema(Schema):
+    bucket = _required(fields.String())
+    calls = _required(fields.Integer())
+
+
+class AnalyticsSchema(Schema):
+    since = _required(Timestamp())
+    dates = _required(fields.List(fields.String(metadata={"format": "date"})))
+    line = fields.String(allow_none=True)
+    assistant = fields.String(allow_none=True)
+    calls = _required(fields.Integer(metadata={"description": "end-of-call reports in the window"}))
+    calls_per_day = _required(fields.List(fields.Integer()))
+    sentiment_per_day = _required(fields.List(fields.Float(allow_none=True)))
+    hour_of_week = _required(fields.List(fields.List(fields.Integer()), metadata={
+        "description": "calls per UTC hour: 7 rows (Monday first) of 24"}))
+    fields_ = _required(fields.List(fields.Nested(FieldSummarySchema), data_key="fields", attribute="fields",
+                                    metadata={"description": "each field of the [analysis] schema, by its type"}))
+    durations = _required(fields.List(fields.Nested(DurationBucketSchema), metadata={
+        "description": "calls per duration bucket"}))
+    destinations = _required(fields.List(fields.Nested(DestinationSummarySchema)))
+    lines = _required(fields.List(fields.String()))
+    assistants = _required(fields.List(fields.String()))
+
+
 class StatsSchema(Schema):
     days = _required(fields.Integer())
     since = _required(Timestamp())
@@ -221,6 +276,7 @@ class StatsSchema(Schema):
     delivery_totals = _required(fields.Nested(DeliveryCountsSchema))
     per_day = _required(fields.List(fields.Nested(DaySchema)))
     paused = _required(fields.List(fields.String(), metadata={"description": "the paused destinations"}))
+    analytics = _required(fields.Nested(AnalyticsSchema))
 
 
 class DestinationSchema(Schema):
@@ -232,6 +288,22 @@ class DestinationSchema(Schema):
 
 class DestinationListSchema(Schema):
     destinations = _required(fields.List(fields.Nested(DestinationSchema)))
+
+
+def stats_answer(stats, analytics) -> dict:
+    """What ``StatsSchema`` dumps: the stats with the analytics of the same window."""
+    return {**stats.__dict__, "analytics": analytics}
+
+
+class ConnectionCheckedSchema(Schema):
+    destination = _required(fields.String())
+    type = _required(fields.String())
+    ok = _required(fields.Boolean())
+    problem = _required(fields.String(allow_none=True, validate=validate.OneOf(
+        ["bad_token", "missing_scope", "unreachable", "rejected", "error"]), metadata={
+        "description": "null when ok; bad_token (401), missing_scope (403), unreachable (network, 5xx, 429), "
+                       "rejected (anything else the far side refused), error (the type's own bug)"}))
+    message = _required(fields.String(metadata={"description": "one line: what was reached, or what is wrong"}))
 
 
 class WebhookDeliverySchema(Schema):

@@ -5,6 +5,7 @@ import os
 
 from flask import Flask
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .core import Hub
 from .views import api, dashboard, meta, webhooks
@@ -27,6 +28,9 @@ def create_app(config_path: str | None = None, *, config_data: dict | None = Non
     # chunked body (werkzeug cuts such a stream at MAX_CONTENT_LENGTH without an error).
     app.config["MAX_CONTENT_LENGTH"] = hub.config.server.max_body_bytes + 1
     app.json.sort_keys = False
+    proxies = hub.config.server.trusted_proxies
+    if proxies:  # the client's address, scheme and host as the proxies in front saw them
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(meta.bp)

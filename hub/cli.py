@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import logs
 from . import operations as ops
-from .api_schemas import MAX_DAYS, DeliverySchema, StatsSchema
+from .api_schemas import MAX_DAYS, DeliverySchema, StatsSchema, stats_answer
 from .config import ConfigProblems, load_config
 from .dates import parse_duration
 from .errors import UnknownDestination
@@ -31,7 +31,8 @@ from .redaction import in_play, mask_phone, redact, scrub
 from .schema import SchemaError
 from .store import STATUSES
 
-DEFAULT_CONFIG = "config.toml"
+CONFIG_ENV = "SOVEREIGN_HUB_CONFIG"
+DEFAULT_CONFIG = "hub.toml"
 ANALYSIS_PROMPT = [
     {"role": "system",
      "content": "Analyze the call transcript according to the provided schema. Return valid JSON matching the schema."},
@@ -58,10 +59,28 @@ class HubGroup(click.Group):
             ctx.exit(1)
 
 
+def find_config(given: str | None) -> str:
+    """The configuration file: ``-c``, else ``$SOVEREIGN_HUB_CONFIG``, else ``./hub.toml``.
+
+    A file named by the variable must exist (it is never silently passed over); when none is
+    named and ``./hub.toml`` is absent, the error names all three places."""
+    if given:
+        return given
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        if not Path(from_env).is_file():
+            raise ConfigProblems([f"configuration file not found: {from_env} (named by {CONFIG_ENV})"])
+        return from_env
+    if Path(DEFAULT_CONFIG).is_file():
+        return DEFAULT_CONFIG
+    raise ConfigProblems([f"no configuration file: give one with -c/--config FILE, set {CONFIG_ENV}, "
+                          f"or create ./{DEFAULT_CONFIG} (config.example.toml is one to start from)"])
+
+
 def config_option(func):
-    return click.option("-c", "--config", "config_path", envvar="SOVEREIGN_HUB_CONFIG", default=DEFAULT_CONFIG,
-                        show_default=True, type=click.Path(dir_okay=False),
-                        help="The TOML configuration file (or SOVEREIGN_HUB_CONFIG).")(func)
+    return click.option("-c", "--config", "config_path", callback=lambda _ctx, _param, value: find_config(value),
+                        type=click.Path(dir_okay=False),
+                        help=f"The TOML configuration file (default: ${CONFIG_ENV}, else ./{DEFAULT_CONFIG}).")(func)
 
 
 def load_settings(config_path: str):
@@ -159,7 +178,7 @@ def serve(config_path, host, port, workers, web_only):
            "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     web_cmd = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
                "--worker-class", "sync", "--graceful-timeout", str(int(grace)), "--timeout", "30",
-               "--log-level", "warning", "hub.wsgi:app"]
+               "--log-level", "warning", "--config", "python:hub.gunicorn_signals", "hub.wsgi:app"]
     worker_cmd = [sys.executable, "-m", "hub", "worker", "-c", str(Path(config_path).resolve())]
     commands = [web_cmd] if web_only else [worker_cmd, web_cmd]
     children = [subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent) for cmd in commands]
@@ -193,6 +212,7 @@ def serve(config_path, host, port, workers, web_only):
                 child.kill()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+    click.echo(f"sovereign-hub stopped{'' if code == 0 else f' (exit code {code})'}", err=True)
     sys.exit(code)
 
 
@@ -400,7 +420,10 @@ def reports():
 @click.option("--limit", type=int, default=50, show_default=True)
 def reports_list(hub, since, limit):
     """The newest reports first."""
-    for report in ops.list_reports(hub, since=parse_since(since), limit=limit).reports:
+    found = ops.list_reports(hub, since=parse_since(since), limit=limit).reports
+    if not found:
+        click.echo(f"no reports{f' since {since}' if since else ''}", err=True)
+    for report in found:
         sentiment = (report.analysis or {}).get("sentiment", "-")
         click.echo(f"{report.id}  {report.received_at:%Y-%m-%d %H:%M:%S}  {report.event:<19} "
                    f"{report.call.direction:<8} {mask_phone(report.customer.number) or '-':<15} "
@@ -431,14 +454,19 @@ def deliveries():
 @click.option("--limit", type=int, default=50, show_default=True)
 def deliveries_list(hub, status, destination, report_id, limit):
     """Newest first; ``--status dead`` lists the dead letters."""
-    for d in ops.list_deliveries(hub, status=status, destination=destination, report_id=report_id, limit=limit):
+    found = ops.list_deliveries(hub, status=status, destination=destination, report_id=report_id, limit=limit)
+    if not found:
+        asked = [f"{name} {value}" for name, value in
+                 (("status", status), ("destination", destination), ("report", report_id)) if value]
+        click.echo(f"no deliveries{' with ' + ', '.join(asked) if asked else ''}", err=True)
+    for d in found:
         click.echo(f"{d.id}  {d.status:<9} {d.destination:<20} report {d.report_id}  attempts {d.attempts}  "
                    f"{d.last_error or d.result or ''}"[:240])
 
 
 @cli.group()
 def destinations():
-    """The configured destinations; pause and resume one."""
+    """The configured destinations: list, pause and resume one, test one."""
 
 
 def _destination_line(state: ops.DestinationState) -> str:
@@ -487,24 +515,14 @@ def _queued(ids: list[str]) -> str:
 
 @cli.command()
 @pass_core_hub
-@click.argument("report_id", required=False)
+@click.argument("report_id")
 @click.option("--destination", help="Only this (enabled) destination.")
-@click.option("--dead", is_flag=True, help="Every dead delivery of the enabled destinations (or of --destination).")
-def replay(hub, report_id, destination, dead):
-    """Deliver a report again (state kept, so nothing is created twice), or every dead delivery.
+def replay(hub, report_id, destination):
+    """Deliver a report again (state kept, so nothing is created twice): every delivery it has,
+    or to --destination (an enabled one).
 
-    The same rules as the API's: only enabled destinations, and --dead leaves the dead
-    deliveries of destinations that are no longer configured alone.
+    A failed delivery is tried again with `retry` (one, or --dead for all).
     """
-    if bool(report_id) == dead:
-        raise click.UsageError("give a REPORT_ID or --dead (not both)")
-    if dead:
-        outcome = _operation(lambda: ops.retry_dead(hub, destination))
-        click.echo(_queued(outcome.delivery_ids))
-        for name, count in outcome.skipped_unconfigured.items():
-            click.echo(f"left alone: {count} dead deliver{'y' if count == 1 else 'ies'} of {name!r}, "
-                       f"which is no longer configured", err=True)
-        return
     outcome = _operation(lambda: ops.replay_report(hub, report_id, destination))
     click.echo(_queued([d.id for d in outcome.deliveries]))
     if outcome.skipped_running:
@@ -513,22 +531,48 @@ def replay(hub, report_id, destination, dead):
 
 @cli.command()
 @pass_core_hub
-@click.argument("delivery_id")
-def retry(hub, delivery_id):
-    """Make one delivery due now with a fresh attempt budget (its state is kept)."""
-    outcome = _operation(lambda: ops.retry_delivery(hub, delivery_id))
-    click.echo(_queued([outcome.delivery.id]))
+@click.argument("delivery_id", required=False)
+@click.option("--dead", is_flag=True, help="Every dead delivery of the enabled destinations (or of --destination).")
+@click.option("--destination", help="With --dead: only this (enabled) destination's.")
+def retry(hub, delivery_id, dead, destination):
+    """Try a failed delivery again, due now with a fresh attempt budget (its state is kept); or,
+    with --dead, every dead delivery.
+
+    The same rules as the API's: only enabled destinations, and --dead leaves the dead
+    deliveries of destinations that are no longer configured alone.
+    """
+    if bool(delivery_id) == dead:
+        raise click.UsageError("give a DELIVERY_ID or --dead (not both)")
+    if destination and not dead:
+        raise click.UsageError("--destination goes with --dead")
+    if delivery_id:
+        outcome = _operation(lambda: ops.retry_delivery(hub, delivery_id))
+        click.echo(_queued([outcome.delivery.id]))
+        return
+    outcome = _operation(lambda: ops.retry_dead(hub, destination))
+    click.echo(_queued(outcome.delivery_ids))
+    for name, count in outcome.skipped_unconfigured.items():
+        click.echo(f"left alone: {count} dead deliver{'y' if count == 1 else 'ies'} of {name!r}, "
+                   f"which is no longer configured", err=True)
 
 
 @cli.command()
 @pass_core_hub
 @click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON form.")
-def stats(hub, days, as_json):
-    """Deliveries per destination and status; reports and average sentiment per UTC day."""
+@click.option("--line", help="Analytics of this line only (E.164).")
+@click.option("--assistant", help="Analytics of this assistant only (its name, else id).")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON form, analytics included.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print every analytics figure as figure,key,value rows.")
+def stats(hub, days, line, assistant, as_json, as_csv):
+    """Deliveries per destination and status; reports and average sentiment per UTC day (--json
+    and --csv: the analytics page's figures too)."""
+    from .analytics import to_csv
+
     figures = ops.stats(hub, days)
-    if as_json:
-        click.echo(json.dumps(StatsSchema().dump(figures), indent=2))
+    if as_json or as_csv:
+        analytics = _operation(lambda: ops.analytics(hub, days, line=line, assistant=assistant))
+        click.echo(to_csv(analytics) if as_csv else json.dumps(StatsSchema().dump(stats_answer(figures, analytics)),
+                                                               indent=2), nl=not as_csv)
         return
     for name, counts in figures.deliveries.items():
         paused = "  (paused)" if name in figures.paused else ""
@@ -539,6 +583,18 @@ def stats(hub, days, as_json):
 
 
 # --- sending ------------------------------------------------------------------------------
+
+@destinations.command("test")
+@pass_core_hub
+@click.argument("name")
+def destinations_test(hub, name):
+    """One cheap authenticated call to NAME: exit 0 if delivery can work, else one line saying
+    what is wrong (bad token, missing scope, unknown channel, unreachable) and exit 1."""
+    outcome = _operation(lambda: ops.check_connection(hub, name))
+    if not outcome.ok:
+        raise click.ClickException(f"{name} ({outcome.type}): {outcome.problem.replace('_', ' ')}: {outcome.message}")
+    click.echo(f"{name} ({outcome.type}): ok: {outcome.message}")
+
 
 @cli.command("send-test")
 @config_option

@@ -5,6 +5,8 @@ the fix, so ``sovereign-hub check-config`` shows the whole list in one run.
 """
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import ssl
 import tomllib
@@ -20,11 +22,12 @@ from .destinations import Destination, HubSettings
 from .plugins import Registry
 from .ratelimit import parse_rate
 from .rules import Rule
-from .redaction import register_secret
+from .redaction import redact, register_secret
 
 DEFAULT_RETRY_DELAYS = [5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200, 86400]
 COMMON_DESTINATION_KEYS = {"type", "enabled", "when", "events", "ordering", "max_in_flight"}
 ORDERINGS = ("customer", "none")
+CORE_DESTINATION_KEYS = ("ca_bundle", "rate_limits")  # checked by the hub for every type
 
 
 class ConfigProblems(Exception):
@@ -44,6 +47,11 @@ def _is_secret_ref(value: Any) -> bool:
             and isinstance(next(iter(value.values())), str))
 
 
+#: stands for a secret that could not be read, so that the schemas judge the rest of the file as
+#: if it were there (a configuration with a problem is never used)
+UNREAD_SECRET = "<secret not read>"
+
+
 def resolve_secrets(node: Any, base_dir: Path, problems: list[str], key: str = "") -> Any:
     """Replace every ``{ env = "NAME" }`` / ``{ file = "path" }`` with the secret it names."""
     if _is_secret_ref(node):
@@ -52,14 +60,14 @@ def resolve_secrets(node: Any, base_dir: Path, problems: list[str], key: str = "
             value = os.environ.get(str(ref))
             if value is None or value == "":
                 problems.append(f"{key}: environment variable {ref} is not set")
-                return None
+                return UNREAD_SECRET
         else:
             path = (base_dir / str(ref)).expanduser()
             try:
                 value = path.read_text().strip()
             except OSError as exc:
                 problems.append(f"{key}: cannot read secret file {path} ({exc.strerror or exc})")
-                return None
+                return UNREAD_SECRET
         register_secret(value)
         return value
     if isinstance(node, dict):
@@ -69,22 +77,76 @@ def resolve_secrets(node: Any, base_dir: Path, problems: list[str], key: str = "
     return node
 
 
-def flatten_errors(messages: Any, prefix: str) -> list[str]:
-    """marshmallow's nested error dict -> ``a.b.c: message`` lines."""
+#: marshmallow's type messages, and what such a key expects instead
+EXPECTED = {
+    "Not a valid URL.": "an absolute http(s) URL such as https://example.com/path",
+    "Not a valid integer.": "a whole number such as 30",
+    "Not a valid number.": "a number such as 2.5",
+    "Not a valid boolean.": "true or false",
+    "Not a valid string.": 'a string in quotes, "like this"',
+    "Not a valid list.": 'a list, ["like", "this"]',
+    "Not a valid mapping type.": "a table",
+    "Not a valid email address.": "an email address",
+}
+_ABSENT = object()
+
+
+def flatten_errors(messages: Any, prefix: str, data: Any = None, known: tuple[str, ...] = (),
+                   secret: tuple[str, ...] = ()) -> list[str]:
+    """marshmallow's nested error dict -> ``a.b.c: message`` lines, in the hub's words: a value of
+    the wrong kind is quoted (unless it is one of the ``secret`` keys) with what is expected, and an
+    unknown key gets the nearest of the ``known`` ones."""
     if isinstance(messages, dict):
         lines = []
+        misspelled = {_nearest(str(k), known) for k, v in messages.items() if v == ["Unknown field."]}
         for k, v in messages.items():
-            key = f"{prefix}.{k}" if prefix and k != "_schema" else (prefix or str(k))
+            if k in misspelled and v == ["Missing data for required field."]:
+                continue  # said once, as the misspelling's "did you mean"
             if k == "_schema":
-                key = prefix
-            lines.extend(flatten_errors(v, key))
+                lines.extend(flatten_errors(v, prefix, data))
+                continue
+            key = f"{prefix}.{k}" if prefix else str(k)
+            value = data.get(k, _ABSENT) if isinstance(data, dict) else _ABSENT
+            if isinstance(v, list) and v and all(isinstance(m, str) for m in v):
+                lines.append(f"{key}: {'; '.join(_explained(m, str(k), value, known, k in secret) for m in v)}")
+            else:
+                child = data[k] if isinstance(data, list) and isinstance(k, int) and k < len(data) else value
+                lines.extend(flatten_errors(v, key, None if child is _ABSENT else child))
         return lines
     if isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages):
-        text = "; ".join(m if m != "Unknown field." else "unknown key (check the spelling)" for m in messages)
-        return [f"{prefix}: {text}"]
+        return [f"{prefix}: {'; '.join(messages)}"]
     if isinstance(messages, list):
-        return [line for m in messages for line in flatten_errors(m, prefix)]
+        return [line for m in messages for line in flatten_errors(m, prefix, data)]
     return [f"{prefix}: {messages}"]
+
+
+def _explained(message: str, name: str, value: Any, known: tuple[str, ...], secret: bool) -> str:
+    if message == "Unknown field.":
+        hint = did_you_mean(name, known) or (f" (known: {', '.join(sorted(known))})" if known else "")
+        return f"unknown key{hint or ' (check the spelling)'}"
+    expected = EXPECTED.get(message)
+    if message == "Missing data for required field.":
+        return "missing: this key is required"
+    if expected is None or value is _ABSENT:
+        return message
+    shown = "the value given" if secret else redact(json.dumps(value, ensure_ascii=False, default=str))
+    return f"{shown} is not {expected}"
+
+
+def did_you_mean(name: str, known) -> str:
+    """``; did you mean 'path'?`` when one of ``known`` is close to ``name``, else ``""``."""
+    close = _nearest(name, known)
+    return f"; did you mean {close!r}?" if close else ""
+
+
+def _nearest(name: str, known) -> str | None:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def schema_keys(schema: Schema) -> tuple[str, ...]:
+    """The keys a schema accepts, as they are written in the file."""
+    return tuple(f.data_key or name for name, f in schema.fields.items() if not f.dump_only)
 
 
 # --- the core sections ------------------------------------------------------------------
@@ -99,6 +161,7 @@ class ServerConfig:
     public_url: str | None
     workers: int
     metrics_token: str | None
+    trusted_proxies: int
 
 
 @dataclass(frozen=True)
@@ -182,6 +245,8 @@ class ServerSchema(_Section):
     public_url = fields.String(load_default=None, allow_none=True)
     workers = fields.Integer(load_default=2, validate=validate.Range(1, 64))
     metrics_token = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=16))
+    # how many proxies in front set X-Forwarded-For/-Proto/-Host (0: none, the headers are ignored)
+    trusted_proxies = fields.Integer(load_default=0, validate=validate.Range(0, 5))
 
 
 class StoreSchema(_Section):
@@ -279,6 +344,11 @@ class RateLimitSchema(_Section):
     storage = fields.String(load_default="memory://", validate=_limit_storage)
 
 
+#: the keys that hold secrets: redacted everywhere, and a warning when written literally
+SECTION_SECRETS = {"admin": ("token",), "server": ("metrics_token",)}
+SOURCE_SECRETS = ("secret", "api_key")
+URLS_WITH_PASSWORDS = (("store", "url"), ("dispatch", "broker_url"), ("ratelimit", "storage"))
+
 SECTIONS: dict[str, type[Schema]] = {
     "server": ServerSchema, "store": StoreSchema, "dispatch": DispatchSchema, "admin": AdminSchema,
     "analysis": AnalysisSchema, "phone": PhoneSchema, "logging": LoggingSchema, "privacy": PrivacySchema,
@@ -333,10 +403,12 @@ class HubConfig:
 
 def load_destination_options(cls: type[Destination], options: dict[str, Any], key: str) -> dict[str, Any]:
     """Validate one destination's own keys with its type's ``Config`` schema."""
+    schema = cls.Config()
     try:
-        loaded = cls.Config().load(options)
+        loaded = schema.load(options)
     except ValidationError as exc:
-        raise ConfigProblems(flatten_errors(exc.messages, key)) from None
+        known = schema_keys(schema) + tuple(COMMON_DESTINATION_KEYS) + CORE_DESTINATION_KEYS
+        raise ConfigProblems(flatten_errors(exc.messages, key, options, known, tuple(cls.secret_options))) from None
     for option in cls.secret_options:
         if isinstance(loaded.get(option), str):
             register_secret(loaded[option])
@@ -395,7 +467,8 @@ def _load_destination(name: str, table: Any, registry: Registry, known_events: s
     cls = registry.destinations.get(type_name)
     if cls is None:
         known = ", ".join(sorted(registry.destinations)) or "none"
-        problems.append(f"{key}.type: unknown destination type {type_name!r} (installed: {known}); "
+        problems.append(f"{key}.type: unknown destination type {type_name!r}"
+                        f"{did_you_mean(str(type_name), registry.destinations)} (installed: {known}); "
                         f"install the plugin that provides it")
         return None
     enabled = table.get("enabled", True)
@@ -451,19 +524,21 @@ def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dic
     problems: list[str] = []
     data = _read_toml(path, label) if data is None else data
     base_dir = Path(path).parent if path else Path.cwd()
+    literal = _literal_secrets(data, registry)
     data = resolve_secrets(data, base_dir, problems)
+    unresolved = {problem.split(": ", 1)[0] for problem in problems}
     _check_sections_known(data, problems)
     sections = _load_sections(data, problems)
     sources_table = data.get("sources", {}) or {}
     sources = _load_sources(sources_table, registry, problems)
-    warnings = _backend_warnings(sections) + _check_signing(sources_table, problems)
+    warnings = _backend_warnings(sections) + _check_signing(sources_table, problems) + literal
     _check_analysis_schema(sections["analysis"].schema, problems)
     destinations = _load_destinations(data.get("destinations", {}) or {}, registry, problems, base_dir)
     if "ratelimit" in sections:
         _check_shared_rates(sections["ratelimit"].storage, destinations, problems)
     _register_literal_secrets(sections, sources)
     if problems:
-        raise ConfigProblems(problems, label)
+        raise ConfigProblems(_once_per_secret(problems, unresolved), label)
     return HubConfig(path=label, sources=sources, destinations=destinations, warnings=warnings, **sections)
 
 
@@ -481,9 +556,51 @@ def _read_toml(path: str | os.PathLike | None, label: str | None) -> dict:
         raise ConfigProblems([f"cannot read configuration file: {exc.strerror}"], label) from None
 
 
+def _once_per_secret(problems: list[str], unresolved: set[str]) -> list[str]:
+    """A secret that could not be read is one problem: not also the schema's word on the stand-in
+    it left."""
+    seen: set[str] = set()
+    kept = []
+    for problem in problems:
+        key = problem.split(": ", 1)[0]
+        if key in unresolved and key in seen:
+            continue
+        seen.add(key)
+        kept.append(problem)
+    return kept
+
+
+def _literal_secrets(data: dict, registry: Registry) -> list[str]:
+    """A warning for each secret written in the file itself rather than as { env } / { file }."""
+    found = [(f"{section}.{key}", (data.get(section) or {}).get(key))
+             for section, keys in SECTION_SECRETS.items() for key in keys]
+    found += [(f"sources.{name}.{key}", (table or {}).get(key))
+              for name, table in (data.get("sources") or {}).items() if isinstance(table, dict)
+              for key in SOURCE_SECRETS]
+    for name, table in (data.get("destinations") or {}).items():
+        type_name = table.get("type", name) if isinstance(table, dict) else None
+        cls = registry.destinations.get(type_name) if isinstance(type_name, str) else None
+        found += [(f"destinations.{name}.{key}", table.get(key)) for key in (cls.secret_options if cls else ())]
+    warnings = [f'{key}: a secret written in the configuration file; keep it out of the file: '
+                f'{key.rsplit(".", 1)[1]} = {{ env = "{_env_name(key)}" }} (or {{ file = "path" }})'
+                for key, value in found if isinstance(value, str) and value]
+    for section, key in URLS_WITH_PASSWORDS:
+        value = (data.get(section) or {}).get(key)
+        if isinstance(value, str) and _password_of(value):
+            warnings.append(f'{section}.{key}: a password written in the configuration file; write '
+                            f'{key} = {{ env = "{_env_name(f"{section}.{key}")}" }} (or {{ file = "path" }}) instead')
+    return warnings
+
+
+def _env_name(key: str) -> str:
+    """``destinations.crm.token`` -> ``CRM_TOKEN``: a name to suggest for the variable."""
+    return "_".join(key.split(".")[-2:]).upper().replace("-", "_")
+
+
 def _check_sections_known(data: dict, problems: list[str]) -> None:
     for section in sorted(set(data) - set(SECTIONS) - {"sources", "destinations"}):
-        problems.append(f"{section}: unknown section (known: {', '.join(sorted(SECTIONS))}, sources, destinations)")
+        problems.append(f"{section}: unknown section{did_you_mean(section, [*SECTIONS, 'sources', 'destinations'])} "
+                        f"(known: {', '.join(sorted(SECTIONS))}, sources, destinations)")
 
 
 def _load_sections(data: dict, problems: list[str]) -> dict[str, Any]:
@@ -497,7 +614,8 @@ def _load_sections(data: dict, problems: list[str]) -> dict[str, Any]:
         try:
             loaded[section] = schema().load(table)
         except ValidationError as exc:
-            problems.extend(flatten_errors(exc.messages, section))
+            problems.extend(flatten_errors(exc.messages, section, table, schema_keys(schema()),
+                                           SECTION_SECRETS.get(section, ())))
             loaded[section] = schema().load({})
     return loaded
 
@@ -506,12 +624,16 @@ def _load_sources(sources_table: dict, registry: Registry, problems: list[str]) 
     sources: dict[str, dict] = {}
     for name in sorted(set(sources_table) | {"hms"}):
         if name not in registry.sources:
-            problems.append(f"sources.{name}: unknown source (installed: {', '.join(sorted(registry.sources))})")
+            problems.append(f"sources.{name}: unknown source{did_you_mean(name, registry.sources)} "
+                            f"(installed: {', '.join(sorted(registry.sources))})")
             continue
+        schema = registry.sources[name].Config()
+        table = sources_table.get(name, {})
         try:
-            sources[name] = registry.sources[name].Config().load(sources_table.get(name, {}))
+            sources[name] = schema.load(table)
         except ValidationError as exc:
-            problems.extend(flatten_errors(exc.messages, f"sources.{name}"))
+            problems.extend(flatten_errors(exc.messages, f"sources.{name}", table, schema_keys(schema),
+                                           SOURCE_SECRETS))
     return sources
 
 
@@ -588,7 +710,7 @@ def _check_shared_rates(storage: str, destinations: dict[str, DestinationConfig]
 def _register_literal_secrets(sections: dict[str, Any], sources: dict[str, dict]) -> None:
     """A secret written literally (not as { env } / { file }) is redacted all the same."""
     for value in [sections["admin"].token, sections["server"].metrics_token,
-                  *(table.get(key) for table in sources.values() for key in ("secret", "api_key")),
+                  *(table.get(key) for table in sources.values() for key in SOURCE_SECRETS),
                   _password_of(sections["dispatch"].broker_url), _password_of(sections["store"].url),
                   _password_of(sections["ratelimit"].storage)]:
         register_secret(value)

@@ -126,6 +126,15 @@ class Destination:
     def can_forget(cls) -> bool:
         return cls.forget is not Destination.forget
 
+
+    def test_connection(self, ctx: "DeliveryContext") -> str:
+        """One cheap authenticated call that shows whether delivery can work: the credential, the
+        scopes delivery needs, the channel or project it names. Returns what was reached, in one
+        line; raises ``Permanent`` (bad token, missing scope, unknown channel) or ``Retryable``
+        (unreachable, the far side failing) saying what is wrong. Send through ``ctx.send``.
+        A type that does not override it cannot be tested (``NotImplementedError``)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         self.http.close()
 

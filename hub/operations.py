@@ -17,10 +17,11 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Callable
 
 from . import logs
-from .errors import Permanent, Retryable
+from .analytics import Analytics, compute as compute_analytics
+from .errors import DeliveryError, Permanent, Retryable
 from .normalize import to_e164
 from .records import AttemptRecord, DeliveryDetail, DeliveryRecord
-from .redaction import in_play, mask_phone, scrub
+from .redaction import in_play, mask_phone, redact, scrub
 from .report import CallReport
 from .store import DEAD, RUNNING, STATUSES, Delivery, utcnow
 
@@ -76,6 +77,12 @@ class NothingToReplay(OperationError):
     """A replay of a report that has no deliveries, with no destination named."""
 
     code = "nothing_to_replay"
+
+
+class NotTestable(OperationError):
+    """The destination's type has no test call (``Destination.test_connection``)."""
+
+    code = "destination_not_testable"
 
 
 class InvalidArgument(OperationError):
@@ -136,6 +143,18 @@ class DestinationState:
     @property
     def paused(self) -> bool:
         return self.paused_at is not None
+
+
+@dataclass(frozen=True)
+class ConnectionChecked:
+    """A destination's test call: ``ok``, else ``problem`` (``bad_token``, ``missing_scope``,
+    ``unreachable``, ``rejected``) and ``message``, one line saying what is wrong."""
+
+    destination: str
+    type: str
+    ok: bool
+    problem: str | None
+    message: str
 
 
 @dataclass(frozen=True)
@@ -256,6 +275,12 @@ def list_deliveries(hub: Hub, *, status: str | None = None, destination: str | N
                                                           report_id=report_id, since=since, limit=limit)]
 
 
+def count_deliveries(hub: Hub, *, destination: str | None = None, since: datetime | None = None) -> dict[str, int]:
+    """Deliveries per status (every status, zeros included), to one destination or all, updated
+    since ``since`` or ever."""
+    return dict.fromkeys(STATUSES, 0) | hub.store.status_counts(destination=destination, since=since)
+
+
 def get_delivery(hub: Hub, delivery_id: str) -> DeliveryDetail:
     row = hub.store.get_delivery(delivery_id)
     if row is None:
@@ -263,14 +288,28 @@ def get_delivery(hub: Hub, delivery_id: str) -> DeliveryDetail:
     return _detail(hub, row)
 
 
+def _window_start(days: int) -> datetime:
+    """Midnight UTC ``days - 1`` days ago: the last ``days`` UTC days, today included."""
+    if days < 1:
+        raise InvalidArgument("days", f"must be at least 1, not {days}")
+    first = utcnow().date() - timedelta(days=days - 1)
+    return datetime(first.year, first.month, first.day, tzinfo=timezone.utc)
+
+
+def analytics(hub: Hub, days: int = 30, *, line: str | None = None, assistant: str | None = None) -> Analytics:
+    """The analytics figures of the last ``days`` UTC days, of one line (its E.164 number), one
+    assistant (its name, else its id) or all."""
+    if line is not None and not E164.match(line):
+        raise InvalidArgument("line", f"must be the line's E.164 number like +31850835037, not {line!r}")
+    return compute_analytics(hub.store, hub.config.analysis.schema, _window_start(days), days,
+                             line=line, assistant=assistant)
+
+
 def stats(hub: Hub, days: int = 30) -> Stats:
     """The last ``days`` UTC days, today included; configured destinations count before their
     first delivery."""
-    if days < 1:
-        raise InvalidArgument("days", f"must be at least 1, not {days}")
-    today = utcnow().date()
-    first = today - timedelta(days=days - 1)
-    since = datetime(first.year, first.month, first.day, tzinfo=timezone.utc)
+    since = _window_start(days)
+    first = since.date()
     found = hub.store.report_days(since)
     per_day = []
     for n in range(days):
@@ -451,6 +490,36 @@ def resume_destination(hub: Hub, destination: str) -> DestinationState:
     if hub.store.resume(destination):
         hub.dispatcher.wake()
     return DestinationState(destination, hub.config.destinations[destination].type, None)
+
+
+def check_connection(hub: Hub, destination: str) -> ConnectionChecked:
+    """Make the destination's one cheap authenticated call (``Destination.test_connection``)
+    and say in one line whether delivery can work, and if not, what is wrong."""
+    _require_configured(hub, destination)
+    instance = hub.destinations[destination]
+    ctx = instance.context(delivery_id=f"test-{destination}")
+    try:
+        reached = instance.test_connection(ctx)
+    except NotImplementedError:
+        raise NotTestable(f"The destination type {instance.type!r} has no test call; send a sample "
+                          f"report with `sovereign-hub send-test {destination} --dry-run` instead.",
+                          {"destination": destination, "type": instance.type}) from None
+    except DeliveryError as exc:
+        return ConnectionChecked(destination, instance.type, False, _problem(exc), redact(exc.reason))
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug: one line, as a delivery would record it
+        return ConnectionChecked(destination, instance.type, False, "error",
+                                 f"unexpected {type(exc).__name__} in the test call: {redact(str(exc))}")
+    return ConnectionChecked(destination, instance.type, True, None, redact(reached))
+
+
+def _problem(exc: DeliveryError) -> str:
+    if exc.http_status == 401:
+        return "bad_token"
+    if exc.http_status == 403:
+        return "missing_scope"
+    if isinstance(exc, Retryable):
+        return "unreachable"
+    return "rejected"
 
 
 def _require_configured(hub: Hub, destination: str, message: str | None = None) -> None:

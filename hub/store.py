@@ -670,6 +670,16 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
+    def status_counts(self, *, destination: str | None = None, since: datetime | None = None) -> dict[str, int]:
+        """``{status: n}`` of the deliveries to ``destination`` updated since ``since`` (each optional)."""
+        query = sa.select(deliveries.c.status, sa.func.count()).group_by(deliveries.c.status)
+        if destination:
+            query = query.where(deliveries.c.destination == destination)
+        if since:
+            query = query.where(deliveries.c.updated_at >= since)
+        with self.engine.connect() as conn:
+            return dict(conn.execute(query).all())
+
     def delivery_counts(self) -> dict[tuple[str, str], int]:
         """``{(destination, status): n}``, for the queue-depth gauge and stats."""
         query = sa.select(deliveries.c.destination, deliveries.c.status, sa.func.count()).group_by(

@@ -55,6 +55,11 @@ def normalize_payload(payload: dict, *, default_region: str | None = "NL", repor
                                  normalizer=Normalizer(default_region, analysis))
 
 
+def probe_connection(destination: Destination) -> str:
+    """``destination.test_connection`` with a fresh context: its one line, or the error it raises."""
+    return destination.test_connection(destination.context(delivery_id=f"test-{destination.name}"))
+
+
 def make_destination(type_or_cls: str | type[Destination], options: dict[str, Any] | None = None, *,
                      name: str | None = None, settings: HubSettings | None = None) -> Destination:
     """A destination built as the hub builds it: options validated by its ``Config`` schema."""

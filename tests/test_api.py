@@ -342,6 +342,51 @@ def test_stats(app, api, seeded):
     assert api("get", "/api/stats?days=0").get_json()["details"] == {"param": "days"}
 
 
+def test_stats_carry_the_analytics_of_the_window(app, api, client, seeded):
+    ingest(app, call_id="call-other-line", phone_number={"number": "+31201234567"},
+           assistant={"id": "a-2", "name": "Sales NL"}, duration_seconds=45,
+           analysis={"sentiment": 7, "intent": "sales", "resolved": True, "follow_up_needed": True})
+    app.hub.dispatcher.run_due()
+    figures = api("get", "/api/stats?days=5").get_json()["analytics"]
+    assert figures["calls"] == 4 and sum(figures["calls_per_day"]) == 4 and len(figures["dates"]) == 5
+    assert figures["sentiment_per_day"][-1] == 4.5  # today: 2 (the complaint) and 7
+    assert sum(map(sum, figures["hour_of_week"])) == 4
+    by_name = {f["name"]: f for f in figures["fields"]}
+    assert by_name["intent"]["counts"] == {"support": 1, "sales": 1, "complaint": 1, "other": 1}
+    assert by_name["resolved"]["rate"] == 0.75 and by_name["follow_up_needed"]["rate"] == 0.5
+    assert by_name["sentiment"]["average"] == 6.0 and by_name["sentiment"]["per_day"][-1] == 4.5
+    assert {d["bucket"]: d["calls"] for d in figures["durations"]}["30 s to 1 min"] == 1
+    archive = next(d for d in figures["destinations"] if d["name"] == "archive")
+    assert (archive["deliveries"], archive["succeeded"], archive["dead"], archive["success_rate"]) == (4, 4, 0, 1.0)
+    assert archive["p50_seconds"] is not None and archive["p95_seconds"] >= archive["p50_seconds"]
+    hook = next(d for d in figures["destinations"] if d["name"] == "hook")
+    assert (hook["success_rate"], hook["p50_seconds"]) == (0.0, None)
+    assert figures["lines"] == ["+31201234567", "+31850835037"] and figures["assistants"] == ["Sales NL", "Support NL"]
+
+    one_line = api("get", "/api/stats?days=5&line=%2B31201234567").get_json()["analytics"]
+    assert one_line["calls"] == 1 and one_line["line"] == "+31201234567"
+    assert api("get", "/api/stats?days=5&assistant=Support%20NL").get_json()["analytics"]["calls"] == 3
+    assert api("get", "/api/stats?line=0201234567").get_json()["details"] == {"param": "line"}
+
+    as_csv = client.get("/api/stats?days=5&format=csv", headers=AUTH)  # (openapi-core reads text as bytes)
+    assert as_csv.mimetype == "text/csv"
+    rows = as_csv.get_data(as_text=True).splitlines()
+    assert rows[0] == "figure,key,value"
+    assert "intent.count,sales,1" in rows and "resolved.rate_true,,0.75" in rows
+    assert "destination.success_rate,archive,1.0" in rows
+
+
+def test_analytics_page_reads_without_javascript(client, seeded):
+    log_in(client)
+    html = client.get("/analytics?days=5").get_data(as_text=True)
+    assert "3 calls from" in html
+    assert '<td>complaint</td><td>1</td>' in html and '<td>other</td><td>1</td>' in html
+    assert "<td>archive</td><td>3</td><td>3</td><td>0</td><td>100.0%</td>" in html
+    assert client.get("/analytics?line=nope").status_code == 400
+    csv_answer = client.get("/analytics.csv?days=5")
+    assert csv_answer.mimetype == "text/csv" and "calls_per_day," in csv_answer.get_data(as_text=True)
+
+
 def test_stats_average_skips_non_numeric_sentiment(app, api):
     now = utcnow()
     for n, sentiment in enumerate([4, 8, "great", True, None]):
@@ -441,6 +486,8 @@ def test_index_masks_numbers_and_shows_badges_chart_and_dead_count(client, seede
     assert "+316*****222" in html and "+31611112222" not in html
     assert 'badge-dead' in html and "hook: dead" in html and "archive: succeeded" in html
     assert '<svg class="chart"' in html and html.count('<rect class="bar"') == 30
+    # one dot per day with a sentiment: a single day's average is visible without a line to draw
+    assert html.count('<circle class="sentiment-dot"') == 3
     assert 'href="/deliveries?status=dead"' in html and "1 dead delivery" in html
     assert "default-src 'none'" in response.headers["Content-Security-Policy"]
     assert response.headers["Cache-Control"] == "no-store"
@@ -455,8 +502,11 @@ def test_report_page_shows_everything_with_full_number(client, seeded):
     assert 'href="https://recordings.example.com/0b7e9a52.mp3"' in html
     assert "complaint" in html and "follow_up_needed" in html
     assert "#1 dead" in html and "Connection refused" in html and "gave up after 1 attempts" in html
-    assert html.count('class="retry"') == 2
-    assert ">Replay</button>" in html and ">Retry</button>" in html
+    # one name per action: Retry the failed delivery, Replay the report to the one that succeeded
+    assert html.count('class="retry"') == 1 and html.count('class="replay"') == 1
+    hook, archive = delivery_of(client.application, seeded["complaint"], "hook"), "archive"
+    assert f'action="/deliveries/{hook.id}/retry"' in html
+    assert f'<input type="hidden" name="destination" value="{archive}">' in html
     assert 'id="replay-destination"' in html and '<option value="spare">' in html
     assert client.get("/reports/nope").status_code == 404
 
@@ -484,6 +534,47 @@ def test_retry_button_needs_csrf_and_requeues(app, client, seeded):
     assert answer.status_code == 303 and answer.headers["Location"] == f"/reports/{seeded['complaint']}"
     assert delivery_of(app, seeded["complaint"], "hook").status == "pending"
     assert "Retry queued" in client.get(answer.headers["Location"]).get_data(as_text=True)
+
+
+def delivery_rows(html: str) -> list[tuple[str, str]]:
+    """(delivery id, status) of each row of the deliveries page, top to bottom."""
+    return re.findall(r'<tr data-delivery-id="([^"]+)" data-status="([^"]+)">', html)
+
+
+def status_counts(html: str) -> dict[str, str]:
+    counts = re.search(r'<p class="counts" id="status-counts">(.*?)</p>', html, re.S).group(1)
+    return dict(re.findall(r'data-status="(\w+)">\w+ (\d+)</a>', counts))
+
+
+def test_deliveries_page_lists_every_status_newest_first_with_filters_and_counts(app, client, seeded):
+    import sqlalchemy as sa
+    from hub.store import deliveries
+
+    old = delivery_of(app, seeded["happy"], "archive")
+    with app.hub.store.engine.begin() as conn:  # one delivery last touched three days ago
+        conn.execute(sa.update(deliveries).where(deliveries.c.id == old.id)
+                     .values(updated_at=utcnow() - timedelta(days=3)))
+    log_in(client)
+    everything = client.get("/deliveries").get_data(as_text=True)
+    rows = delivery_rows(everything)
+    assert sorted(status for _, status in rows) == ["dead", "succeeded", "succeeded", "succeeded"]
+    assert rows[-1] == (old.id, "succeeded")  # newest first
+    assert status_counts(everything) == {"pending": "0", "running": "0", "succeeded": "3", "dead": "1"}
+    hook = delivery_of(app, seeded["complaint"], "hook")
+    assert everything.count(">Retry</button>") == 1 and f"/deliveries/{hook.id}/retry" in everything
+    assert "Replay" not in everything
+
+    assert delivery_rows(client.get("/deliveries?status=dead").get_data(as_text=True)) == [(hook.id, "dead")]
+    archive = client.get("/deliveries?destination=archive").get_data(as_text=True)
+    assert {status for _, status in delivery_rows(archive)} == {"succeeded"} and len(delivery_rows(archive)) == 3
+    assert status_counts(archive)["dead"] == "0"
+    recent = client.get("/deliveries?window=24h").get_data(as_text=True)
+    assert old.id not in {i for i, _ in delivery_rows(recent)} and len(delivery_rows(recent)) == 3
+    assert status_counts(recent) == {"pending": "0", "running": "0", "succeeded": "2", "dead": "1"}
+    assert '<option value="24h" selected>' in recent
+    empty = client.get("/deliveries?status=pending&window=1h").get_data(as_text=True)
+    assert "No pending deliveries updated in the last 1h." in empty
+    assert client.get("/deliveries?window=forever").status_code == 400
 
 
 def test_retry_all_and_replay_buttons(app, client, seeded):

@@ -83,8 +83,8 @@ def test_webhook_timeout_is_retryable(sample_report, mocked_http):
 @pytest.mark.parametrize("options, message", [
     ({"url": URL, "secret": "plain-secret"}, 'must look like "whsec_<base64>"'),
     ({"url": URL, "secret": "whsec_***"}, "not valid base64"),
-    ({"url": "ftp://example.com"}, "Not a valid URL"),
-    ({}, "url: Missing data"),
+    ({"url": "ftp://example.com"}, "url: the value given is not an absolute http(s) URL"),  # a secret: not quoted
+    ({}, "url: missing: this key is required"),
 ])
 def test_webhook_config_errors(options, message):
     with pytest.raises(Exception) as info:

@@ -77,6 +77,26 @@ def test_missing_config_file_is_one_line(tmp_path):
     assert result.output.strip() == f"error: configuration file not found: {tmp_path / 'nope.toml'}"
 
 
+def test_the_config_is_found_by_c_then_the_variable_then_hub_toml(config_file, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("SOVEREIGN_HUB_CONFIG", raising=False)
+    result = run("deliveries", "list", "--status", "dead")
+    assert result.exit_code == 1
+    assert result.output.strip() == ("error: no configuration file: give one with -c/--config FILE, set "
+                                     "SOVEREIGN_HUB_CONFIG, or create ./hub.toml (config.example.toml is one "
+                                     "to start from)")
+    (elsewhere / "hub.toml").write_text("[server]\nport = 0\n")  # found, so its problem is reported
+    assert "error: hub.toml: server.port" in run("check-config").output
+    monkeypatch.setenv("SOVEREIGN_HUB_CONFIG", str(config_file))  # the variable before ./hub.toml
+    assert f"{config_file}: OK" in run("check-config").output
+    assert run("check-config", "-c", "hub.toml").exit_code == 1  # -c before the variable
+    monkeypatch.setenv("SOVEREIGN_HUB_CONFIG", str(tmp_path / "gone.toml"))
+    assert run("check-config").output.strip() == (f"error: configuration file not found: {tmp_path / 'gone.toml'} "
+                                                  f"(named by SOVEREIGN_HUB_CONFIG)")
+
+
 def test_plugins_lists_builtins_with_hooks_and_types():
     result = run("plugins", "--json")
     rows = {row["name"]: row for row in json.loads(result.output)}
@@ -113,7 +133,7 @@ def test_ingest_then_list_show_deliver_and_replay(config_file, tmp_path):
     assert shown["call"]["id"] == "0b7e9a52-5d0c-4a8e-9f3e-2f1c6d8a4b11"
     assert {d["destination"]: d["status"] for d in shown["deliveries"]} == {"calls_file": "succeeded", "broken": "dead"}
 
-    assert run("replay", "--dead", "-c", config_file).output.startswith("1 delivery queued")
+    assert run("retry", "--dead", "-c", config_file).output.startswith("1 delivery queued")
     pending = run("deliveries", "list", "--status", "pending", "-c", config_file).output.splitlines()
     assert len(pending) == 1 and " broken " in pending[0]
     assert run("replay", report_id, "--destination", "calls_file", "-c", config_file).output.startswith("1 delivery")
@@ -219,3 +239,45 @@ def test_allow_unsigned_warning_is_logged_in_full_at_start(tmp_path, command):
     line = json.loads(lines[-1])
     assert line["event"] == "config.warning" and line["level"] == "warning", lines
     assert "allow_unsigned = true" in line["message"] and "WITHOUT a signature check" in line["message"]
+
+
+def test_the_readme_try_it_commands_work_as_written(tmp_path):
+    """The Quickstart's second shell, run from a checkout where `make run` has made hub.toml and
+    the secrets (and `serve` has migrated the store)."""
+    import os
+    import re
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = re.search(r"Try it with the platform's sample report.*?```sh\n(.*?)```", readme, re.S).group(1)
+    for name in (".venv", "hub"):
+        (tmp_path / name).symlink_to(root / name)
+    (tmp_path / "hub.toml").write_text((root / "config.example.toml").read_text())
+    (tmp_path / ".webhook-secret").write_text("whsec_readme_test\n")
+    (tmp_path / ".admin-token").write_text("readme-admin-token\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("SOVEREIGN_HUB_CONFIG", "HMS_WEBHOOK_SECRET",
+                                                            "HUB_ADMIN_TOKEN")}
+    export, *commands = block.splitlines()  # the first line exports the secrets the config names
+    script = "\n".join(["set -e", export, ".venv/bin/sovereign-hub db upgrade", *commands])
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "1 accepted" in done.stdout
+    assert "end-of-call-report" in done.stdout  # reports list
+    assert "dry run:" in done.stderr  # send-test calls_file --dry-run
+
+
+def test_an_empty_listing_says_so(config_file):
+    assert run("reports", "list", "-c", config_file).output == "no reports\n"
+    assert run("deliveries", "list", "--status", "dead", "--destination", "broken", "-c", config_file).output == (
+        "no deliveries with status dead, destination broken\n")
+
+
+def test_stats_csv_and_json_carry_the_analytics(config_file, tmp_path):
+    run("ingest", payload_file(tmp_path, "end-of-call-report-full"), "-c", config_file)
+    rows = run("stats", "--days", "2", "--csv", "-c", config_file).output.splitlines()
+    assert rows[0] == "figure,key,value" and "duration,5 to 10 min,1" in rows
+    figures = json.loads(run("stats", "--json", "--line", "+31850835037", "-c", config_file).output)
+    assert figures["analytics"]["calls"] == 1 and figures["analytics"]["line"] == "+31850835037"
+    assert run("stats", "--json", "--line", "0850835037", "-c", config_file).output.startswith("Error: line: must be")

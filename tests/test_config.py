@@ -68,7 +68,7 @@ def test_defaults_with_a_minimal_file(tmp_path, registry):
     """)
     config = load_config(path, registry)
     assert config.server == ServerConfig(host="127.0.0.1", port=8080, max_body_bytes=1048576, metrics_token=None,
-                                         public_url=None, workers=2)
+                                         public_url=None, workers=2, trusted_proxies=0)
     assert config.dispatch.backend == "embedded" and config.dispatch.workers == 4
     assert config.sources["hms"]["tolerance_seconds"] == 300
     assert config.settings.public_url == "http://127.0.0.1:8080"
@@ -154,21 +154,22 @@ def test_every_problem_is_listed_with_its_key(tmp_path, registry):
     found = problems(path, registry)
     joined = "\n".join(found)
     for expected in [
-        "server.port: Not a valid integer.",
-        "server.colour: unknown key (check the spelling)",
+        'server.port: "eighty" is not a whole number such as 30',
+        "server.colour: unknown key (known: host, max_body_bytes, port, public_url, trusted_proxies, workers)",
         'dispatch.backend: must be "embedded" (delivery threads beside the receiver) or "celery"',
         "sources.hms.tolerance_seconds:",
         "sources.hms.secret: no webhook secret is set",
         "surprise: unknown section",
-        "destinations.file.paht: unknown key",
-        "destinations.file.path: Missing data for required field.",
+        "destinations.file.paht: unknown key; did you mean 'path'?",
         "destinations.file.when: not a valid JMESPath expression",
         "destinations.crm.type: unknown destination type 'no-such-crm'",
-        "destinations.hook.url: Not a valid URL.",
+        "destinations.hook.url: the value given is not an absolute http(s) URL such as https://example.com/path",
         'destinations.hook.secret: must look like "whsec_<base64>"',
         "destinations.hook.events: unknown event type(s) call-started",
     ]:
         assert expected in joined, expected
+    assert "destinations.file.path" not in joined  # the misspelling says it once
+    assert "not a url" not in joined  # a webhook's URL is a secret: never quoted
 
 
 def test_not_toml_names_the_file(tmp_path, registry):
@@ -216,3 +217,60 @@ def test_type_defaults_to_table_name(tmp_path, registry):
         path = "calls.jsonl"
     """)
     assert load_config(path, registry).destinations["jsonl"].type == "jsonl"
+
+
+def test_a_missing_variable_is_one_problem_not_also_the_schemas(tmp_path, registry, monkeypatch):
+    monkeypatch.delenv("NO_SUCH_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("NO_SUCH_SLACK_TOKEN", raising=False)
+    path = write(tmp_path, signed=True, text="""
+        [admin]
+        token = { env = "NO_SUCH_ADMIN_TOKEN" }
+        [destinations.alerts]
+        type = "slack"
+        token = { env = "NO_SUCH_SLACK_TOKEN" }
+        channel = "#calls"
+    """)
+    assert problems(path, registry) == ["admin.token: environment variable NO_SUCH_ADMIN_TOKEN is not set",
+                                        "destinations.alerts.token: environment variable NO_SUCH_SLACK_TOKEN is not set"]
+
+
+def test_a_bad_url_is_quoted_with_what_is_expected_and_names_get_a_did_you_mean(tmp_path, registry):
+    path = write(tmp_path, text="""
+        [dispatcher]
+        [sources.hms]
+        allow_unsigned = true
+        api_url = "htps//api.example.com"
+        [destinations.crm]
+        type = "hubspt"
+    """)
+    assert problems(path, registry) == [
+        "dispatcher: unknown section; did you mean 'dispatch'? (known: admin, analysis, dispatch, logging, phone, "
+        "server, store, sources, destinations)",
+        'sources.hms.api_url: "htps//api.example.com" is not an absolute http(s) URL such as https://example.com/path',
+        "destinations.crm.type: unknown destination type 'hubspt'; did you mean 'hubspot'? (installed: "
+        + ", ".join(sorted(registry.destinations)) + "); install the plugin that provides it",
+    ]
+
+
+def test_a_secret_written_in_the_file_warns_naming_the_key_and_the_env_form(tmp_path, registry, monkeypatch):
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T0/B0/x")
+    path = write(tmp_path, text="""
+        [store]
+        url = "postgresql+psycopg://hub:pa55word@127.0.0.1/hub"
+        [admin]
+        token = "an-admin-token-written-here"
+        [sources.hms]
+        secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        [destinations.alerts]
+        type = "slack"
+        webhook_url = { env = "SLACK_WEBHOOK_URL" }
+    """)
+    warnings = load_config(path, registry).warnings
+    assert warnings == [
+        'admin.token: a secret written in the configuration file; keep it out of the file: '
+        'token = { env = "ADMIN_TOKEN" } (or { file = "path" })',
+        'sources.hms.secret: a secret written in the configuration file; keep it out of the file: '
+        'secret = { env = "HMS_SECRET" } (or { file = "path" })',
+        'store.url: a password written in the configuration file; write url = { env = "STORE_URL" } '
+        '(or { file = "path" }) instead',
+    ]

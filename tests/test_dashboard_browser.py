@@ -81,7 +81,8 @@ def png_size(data: bytes) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_login_list_report_timeline_retry(app, live_server, seeded, browser, tmp_path):
+def watched_page(browser):
+    """A new page, the console errors and page errors it shows, and every URL it requests."""
     context = browser.new_context(viewport={"width": 1200, "height": 900})
     page = context.new_page()
     page.set_default_timeout(10_000)
@@ -90,6 +91,11 @@ def test_login_list_report_timeline_retry(app, live_server, seeded, browser, tmp
     page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: problems.append(str(exc)))
     page.on("request", lambda request: requested.append(request.url))
+    return context, page, problems, requested
+
+
+def test_login_list_report_timeline_retry(app, live_server, seeded, browser, tmp_path):
+    context, page, problems, requested = watched_page(browser)
 
     # Not logged in: the report link (as Slack sends it) leads to the login form.
     page.goto(f"{live_server}/reports/{seeded}")
@@ -129,7 +135,7 @@ def test_login_list_report_timeline_retry(app, live_server, seeded, browser, tmp
 
     # Dead letters list, then the report itself through the list's link.
     page.click("#dead-link")
-    assert page.title() == "Deliveries: dead · Sovereign Hub"
+    assert page.title() == "Dead letters · Sovereign Hub"
     assert page.locator("h1").inner_text() == "Dead letters"
     assert page.locator("#retry-all").is_visible()
     page.goto(f"{live_server}/")
@@ -221,3 +227,83 @@ def test_pause_and_resume_a_destination_from_the_reports_page(app, live_server, 
     assert "active" in row.inner_text() and app.hub.store.paused() == {}
     assert problems == []
     context.close()
+
+
+# --- the analytics page: every chart draws, with a day of data and with a month -------------------
+
+SERIES_BLUE = (37, 99, 235)  # analytics.js's first series colour, #2563eb
+
+
+def stored_call(app, n: int, received_at, *, sentiment: int, intent: str, resolved: bool, duration: int,
+                assistant: str) -> None:
+    payload = load_sample("end-of-call-report-full")
+    payload["message"]["call"]["id"] = f"analytics-{n}"
+    payload["message"]["analysis"] = {"sentiment": sentiment, "intent": intent, "resolved": resolved,
+                                      "follow_up_needed": not resolved}
+    payload["message"]["assistant"] = {"id": f"id-{assistant}", "name": assistant}
+    payload["message"]["duration_seconds"] = duration
+    source = app.hub.sources["hms"]
+    app.hub.ingest("hms", source.schema.load(json.loads(json.dumps(payload))), payload, received_at=received_at)
+
+
+@pytest.fixture
+def with_archive(hub_config, tmp_path):
+    """A destination that succeeds beside the one that goes dead (asked for before ``app``)."""
+    hub_config["destinations"]["archive"] = {"type": "jsonl", "path": str(tmp_path / "calls.jsonl")}
+
+
+def drawn_pixels(page) -> dict[str, int]:
+    """Per chart: how many pixels of its canvas have the first series' colour."""
+    return page.evaluate("""([r, g, b]) => {
+        const found = {};
+        for (const holder of document.querySelectorAll('.chart-canvas')) {
+            const canvas = holder.querySelector('canvas');
+            if (!canvas) { found[holder.dataset.chart] = -1; continue; }
+            const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+            let n = 0;
+            for (let i = 0; i < pixels.length; i += 4) {
+                if (Math.abs(pixels[i] - r) < 8 && Math.abs(pixels[i + 1] - g) < 8 && Math.abs(pixels[i + 2] - b) < 8
+                    && pixels[i + 3] > 200) { n++; }
+            }
+            found[holder.dataset.chart] = n;
+        }
+        return found;
+    }""", list(SERIES_BLUE))
+
+
+@pytest.mark.parametrize("days", [1, 30], ids=["a-day", "a-month"])
+def test_every_analytics_chart_draws(with_archive, app, live_server, browser, days):
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    n = 0
+    for back in range(days):  # today four calls (seconds apart); every day before one to three
+        for k in range(4 if back == 0 else 1 + back % 3):
+            when = now - timedelta(seconds=k) if back == 0 else midnight - timedelta(days=back) + timedelta(hours=8 + 3 * k)
+            stored_call(app, n, when, sentiment=1 + n % 10, intent=["support", "sales", "complaint"][n % 3],
+                        resolved=n % 2 == 0, duration=20 + 45 * (n % 9), assistant=["Support NL", "Sales NL"][n % 2])
+            n += 1
+    app.hub.dispatcher.run_due()
+
+    _, page, problems, requested = watched_page(browser)
+    page.goto(f"{live_server}/login?next=/analytics?days={days}")
+    page.fill("#token", TOKEN)
+    page.click("form.login button[type=submit]")
+    page.wait_for_url(f"{live_server}/analytics?days={days}")
+    page.wait_for_selector(".chart-canvas[data-drawn='true']")
+
+    charts = ["calls-per-day", "sentiment", "hour-of-week", "durations", "field-intent", "booleans",
+              "success-rate", "destinations"]
+    assert sorted(page.eval_on_selector_all(".chart-canvas", "els => els.map(e => e.dataset.chart)")) == sorted(charts)
+    pixels = drawn_pixels(page)
+    assert all(pixels[c] > 20 for c in charts), pixels  # the series, not just the axes
+    assert page.locator("#analytics-summary").inner_text().startswith(f"{n} calls from ")
+    assert problems == [] and all(url.startswith(live_server) for url in requested), (problems, requested)
+
+    # the tables beside them say the same without JavaScript
+    rows = page.locator("#block-calls-per-day tbody tr")
+    assert rows.count() == days and sum(int(rows.nth(i).locator("td").nth(1).inner_text())
+                                        for i in range(days)) == n
+    archive = page.locator("#block-success-rate tbody tr", has_text="archive")
+    assert archive.locator("td").nth(4).inner_text() == "100.0%"

@@ -112,7 +112,7 @@ def act(front_end: str, app, config_file, action: str, *args: str) -> str:
     if action == "replay":
         command = ["replay", args[0], *(["--destination", args[1]] if len(args) > 1 else [])]
     else:
-        command = ["retry", args[0]] if action == "retry" else ["replay", "--dead"]
+        command = ["retry", args[0]] if action == "retry" else ["retry", "--dead"]
     result = CliRunner().invoke(cli, [*command, "-c", str(config_file)])
     assert "Traceback" not in result.output
     return f"exit {result.exit_code}: {result.output.strip()}"

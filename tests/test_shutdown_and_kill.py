@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import random
 import signal
 import socket
@@ -113,6 +114,53 @@ def test_worker_signal_stops_claiming_finishes_the_in_flight_delivery_and_exits_
         assert [(d.status, d.attempts, d.lease_owner) for d in rest] == [(PENDING, 0, None)] * 2
     finally:
         store.close()
+
+
+def test_ctrl_c_on_serve_finishes_the_request_and_the_delivery_under_way_and_says_it_stopped(tmp_path):
+    """A terminal's Ctrl-C: SIGINT to every process of the group at once (serve, the dispatcher,
+    gunicorn's master and workers)."""
+    db, port = tmp_path / "hub.db", free_port()
+    queued_ids = None
+    hold = threading.Event()
+    with WebhookReceiver(hold=hold) as receiver:
+        config = write_config(tmp_path / "hub.toml", db=db, port=port, hook_url=receiver.url,
+                              dispatch_workers=1, grace=8)
+        proc = start_hub_process("serve", config, tmp_path, "serve.log")
+        try:
+            def healthy():
+                try:
+                    return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200
+                except requests.RequestException:
+                    return False
+
+            assert wait_until(healthy, timeout=20, interval=0.1), log_tail(tmp_path, "serve.log")
+            queued_ids = queued(db, 1)
+            assert wait_until(lambda: receiver.snapshot()[0], timeout=20), log_tail(tmp_path, "serve.log")
+            # a report whose body is half sent when the signal comes
+            body = json.dumps(report_payload(f"ctrl-c-{uuid.uuid4()}")).encode()
+            head = "".join(f"{k}: {v}\r\n" for k, v in signed_headers(body).items())
+            client = socket.create_connection(("127.0.0.1", port), timeout=15)
+            client.sendall(f"POST /webhooks/hms HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+                           f"{head}Connection: close\r\n\r\n".encode() + body[:100])
+            time.sleep(0.5)
+            os.killpg(proc.pid, signal.SIGINT)
+            time.sleep(0.5)
+            client.sendall(body[100:])
+            answer = client.makefile("rb").readline()
+            client.close()
+            hold.set()
+            code = proc.wait(20)
+        finally:
+            hold.set()
+            kill_process_group(proc)
+        records = receiver.snapshot()[1]
+
+    log = (tmp_path / "serve.log").read_text()
+    assert answer.split()[1] == b"202", f"{answer!r}\n{log}"
+    assert [webhook_id for webhook_id, _ in records] == queued_ids, "the delivery under way was let finish"
+    assert code == 0, log
+    assert "SIGQUIT" not in log and "Traceback" not in log, log
+    assert log.rstrip().splitlines()[-1] == "sovereign-hub stopped", log
 
 
 def test_worker_signal_releases_a_delivery_that_overruns_the_grace_period(tmp_path):

@@ -41,7 +41,7 @@ def test_runner_invokes_the_real_command_group_over_hub_config(runner, hub_confi
     checked = runner.invoke(["check-config"])
     assert checked.exit_code == 0, checked.output
     assert "OK (1 enabled destination(s): archive (jsonl))" in checked.output
-    assert runner.invoke(["reports", "list"]).output == ""
+    assert runner.invoke(["reports", "list"]).output == "no reports\n"  # an empty listing says so
     result = runner.invoke(["replay", "nope"])
     assert (result.exit_code, result.output.strip()) == (1, "Error: no report nope")
 

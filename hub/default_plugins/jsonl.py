@@ -76,6 +76,20 @@ class JsonlDestination(Destination):
         ctx.state["written"] = True
         return Result(f"appended to {path}")
 
+    def test_connection(self, ctx):
+        """The file can be appended to (or, absent, created in an existing folder); nothing is written."""
+        path = os.path.abspath(self.config["path"])
+        directory = os.path.dirname(path)
+        target = path if os.path.exists(path) else directory
+        if not os.path.isdir(directory):
+            nearest = directory
+            while not os.path.isdir(nearest):
+                nearest = os.path.dirname(nearest)
+            target = nearest  # delivery makes the missing folders
+        if not os.access(target, os.W_OK):
+            raise Permanent(f"destination {self.name!r}: cannot write {path}: permission denied on {target}")
+        return f"{path} can be appended to" if target == path else f"{path} will be created"
+
 
 @hookimpl
 def register_destinations(register):

@@ -6,10 +6,13 @@ import binascii
 import hashlib
 import hmac
 import time
+from urllib.parse import urlsplit
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from ..destinations import Destination, Result
+from ..errors import Permanent
+from ..http import raise_for_response
 from ..hookspecs import hookimpl
 
 
@@ -55,6 +58,20 @@ class WebhookDestination(Destination):
         response = ctx.send("POST", self.config["url"], data=body, headers=headers,
                             timeout=self.config["timeout_seconds"])
         return Result(f"POST {self.config['url']} -> {response.status_code}")
+
+    def test_connection(self, ctx):
+        """A HEAD to the URL (no report, nothing for the far side to act on): reachable, TLS
+        trusted, and not refusing our headers. Most receivers answer a HEAD with 405: that is
+        fine; 401/403, 404/410 and 5xx are not."""
+        response = ctx.send("HEAD", self.config["url"], headers=self.config["headers"], check=False,
+                            timeout=self.config["timeout_seconds"])
+        host = urlsplit(self.config["url"]).netloc  # the path may hold the hook's secret
+        if response.status_code in (404, 410):
+            raise Permanent(f"destination {self.name!r}: {host} has no such endpoint (HTTP "
+                            f"{response.status_code}); check the url", http_status=response.status_code)
+        if response.status_code not in (405, 501):
+            raise_for_response(response, self.name, auth_hint="Check the headers configured for it.")
+        return f"{host} answered HEAD with HTTP {response.status_code}"
 
 
 @hookimpl

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import Schema, ValidationError
 
 from .. import api_schemas as schemas
 from .. import operations as ops
+from ..analytics import to_csv
 from . import auth_throttle as throttle
 from .admin_auth import admin_disabled, admin_token, token_matches
 from .errors import error_response
@@ -197,9 +198,21 @@ def resume_destination(name: str):
     return _answer(schemas.DestinationSchema, ops.resume_destination(current_app.hub, name))
 
 
+@bp.post("/destinations/<name>/test")
+def test_destination(name: str):
+    _query(schemas.NoQuery)
+    return _answer(schemas.ConnectionCheckedSchema, ops.check_connection(current_app.hub, name))
+
+
 @bp.get("/stats")
 def get_stats():
-    return _answer(schemas.StatsSchema, ops.stats(current_app.hub, **_query(schemas.StatsQuery)))
+    query = _query(schemas.StatsQuery)
+    hub, as_csv = current_app.hub, query.pop("format") == "csv"
+    figures = ops.analytics(hub, query["days"], line=query["line"], assistant=query["assistant"])
+    if as_csv:
+        return Response(to_csv(figures), mimetype="text/csv",
+                        headers={"Content-Disposition": 'attachment; filename="sovereign-hub-stats.csv"'})
+    return _answer(schemas.StatsSchema, schemas.stats_answer(ops.stats(hub, query["days"]), figures))
 
 
 @bp.get("/openapi.json")

@@ -1,7 +1,7 @@
 """The admin dashboard: server-rendered pages behind a login with the ``[admin] token``.
 
 The session is Flask's signed cookie (HttpOnly, SameSite=Strict, Secure when the public URL
-is https) carrying a session id that the store must still hold (``hub.sessions``): logging out
+is https, or the request is, through ``[server] trusted_proxies``) carrying a session id that the store must still hold (``hub.sessions``): logging out
 deletes it, and it ends ``SESSION_HOURS`` after login however busy it is. The cookie's key is
 derived from the admin token with HMAC, so every process and restart agrees on it and rotating
 the token logs everyone out. Failed logins are throttled per address (``auth_throttle``). Every POST form carries a CSRF token
@@ -18,14 +18,17 @@ from functools import wraps
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, current_app, flash, redirect, render_template, request, session, url_for)
+from flask import (Blueprint, Response, current_app, flash, redirect, render_template, request, session, url_for)
+from flask.sessions import SecureCookieSessionInterface
 
 from .. import operations as ops
+from ..analytics import WEEKDAYS, to_csv
+from ..api_schemas import MAX_DAYS
 from ..jobs import last_run
 from ..reconcile import JOB as RECONCILE_JOB
 from ..redaction import mask_phone, redact, scrub
 from ..report import CallReport
-from ..store import DEAD, STATUSES
+from ..store import DEAD, STATUSES, utcnow
 from ..templates import format_datetime, format_duration, format_phone
 from .. import sessions
 from . import auth_throttle as throttle
@@ -44,9 +47,18 @@ def session_key(token: str) -> bytes:
     return hmac.new(token.encode(), b"sovereign-hub dashboard session key v1", hashlib.sha256).digest()
 
 
+class SessionCookies(SecureCookieSessionInterface):
+    """Secure cookies for an https public URL, and for any request that came over https (seen
+    through ``[server] trusted_proxies`` when a TLS proxy is in front)."""
+
+    def get_cookie_secure(self, app) -> bool:
+        return super().get_cookie_secure(app) or request.is_secure
+
+
 @bp.record_once
 def configure_sessions(state) -> None:
     app = state.app
+    app.session_interface = SessionCookies()
     token = app.hub.config.admin.token
     if token and not app.secret_key:
         app.secret_key = session_key(token)
@@ -58,7 +70,7 @@ def configure_sessions(state) -> None:
         PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
     )
     app.jinja_env.filters.update(masked=mask_phone, duration=format_duration, when=format_datetime,
-                                 phone=format_phone, redacted=redact, scrubbed=scrub)
+                                 phone=format_phone, redacted=redact, scrubbed=scrub, zip=zip)
 
 
 # --- auth and CSRF -------------------------------------------------------------------
@@ -180,7 +192,7 @@ def _summary_row(report: CallReport, deliveries) -> dict[str, Any]:
 
 
 def chart(per_day: list[dict[str, Any]], width: int = 600, height: int = 120) -> dict[str, Any]:
-    """Bars for report volume, a line for average sentiment: coordinates for an inline SVG."""
+    """Bars for report volume, a line (and dots) for average sentiment: coordinates for an inline SVG."""
     pad_top, pad_bottom = 8, 18
     plot = height - pad_top - pad_bottom
     n = max(len(per_day), 1)
@@ -198,6 +210,7 @@ def chart(per_day: list[dict[str, Any]], width: int = 600, height: int = 120) ->
             y = pad_top + plot - plot * day["average_sentiment"] / top_sentiment
             points.append(f"{round(i * step + step / 2, 1)},{round(y, 1)}")
     return {"width": width, "height": height, "bars": bars, "line": " ".join(points),
+            "dots": [point.split(",") for point in points],  # a lone day's average shows as a dot
             "top_volume": top_volume, "top_sentiment": top_sentiment, "baseline": pad_top + plot,
             "first": per_day[0]["date"] if per_day else "", "last": per_day[-1]["date"] if per_day else "",
             "total": sum(d["reports"] for d in per_day)}
@@ -248,19 +261,93 @@ def report(report_id: str):
                            timeline=timeline, missing=detail.undelivered, recording=recording)
 
 
+#: the deliveries page's time windows: label -> how far back (None: ever)
+WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7),
+           "30d": timedelta(days=30), "all": None}
+
+
 @bp.get("/deliveries")
 @login_required
 def deliveries():
+    """Every delivery, newest first, filtered by status, destination and time window, with the
+    count of each status under the destination and window chosen."""
     hub = current_app.hub
-    status = request.args.get("status") or DEAD
+    status = request.args.get("status") or None
     destination = request.args.get("destination") or None
+    window = request.args.get("window") or "all"
+    if window not in WINDOWS:
+        return _page_error(400, "Unknown window", f"window must be one of {', '.join(WINDOWS)}.")
+    since = utcnow() - WINDOWS[window] if WINDOWS[window] else None
     try:
-        found = ops.list_deliveries(hub, status=status, destination=destination, limit=500)
+        found = ops.list_deliveries(hub, status=status, destination=destination, since=since, limit=PAGE_SIZE * 10)
     except ops.InvalidArgument:
         return _page_error(400, "Unknown status", f"status must be one of {', '.join(STATUSES)}.")
-    return render_template("dashboard_deliveries.html", title=f"Deliveries: {status}", deliveries=found,
-                           status=status, destination=destination, statuses=STATUSES,
-                           configured=set(ops.configured(hub)), paused=hub.store.paused())
+    counts = ops.count_deliveries(hub, destination=destination, since=since)
+    names = sorted(set(ops.configured(hub)) | {name for name, _ in hub.store.delivery_counts()})
+    title = "Dead letters" if status == DEAD else f"Deliveries: {status}" if status else "Deliveries"
+    return render_template("dashboard_deliveries.html", title=title, deliveries=found, status=status,
+                           destination=destination, window=window, windows=list(WINDOWS), statuses=STATUSES,
+                           counts=counts, destinations=names, configured=set(ops.configured(hub)),
+                           paused=hub.store.paused(), shown_limit=PAGE_SIZE * 10)
+
+
+ANALYTICS_WINDOWS = (1, 7, 30, 90, 365)
+SENTIMENT = "sentiment"
+
+
+@bp.get("/analytics")
+@bp.get("/analytics.csv", endpoint="analytics_csv")
+@login_required
+def analytics():
+    """The analytics page (or, as /analytics.csv, its figures) of the window and the line or
+    assistant the query asks for."""
+    line, assistant = request.args.get("line") or None, request.args.get("assistant") or None
+    try:
+        figures = ops.analytics(current_app.hub, min(_int_arg("days", 30, low=1), MAX_DAYS), line=line,
+                                assistant=assistant)
+    except ops.InvalidArgument as exc:
+        return _page_error(400, "Not a line", exc.message)
+    if request.path.endswith(".csv"):
+        return Response(to_csv(figures), mimetype="text/csv",
+                        headers={"Content-Disposition": 'attachment; filename="sovereign-hub-analytics.csv"'})
+    days = len(figures.dates)
+    return render_template("dashboard_analytics.html", title="Analytics", figures=figures, days=days,
+                           windows=sorted({*ANALYTICS_WINDOWS, days}), weekdays=WEEKDAYS,
+                           charts=chart_data(figures), csv_args=request.args.to_dict(),
+                           sentiment=next((f for f in figures.fields if f.name == SENTIMENT), None))
+
+
+def chart_data(figures) -> dict[str, Any]:
+    """What the page's script draws, by chart id: labels, series and the kind of chart."""
+    charts = {
+        "calls-per-day": {"kind": "bars", "labels": figures.dates,
+                          "series": [{"label": "calls", "values": figures.calls_per_day}]},
+        "sentiment": {"kind": "line", "labels": figures.dates,
+                      "series": [{"label": "average sentiment", "values": figures.sentiment_per_day}]},
+        "hour-of-week": {"kind": "bars", "labels": [f"{day} {hour:02d}h" for day in WEEKDAYS for hour in range(24)],
+                         "series": [{"label": "calls", "values": [n for hours in figures.hour_of_week for n in hours]}]},
+        "durations": {"kind": "bars", "labels": [d.bucket for d in figures.durations],
+                      "series": [{"label": "calls", "values": [d.calls for d in figures.durations]}]},
+    }
+    booleans = [f for f in figures.fields if f.kind == "boolean"]
+    if booleans:
+        charts["booleans"] = {"kind": "bars", "labels": [f.name for f in booleans],
+                              "series": [{"label": "share true", "values": [f.rate for f in booleans]}]}
+    for f in figures.fields:
+        if f.kind == "enum":
+            charts[f"field-{f.name}"] = {"kind": "bars", "labels": list(f.counts),
+                                         "series": [{"label": "calls", "values": list(f.counts.values())}]}
+        elif f.kind == "number" and f.name != SENTIMENT:  # sentiment has its own chart
+            charts[f"field-{f.name}"] = {"kind": "line", "labels": figures.dates,
+                                         "series": [{"label": f"average {f.name}", "values": f.per_day}]}
+    if figures.destinations:
+        names = [d.name for d in figures.destinations]
+        charts["destinations"] = {"kind": "bars", "labels": names,
+                                  "series": [{"label": "p50 seconds", "values": [d.p50_seconds for d in figures.destinations]},
+                                             {"label": "p95 seconds", "values": [d.p95_seconds for d in figures.destinations]}]}
+        charts["success-rate"] = {"kind": "bars", "labels": names,
+                                  "series": [{"label": "success rate", "values": [d.success_rate for d in figures.destinations]}]}
+    return charts
 
 
 @bp.get("/customers/<customer>")
@@ -310,6 +397,19 @@ def forget(customer: str):
                    lambda outcome: f"Erased {outcome.number}: " + ", ".join(
                        f"{n} {table}" for table, n in outcome.counts.items()) + ".")
     return redirect(url_for("dashboard.index"), code=303)
+
+
+@bp.post("/destinations/<name>/test")
+@login_required
+def test_destination(name: str):
+    try:
+        outcome = ops.check_connection(current_app.hub, name)
+    except ops.OperationError as exc:
+        flash(exc.message, "error")
+    else:
+        problem = "" if outcome.ok else f"{outcome.problem.replace('_', ' ')}: "
+        flash(f"Test of {name}: {'ok: ' if outcome.ok else ''}{problem}{outcome.message}", "ok" if outcome.ok else "error")
+    return redirect(_back_to(url_for("dashboard.index")), code=303)
 
 
 @bp.post("/deliveries/retry-dead")

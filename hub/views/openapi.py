@@ -124,11 +124,20 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
             "operationId": "resumeDestination", "summary": "Deliver a paused destination's deliveries again",
             "parameters": [name],
             "responses": {**_answer("Resumed", s.DestinationSchema), **_errors(400, 401, 409, 503)}}},
+        "/api/destinations/{name}/test": {"post": {
+            "operationId": "testDestination",
+            "summary": "One cheap authenticated call to the destination: whether delivery can work, and if not, why",
+            "parameters": [name],
+            "responses": {**_answer("The test call's outcome (ok or not)", s.ConnectionCheckedSchema),
+                          **_errors(400, 401, 409, 503)}}},
         "/api/stats": {"get": {
             "operationId": "getStats",
-            "summary": "Delivery counts per destination; reports and average sentiment per UTC day",
+            "summary": "Delivery counts per destination; reports and average sentiment per UTC day; the "
+                       "analytics of the window (of one line or assistant)",
             "parameters": _query(s.StatsQuery),
-            "responses": {**_answer("Statistics", s.StatsSchema), **_errors(400, 401, 503)}}},
+            "responses": {"200": {"description": "Statistics (format=csv: every figure as figure,key,value rows)",
+                                  "content": {**_json(s.StatsSchema), "text/csv": {"schema": {"type": "string"}}}},
+                          **_errors(400, 401, 503)}}},
         "/api/customers/{number}": {"delete": {
             "operationId": "forgetCustomer",
             "summary": "Erase one caller: every report, event, delivery and attempt; the erasure is recorded "

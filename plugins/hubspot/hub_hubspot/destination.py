@@ -132,3 +132,11 @@ class HubSpotDestination(Destination):
         if not deleted:
             return Result("no HubSpot contact has this number")
         return Result(f"GDPR-deleted {len(deleted)} contact(s): {', '.join(deleted)}")
+
+
+    def test_connection(self, ctx) -> str:
+        """The contact search delivery starts with (one result at most): the token and the
+        contacts read scope; a 403 names the scopes the key lacks."""
+        found = HubSpotApi(self, ctx).search("contacts", {"filterGroups": [], "properties": ["hs_object_id"],
+                                                          "limit": 1})
+        return f"token accepted; contacts search answered ({len(found)} of at most 1 shown)"

@@ -20,7 +20,7 @@ from hubspot_sdk import HubSpot
 
 from hub import Permanent, Retryable
 from hub.config import ConfigProblems
-from hub.testing import FakeClock, assert_no_window_exceeded, deliver, make_destination
+from hub.testing import FakeClock, assert_no_window_exceeded, deliver, make_destination, probe_connection
 from hub_hubspot import flow
 
 API = "https://api.hubapi.com"
@@ -835,3 +835,25 @@ def test_missing_scope_403_names_service_keys_and_keeps_the_correlation_id(sampl
 def hubspot_2026_09():
     return make_destination("hubspot", {"token": TOKEN, "api_version": "2026-09", "follow_up": {"enabled": False}},
                             name="crm")
+
+
+# --- test_connection: the contact search delivery starts with, one result at most ----------------
+
+@responses.activate
+def test_connection_searches_contacts_once():
+    responses.add(responses.POST, f"{API}/crm/objects/2026-03/contacts/search", json={"total": 0, "results": []})
+    assert probe_connection(make_destination("hubspot", OPTIONS)).startswith("token accepted")
+    [call] = responses.calls
+    assert call.request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert json.loads(call.request.body) == {"after": "0", "sorts": [], "filterGroups": [],
+                                             "properties": ["hs_object_id"], "limit": 1}
+
+
+@responses.activate
+def test_connection_without_the_scope_is_a_403_naming_the_scopes():
+    responses.add(responses.POST, f"{API}/crm/objects/2026-03/contacts/search", status=403, json={
+        "status": "error", "category": "MISSING_SCOPES", "message": "This app hasn't been granted all required scopes"})
+    with pytest.raises(Permanent) as info:
+        probe_connection(make_destination("hubspot", OPTIONS))
+    assert info.value.http_status == 403 and "crm.objects.contacts.read" in info.value.reason
+

@@ -55,6 +55,15 @@ class SalesforceDestination(Destination):
         url = self.config["instance_url"] or self.config["login_url"]
         return (urlsplit(url).netloc or url).lower()
 
+    def test_connection(self, ctx) -> str:
+        """Log in as delivery does, then describe Task: the user may create the Call tasks."""
+        client = SalesforceClient(self, self.tokens, ctx)
+        described = client.request("GET", "sobjects/Task/describe/", what="the Task description").json()
+        if not described.get("createable"):
+            raise Permanent(f"destination {self.name!r}: the integration user may not create Tasks; grant it "
+                            f"Create on Task (its profile or a permission set)")
+        return f"logged in to {client.token.instance_url}; the user may create Tasks"
+
     def deliver(self, report, ctx) -> Result:
         client = SalesforceClient(self, self.tokens, ctx)
         state = ctx.state

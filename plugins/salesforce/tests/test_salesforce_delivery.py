@@ -8,7 +8,7 @@ import pytest
 import requests
 import responses
 from hub import Permanent, Retryable, redact
-from hub.testing import DestinationContract, deliver, make_destination
+from hub.testing import DestinationContract, deliver, make_destination, probe_connection
 
 LOGIN = "https://acme.my.salesforce.com"
 TOKEN_URL = f"{LOGIN}/services/oauth2/token"
@@ -617,3 +617,27 @@ class TestSalesforceContract(DestinationContract):
 
     def is_create(self, recorded_request):
         return recorded_request.url.endswith("/composite")
+
+
+# --- test_connection: the login delivery does, then GET .../sobjects/Task/describe/ ---------------
+
+@pytest.mark.parametrize("createable", [True, False])
+def test_connection_logs_in_and_asks_whether_the_user_may_create_tasks(createable):
+    with responses.RequestsMock() as rsps:
+        rsps.post(TOKEN_URL, json={"access_token": "tok", "instance_url": LOGIN, "token_type": "Bearer"})
+        describe = rsps.get(f"{DATA}/sobjects/Task/describe/", json={"name": "Task", "createable": createable})
+        destination = make_destination("salesforce", CC)
+        if createable:
+            assert probe_connection(destination) == f"logged in to {LOGIN}; the user may create Tasks"
+        else:
+            with pytest.raises(Permanent, match="may not create Tasks; grant it Create on Task"):
+                probe_connection(destination)
+        assert describe.calls[0].request.headers["Authorization"] == "Bearer tok"
+
+
+def test_connection_with_a_bad_secret_says_the_login_failed():
+    with responses.RequestsMock() as rsps:
+        rsps.post(TOKEN_URL, status=400, json={"error": "invalid_client", "error_description": "invalid client credentials"})
+        with pytest.raises(Permanent, match="invalid_client"):
+            probe_connection(make_destination("salesforce", CC))
+

@@ -8,7 +8,7 @@ failures and 429 with ``Retry-After`` when rate limited. Both are mapped here to
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 import requests
 
@@ -82,11 +82,7 @@ def post_webhook(ctx, url: str, message: dict[str, Any], destination: str) -> di
     if 200 <= status < 300:
         return {"posted": True, "via": "webhook"}
     words = (response.text or "").split()
-    code = words[0] if words else ""
-    if code not in WEBHOOK_ERRORS or status == 429 or status >= 500:
-        raise_for_response(response, destination, auth_hint=WEBHOOK_FIX)  # raises for every non-2xx
-    raise Permanent(f"destination {destination!r}: Slack webhook answered {status} {code}: "
-                    f"{WEBHOOK_ERRORS[code]}", http_status=status)
+    post_webhook_failed(response, words[0] if words else "", destination)
 
 
 def post_message(ctx, api_url: str, token: str, channel: str, message: dict[str, Any],
@@ -101,6 +97,43 @@ def post_message(ctx, api_url: str, token: str, channel: str, message: dict[str,
     data = api_result(response, destination)
     return {"posted": True, "via": "chat.postMessage", "channel": data.get("channel", channel),
             "ts": data.get("ts")}
+
+
+def check_token(ctx, api_url: str, token: str, channel: str, destination: str) -> str:
+    """``auth.test`` and ``conversations.info``: who the token is, and whether ``channel`` exists."""
+    headers = {"Authorization": f"Bearer {token}"}
+    base = api_url.rstrip("/")
+    me = api_result(ctx.send("GET", f"{base}/auth.test", headers=headers, check=False), destination)
+    who = f"authenticated as {me.get('user')} in {me.get('team')}"
+    answer = ctx.send("GET", f"{base}/conversations.info", params={"channel": channel.lstrip("#")}, headers=headers,
+                      check=False)
+    data = answer.json() if answer.status_code == 200 else {}
+    if data.get("error") == "missing_scope":
+        return f"{who}; channel {channel} not checked (that needs the channels:read scope, delivery does not)"
+    found = api_result(answer, destination)
+    return f"{who}; channel #{(found.get('channel') or {}).get('name', channel)}"
+
+
+def check_webhook(ctx, url: str, destination: str) -> str:
+    """An empty message to the webhook: a live one refuses it (no_text, invalid_payload) and posts nothing."""
+    response = ctx.send("POST", url, json={}, check=False)
+    words = (response.text or "").split()
+    code = words[0] if words else ""
+    if response.status_code == 400 and code in ("no_text", "invalid_payload", "missing_text_or_fallback_or_attachments"):
+        return "the webhook is live (Slack refused an empty message, as it should; nothing was posted)"
+    if 200 <= response.status_code < 300:
+        raise Permanent(f"destination {destination!r}: the webhook accepted an empty message; is webhook_url "
+                        f"a Slack incoming webhook?")
+    post_webhook_failed(response, code, destination)
+
+
+def post_webhook_failed(response: requests.Response, code: str, destination: str) -> NoReturn:
+    """Raise the mapped error of a webhook's non-2xx answer."""
+    status = response.status_code
+    if code not in WEBHOOK_ERRORS or status == 429 or status >= 500:
+        raise_for_response(response, destination, auth_hint=WEBHOOK_FIX)  # raises for every non-2xx
+    raise Permanent(f"destination {destination!r}: Slack webhook answered {status} {code}: "
+                    f"{WEBHOOK_ERRORS[code]}", http_status=status)
 
 
 def api_result(response: requests.Response, destination: str) -> dict[str, Any]:

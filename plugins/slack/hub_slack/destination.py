@@ -8,7 +8,7 @@ from marshmallow import Schema, ValidationError, fields, validate, post_load, va
 
 from hub import Destination, MappingField, Result, TemplateField, credential_key
 
-from .client import API_URL, TOKEN_FIX, WEBHOOK_FIX, post_message, post_webhook
+from .client import API_URL, TOKEN_FIX, WEBHOOK_FIX, check_token, check_webhook, post_message, post_webhook
 from .message import build_message
 
 # <!here>, <!channel>, <!everyone>, <!subteam^S0123ABC>, <@U0123ABC>; "@here" is shorthand.
@@ -92,6 +92,15 @@ class SlackDestination(Destination):
             return post_message(ctx, self.config["api_url"], self.config["token"], self.config["channel"], message,
                                 self.name)
         return post_webhook(ctx, self.config["webhook_url"], message, self.name)
+
+    def test_connection(self, ctx) -> str:
+        """Bot token: ``auth.test``, then ``conversations.info`` for the channel (it needs
+        channels:read, which delivery does not: without it the channel is left unchecked).
+        Webhook: an empty message, which Slack refuses without posting (``no_text``) when the
+        webhook is live, and answers ``no_service``/``invalid_token`` when it is not."""
+        if not self.config["token"]:
+            return check_webhook(ctx, self.config["webhook_url"], self.name)
+        return check_token(ctx, self.config["api_url"], self.config["token"], self.config["channel"], self.name)
 
     def deliver(self, report, ctx) -> Result:
         if ctx.state.get("posted"):

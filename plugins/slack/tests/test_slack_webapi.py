@@ -8,7 +8,7 @@ import pytest
 import responses
 
 from hub import Permanent, Retryable
-from hub.testing import DestinationContract, deliver, make_destination
+from hub.testing import DestinationContract, deliver, make_destination, probe_connection
 
 TOKEN = "xoxb-1111-2222-abcdefghijklmnop"
 CHANNEL = "C0123ABCDE"
@@ -204,5 +204,40 @@ def test_api_url_moves_the_web_api(api_url, posted_to, sample_report, mocked_htt
 
 def test_api_url_defaults_to_slack_com_and_must_be_a_url():
     assert make_destination("slack", OPTIONS).config["api_url"] == "https://slack.com/api"
-    with pytest.raises(Exception, match="api_url: Not a valid URL"):
+    with pytest.raises(Exception, match='api_url: "slack-gov.com/api" is not an absolute http\\(s\\) URL'):
         make_destination("slack", {**OPTIONS, "api_url": "slack-gov.com/api"})
+
+
+# --- test_connection: auth.test, then conversations.info (shared/specs/slack: auth.test needs no
+# scope; conversations.info needs channels:read, groups:read, im:read or mpim:read) -------------
+
+AUTH_TEST = "https://slack.com/api/auth.test"
+INFO = "https://slack.com/api/conversations.info"
+WHO = {"ok": True, "url": "https://acme.slack.com/", "team": "Acme", "user": "hub", "team_id": "T1", "user_id": "U1"}
+
+
+@responses.activate
+def test_connection_names_the_token_s_user_and_the_channel():
+    responses.add(responses.GET, AUTH_TEST, json=WHO)
+    responses.add(responses.GET, INFO, json={"ok": True, "channel": {"id": CHANNEL, "name": "calls"}})
+    assert probe_connection(make_destination("slack", OPTIONS)) == "authenticated as hub in Acme; channel #calls"
+    auth, info = responses.calls
+    assert auth.request.headers["Authorization"] == info.request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert info.request.params == {"channel": CHANNEL}
+
+
+@responses.activate
+@pytest.mark.parametrize("error, words", [("invalid_auth", "check `token`"), ("channel_not_found", "check `channel`")])
+def test_connection_says_what_is_wrong(error, words):
+    responses.add(responses.GET, AUTH_TEST, json=WHO if error == "channel_not_found" else {"ok": False, "error": error})
+    responses.add(responses.GET, INFO, json={"ok": False, "error": error})
+    with pytest.raises(Permanent, match=f"Slack error {error}: {re.escape(words)}"):
+        probe_connection(make_destination("slack", OPTIONS))
+
+
+@responses.activate
+def test_connection_without_channels_read_leaves_the_channel_unchecked():
+    responses.add(responses.GET, AUTH_TEST, json=WHO)
+    responses.add(responses.GET, INFO, json={"ok": False, "error": "missing_scope", "needed": "channels:read"})
+    assert "not checked (that needs the channels:read scope" in probe_connection(make_destination("slack", OPTIONS))
+

@@ -7,7 +7,7 @@ import pytest
 import responses
 
 from hub import Permanent, Retryable
-from hub.testing import DestinationContract, deliver, make_destination
+from hub.testing import DestinationContract, deliver, make_destination, probe_connection
 
 HOOK = "https://hooks.slack.com/services/T0000AAAA/B0000BBBB/abcdefghijklmnopqrstuvwx"
 OPTIONS = {"webhook_url": HOOK}
@@ -123,3 +123,20 @@ def test_config_problems_name_the_key(options, expected):
 def test_mentions_shorthand_is_expanded():
     config = make_destination("slack", {**OPTIONS, "mentions": ["@here", "<!subteam^S0123ABC>", "<@U0456DEF>"]}).config
     assert config["mentions"] == ["<!here>", "<!subteam^S0123ABC>", "<@U0456DEF>"]
+
+
+# --- test_connection: an empty message, which a live webhook refuses without posting ---------
+
+@responses.activate
+def test_connection_of_a_live_webhook_posts_nothing():
+    responses.add(responses.POST, HOOK, status=400, body="no_text")
+    assert probe_connection(make_destination("slack", OPTIONS)).startswith("the webhook is live")
+    assert json.loads(responses.calls[0].request.body) == {}
+
+
+@responses.activate
+def test_connection_of_a_removed_webhook_says_so():
+    responses.add(responses.POST, HOOK, status=404, body="no_service")
+    with pytest.raises(Permanent, match="no_service: the webhook was removed or disabled"):
+        probe_connection(make_destination("slack", OPTIONS))
+

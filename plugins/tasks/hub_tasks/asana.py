@@ -78,6 +78,18 @@ class AsanaDestination(TrackerDestination):
     auth_hint = ("Check 'token' (an Asana personal access token); its user must be a member of the "
                  "workspace and projects, and the token needs the tasks:write scope.")
 
+    def test_connection(self, ctx: hub.DeliveryContext) -> str:
+        """``GET /users/me``: the token, and the workspaces its user belongs to."""
+        me = self.probe(ctx, "GET", self.endpoint("/users/me"), "no such API (check base_url)",
+                        params={"opt_fields": "name,workspaces"},
+                        headers={"Authorization": f"Bearer {self.config['token']}", "Accept": "application/json"})
+        user = me.get("data") or {}
+        workspaces = {w.get("gid") for w in user.get("workspaces") or []}
+        if self.config["workspace"] and self.config["workspace"] not in workspaces:
+            raise hub.Permanent(f"destination {self.name!r}: Asana: the token's user is not a member of workspace "
+                                f"{self.config['workspace']!r} (check 'workspace')")
+        return f"authenticated as {user.get('name') or user.get('gid')}"
+
     def create(self, follow_up: FollowUp, ctx: hub.DeliveryContext) -> CreatedTask:
         response = self.send(
             ctx, "POST", self.endpoint("/tasks"), params={"opt_fields": "name,permalink_url"},

@@ -124,6 +124,15 @@ class TrackerDestination(hub.Destination):
             hub.raise_for_response(response, self.name, auth_hint=self.auth_hint, retry_after=retry_after)
         self.reject(problem, fix=fix, http_status=status)
 
+    def probe(self, ctx: hub.DeliveryContext, method: str, url: str, missing: str, **kwargs: Any) -> Any:
+        """One read call of ``test_connection``; its JSON. A 404 is ``missing`` (the configured
+        project, team or list that does not exist or that the credential cannot see)."""
+        response = self.send(ctx, method, url, **kwargs)
+        if response.status_code == 404:
+            raise hub.Permanent(f"destination {self.name!r}: {self.vendor}: {missing} (HTTP 404)", http_status=404)
+        self.fail(response, None)
+        return json_or_none(response) or {}
+
     def endpoint(self, path: str) -> str:
         """``base_url`` (configurable, so tests can point at a local server) joined with ``path``."""
         return self.config["base_url"].rstrip("/") + path

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
@@ -145,6 +145,15 @@ class JiraDestination(TrackerDestination):
                               "self": self.endpoint("/rest/api/3/issue/10000")})
         self.check(response, fix="Check the project's create screen for that field")
         return self.issue(response, json_or_none(response))
+
+    def test_connection(self, ctx: hub.DeliveryContext) -> str:
+        """``GET /rest/api/3/myself`` (the credential), then the configured project."""
+        auth = {"auth": (self.config["email"], self.config["api_token"]), "headers": {"Accept": "application/json"}}
+        me = self.probe(ctx, "GET", self.endpoint("/rest/api/3/myself"), "no such API (check base_url)", **auth)
+        project = self.config["project"]
+        found = self.probe(ctx, "GET", self.endpoint(f"/rest/api/3/project/{quote(project, safe='')}"),
+                           f"no project {project!r} that this account can see (check 'project')", **auth)
+        return f"authenticated as {me.get('displayName') or me.get('accountId')}; project {found.get('key', project)}"
 
     def check(self, response, *, fix: str) -> None:
         """``fail`` after reading a 429's ``RateLimit-Reason`` (which of Jira's limits was hit)."""

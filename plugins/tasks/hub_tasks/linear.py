@@ -113,6 +113,13 @@ class LinearDestination(TrackerDestination):
             self.reject(f"the answer has no GraphQL data: {response.text[:200]}", http_status=response.status_code)
         return data
 
+    def test_connection(self, ctx: hub.DeliveryContext) -> str:
+        """``viewer`` (the API key) and ``team(id)`` (the configured team), in one query."""
+        data = self.graphql(ctx, "query Test($team: String!) { viewer { id name } team(id: $team) { id key name } }",
+                            {"team": self.config["team_id"]}, {"viewer": {"id": "-", "name": "-"}, "team": {"key": "-"}})
+        team = data.get("team") or {}
+        return f"authenticated as {(data.get('viewer') or {}).get('name')}; team {team.get('key') or team.get('name')}"
+
     def graphql_errors(self, response, errors: list) -> None:
         first = errors[0] if isinstance(errors[0], dict) else {"message": str(errors[0])}
         extensions = first.get("extensions") or {}

@@ -91,6 +91,15 @@ class TodoistDestination(TrackerDestination):
     auth_hint = ("Check 'token' (the API token under Todoist Settings > Integrations > Developer); the "
                  "account must be able to add tasks to 'project_id'.")
 
+    def test_connection(self, ctx: hub.DeliveryContext) -> str:
+        """``GET /api/v1/projects/{project_id}`` (or the project list when none is configured)."""
+        project = self.config["project_id"]
+        path = f"/api/v1/projects/{project}" if project else "/api/v1/projects"
+        found = self.probe(ctx, "GET", self.endpoint(path), f"no project {project!r} that this token can see "
+                           f"(check 'project_id')", params=None if project else {"limit": 1},
+                           headers={"Authorization": f"Bearer {self.config['token']}"})
+        return f"token accepted; project {found.get('name')!r}" if project else "token accepted"
+
     def create(self, follow_up: FollowUp, ctx: hub.DeliveryContext) -> CreatedTask:
         request_id = idempotency_uuid(self.name, ctx.delivery_id)
         response = self.send(

@@ -120,6 +120,21 @@ class TrelloDestination(TrackerDestination):
                 return CreatedTask(id=str(card["id"]), url=card.get("shortUrl"))
         return None
 
+    def test_connection(self, ctx: hub.DeliveryContext) -> str:
+        """``GET /1/members/me`` (key and token), then the configured list."""
+        with credentials_masked():
+            checks = []
+            for path, missing in (("/1/members/me", "no such API (check base_url)"),
+                                  (f"/1/lists/{self.config['list_id']}", f"no list {self.config['list_id']!r} "
+                                                                         f"that this token can see (check 'list_id')")):
+                response = self.send_trello(ctx, "GET", path)
+                if response.status_code == 404:
+                    raise hub.Permanent(f"destination {self.name!r}: Trello: {missing} (HTTP 404)", http_status=404)
+                self.check(response, None, fix="")
+                checks.append(json_or_none(response) or {})
+        member, board_list = checks
+        return f"authenticated as {member.get('username') or member.get('id')}; list {board_list.get('name')!r}"
+
     def check(self, response, problem: str | None, *, fix: str) -> None:
         """``fail`` with Trello's rate-limit window as the wait of a 429."""
         self.fail(response, problem, fix=fix,

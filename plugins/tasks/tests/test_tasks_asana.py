@@ -9,7 +9,7 @@ import requests
 import responses
 
 import hub
-from hub.testing import DestinationContract, deliver, make_destination
+from hub.testing import DestinationContract, deliver, make_destination, probe_connection
 
 API = "https://app.asana.com/api/1.0"
 CREATE = f"{API}/tasks"
@@ -139,3 +139,18 @@ def test_a_paid_domain_sets_its_own_limit(tasks_flood):
     free = make_destination("asana", OPTIONS)  # the core hands the type its checked rate_limits option
     paid = type(free)("asana", {**free.config, "rate_limits": {"default": "1500/60s"}})
     tasks_flood(paid, CREATE, CREATED, "1500/60s")
+
+
+# --- test_connection: the read calls behind `destinations test` ---------------------------
+
+@responses.activate
+def test_asana_asks_for_users_me_and_checks_the_workspace():
+    responses.add(responses.GET, f"{API}/users/me", json={"data": {"gid": "1", "name": "Ops", "workspaces": [
+        {"gid": OPTIONS["workspace"], "name": "Acme"}]}})
+    assert probe_connection(make_destination("asana", OPTIONS)) == "authenticated as Ops"
+    [call] = responses.calls
+    assert call.request.headers["Authorization"] == f"Bearer {OPTIONS['token']}"
+    assert call.request.params == {"opt_fields": "name,workspaces"}
+    responses.replace(responses.GET, f"{API}/users/me", json={"data": {"gid": "1", "workspaces": []}})
+    with pytest.raises(hub.Permanent, match="not a member of workspace"):
+        probe_connection(make_destination("asana", OPTIONS))

@@ -11,7 +11,7 @@ import requests
 import responses
 
 import hub
-from hub.testing import DestinationContract, deliver, make_destination
+from hub.testing import DestinationContract, deliver, make_destination, probe_connection
 
 from hub_tasks.jira import delivery_label
 
@@ -284,3 +284,32 @@ def test_quota_waits_until_its_reset(sample_report):
         with pytest.raises(hub.Retryable) as info:
             deliver(make_destination("jira", OPTIONS), sample_report)
     assert 8 * 60 < info.value.retry_after <= 10 * 60
+
+
+# --- test_connection: the read calls behind `destinations test` ---------------------------
+
+@responses.activate
+def test_jira_asks_who_the_account_is_and_for_the_project():
+    responses.add(responses.GET, f"{SITE}/rest/api/3/myself", json={"accountId": "5b10", "displayName": "Ops Bot"})
+    responses.add(responses.GET, f"{SITE}/rest/api/3/project/SUP", json={"id": "10000", "key": "SUP"})
+    assert probe_connection(make_destination("jira", OPTIONS)) == "authenticated as Ops Bot; project SUP"
+    for call in responses.calls:
+        expected = base64.b64encode(b"ops@example.com:jira-token-123456").decode()
+        assert call.request.headers["Authorization"] == f"Basic {expected}" and call.request.method == "GET"
+
+
+@responses.activate
+def test_jira_names_a_project_it_cannot_see():
+    responses.add(responses.GET, f"{SITE}/rest/api/3/myself", json={"accountId": "5b10"})
+    responses.add(responses.GET, f"{SITE}/rest/api/3/project/SUP", status=404,
+                  json={"errorMessages": ["No project could be found with key 'SUP'."]})
+    with pytest.raises(hub.Permanent, match="no project 'SUP' that this account can see"):
+        probe_connection(make_destination("jira", OPTIONS))
+
+
+@responses.activate
+def test_jira_bad_token_is_a_401_naming_the_credentials():
+    responses.add(responses.GET, f"{SITE}/rest/api/3/myself", status=401, body="")
+    with pytest.raises(hub.Permanent) as info:
+        probe_connection(make_destination("jira", OPTIONS))
+    assert info.value.http_status == 401 and "api_token" in info.value.reason

@@ -8,7 +8,7 @@ import pytest
 import responses
 
 import hub
-from hub.testing import DestinationContract, deliver, make_destination
+from hub.testing import DestinationContract, deliver, make_destination, probe_connection
 
 from hub_tasks.base import idempotency_uuid
 from hub_tasks.linear import ISSUE_CREATE, ISSUE_LOOKUP
@@ -172,3 +172,16 @@ def test_an_answer_without_graphql_data_is_permanent(sample_report):
         with pytest.raises(hub.Permanent) as info:
             deliver(destination, sample_report)
     assert "no GraphQL data" in str(info.value) and "<html>proxy page" in str(info.value)
+
+
+# --- test_connection: the read calls behind `destinations test` ---------------------------
+
+@responses.activate
+def test_linear_asks_for_the_viewer_and_the_team_in_one_query():
+    responses.add(responses.POST, "https://api.linear.app/graphql",
+                  json={"data": {"viewer": {"id": "u1", "name": "Ops"}, "team": {"id": "t", "key": "SUP", "name": "Support"}}})
+    assert probe_connection(make_destination("linear", OPTIONS)) == "authenticated as Ops; team SUP"
+    [call] = responses.calls
+    body = json.loads(call.request.body)
+    assert "viewer { id name }" in body["query"] and body["variables"] == {"team": OPTIONS["team_id"]}
+    assert call.request.headers["Authorization"] == OPTIONS["api_key"]  # no Bearer for an API key

@@ -15,7 +15,7 @@ import requests
 import responses
 
 import hub
-from hub.testing import DestinationContract, deliver, make_destination
+from hub.testing import DestinationContract, deliver, make_destination, probe_connection
 
 from hub_tasks.base import idempotency_uuid
 
@@ -224,3 +224,16 @@ def test_bad_todoist_options_fail_at_load(options, message):
 
 def test_no_15_minutes_ever_see_more_than_1000_requests(tasks_flood):
     tasks_flood(make_destination("todoist", OPTIONS), CREATE, CREATED, "1000/900s")
+
+
+# --- test_connection: the read calls behind `destinations test` ---------------------------
+
+@responses.activate
+def test_todoist_asks_for_the_configured_project():
+    project = OPTIONS["project_id"]
+    responses.add(responses.GET, f"https://api.todoist.com/api/v1/projects/{project}", json={"id": project, "name": "Calls"})
+    assert probe_connection(make_destination("todoist", OPTIONS)) == "token accepted; project 'Calls'"
+    assert responses.calls[0].request.headers["Authorization"] == f"Bearer {OPTIONS['token']}"
+    responses.replace(responses.GET, f"https://api.todoist.com/api/v1/projects/{project}", status=404, body="")
+    with pytest.raises(hub.Permanent, match=f"no project '{project}'"):
+        probe_connection(make_destination("todoist", OPTIONS))

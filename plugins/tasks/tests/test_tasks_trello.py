@@ -17,7 +17,7 @@ import requests
 import responses
 
 import hub
-from hub.testing import DestinationContract, deliver, make_destination
+from hub.testing import DestinationContract, deliver, make_destination, probe_connection
 
 CREATE = "https://api.trello.com/1/cards"
 LIST = "5abbe4b7ddc1b351ef961414"
@@ -217,3 +217,18 @@ def test_lookup_of_an_unknown_list_is_permanent(sample_report):
             deliver(destination, sample_report, state={"sent": {"task": {"at": 0.0, "times": 1}}}, attempt=2)
     assert "'support-trello'" in str(info.value) and "'list_id'" in str(info.value)
     assert OPTIONS["token"] not in str(info.value)
+
+
+# --- test_connection: the read calls behind `destinations test` ---------------------------
+
+@responses.activate
+def test_trello_asks_for_the_member_and_the_list_with_key_and_token_masked():
+    list_id = OPTIONS["list_id"]
+    responses.add(responses.GET, "https://api.trello.com/1/members/me", json={"id": "m", "username": "ops"})
+    responses.add(responses.GET, f"https://api.trello.com/1/lists/{list_id}", json={"id": list_id, "name": "Call back"})
+    destination = make_destination("trello", OPTIONS)
+    ctx = destination.context()
+    assert destination.test_connection(ctx) == "authenticated as ops; list 'Call back'"
+    assert all(call.request.params == {"key": OPTIONS["key"], "token": OPTIONS["token"]}
+               for call in responses.calls)
+    assert all(OPTIONS["token"] not in sent.url for sent in ctx.sent)
