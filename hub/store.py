@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -30,6 +31,12 @@ from .report import CallReport
 
 PENDING, RUNNING, SUCCEEDED, DEAD = "pending", "running", "succeeded", "dead"
 STATUSES = (PENDING, RUNNING, SUCCEEDED, DEAD)
+
+
+def order_key(number: str) -> str:
+    """What orders one customer's deliveries: a digest of the number, so a delivery row holds no
+    personal data (the report row is the one that does, and erasure finds it there)."""
+    return hashlib.sha256(number.encode()).hexdigest()
 
 
 def utcnow() -> datetime:
@@ -297,8 +304,8 @@ class Store:
                       ordered: Iterable[str] = ()) -> Accepted:
         """Store the report and one pending delivery per destination in ONE transaction.
 
-        Deliveries to the ``ordered`` destinations carry the customer's number as their order
-        key (a web call has none). The same (source, call id, event, event key) a second time
+        Deliveries to the ``ordered`` destinations carry ``order_key(customer number)`` (a web
+        call has none). The same (source, call id, event, event key) a second time
         changes nothing and answers with the first report's id.
         """
         now = utcnow()
@@ -306,7 +313,7 @@ class Store:
         by_customer = set(ordered) if report.customer.number else set()
         rows = [{"id": str(uuid.uuid4()), "report_id": report.id, "destination": name, "status": PENDING,
                  "attempts": 0, "next_attempt_at": now, "state": "{}", "created_at": now, "updated_at": now,
-                 "order_key": report.customer.number if name in by_customer else None,
+                 "order_key": order_key(report.customer.number) if name in by_customer else None,
                  "order_at": report.occurred_at if name in by_customer else None}
                 for name in names]
         values = {"id": report.id, "source": report.source, "event": report.event, "call_id": report.call.id,

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from hub import Destination, Result, hookimpl, jobs, retention
+from hub import Destination, Result, hookimpl, jobs, retention, sessions
 from hub import operations as ops
 from hub.store import attempts, deliveries, erasures, reports, scheduled_jobs, utcnow
 from hub.testing import WebhookReceiver, load_sample, wait_until
@@ -54,7 +54,7 @@ def counts(app) -> dict[str, int]:
 def dashboard_client(app):
     client = app.test_client()
     with client.session_transaction() as session:
-        session.update(admin=True, csrf="csrf-token")
+        session.update(sid=sessions.start(app.hub.store, timedelta(hours=1)), csrf="csrf-token")  # a live session
     return client
 
 

@@ -8,12 +8,14 @@ import io
 import json
 import logging
 import re
+from datetime import timedelta
 
 import pytest
 import requests
 import responses
 import sqlalchemy as sa
 
+from hub import sessions
 from hub.logs import JsonFormatter
 from hub.store import metadata
 from hub.testing import closed_port, load_sample
@@ -123,7 +125,7 @@ def test_no_secret_and_no_caller_number_reaches_the_store_logs_api_or_dashboard(
                         *(f"/api/deliveries/{d.id}" for d in dead)]}
     dashboard = client
     with dashboard.session_transaction() as session:
-        session.update(admin=True, csrf="csrf-token")
+        session.update(sid=sessions.start(app.hub.store, timedelta(hours=1)), csrf="csrf-token")  # a live session
     pages = {path: dashboard.get(path).get_data(as_text=True)
              for path in ["/deliveries?status=dead", "/", *(f"/reports/{r}" for r in report_ids)]}
     logged = log_text.getvalue()

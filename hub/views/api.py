@@ -56,10 +56,12 @@ def require_bearer_token():
     return response
 
 
-@bp.after_request
+@bp.after_app_request
 def no_store(response):
-    """Answers hold call data: no browser or proxy cache keeps them."""
-    response.headers["Cache-Control"] = "no-store"
+    """Answers hold call data: no browser or proxy cache keeps them. Every answer under /api, also
+    those for a path no route of this blueprint takes (a 404 answered by the app)."""
+    if request.path.startswith("/api/"):
+        response.headers["Cache-Control"] = "no-store"
     return response
 
 
