@@ -155,7 +155,7 @@ def test_every_problem_is_listed_with_its_key(tmp_path, registry):
     joined = "\n".join(found)
     for expected in [
         'server.port: "eighty" is not a whole number such as 30',
-        "server.colour: unknown key (known: host, max_body_bytes, port, public_url, trusted_proxies, workers)",
+        "server.colour: unknown key (known: host, max_body_bytes, metrics_token, port, public_url, trusted_proxies, workers)",
         'dispatch.backend: must be "embedded" (delivery threads beside the receiver) or "celery"',
         "sources.hms.tolerance_seconds:",
         "sources.hms.secret: no webhook secret is set",
@@ -245,7 +245,7 @@ def test_a_bad_url_is_quoted_with_what_is_expected_and_names_get_a_did_you_mean(
     """)
     assert problems(path, registry) == [
         "dispatcher: unknown section; did you mean 'dispatch'? (known: admin, analysis, dispatch, logging, phone, "
-        "server, store, sources, destinations)",
+        "privacy, ratelimit, server, store, sources, destinations)",
         'sources.hms.api_url: "htps//api.example.com" is not an absolute http(s) URL such as https://example.com/path',
         "destinations.crm.type: unknown destination type 'hubspt'; did you mean 'hubspot'? (installed: "
         + ", ".join(sorted(registry.destinations)) + "); install the plugin that provides it",

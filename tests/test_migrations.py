@@ -517,20 +517,7 @@ def test_a_0002_database_upgrades_to_0003_with_its_rows_intact_and_leases_work(e
     from hub.store import Store
 
     schema.upgrade(empty_url, to="0002")
-    engine = sa.create_engine(empty_url)
-    with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO reports (id, source, event, call_id, occurred_at, received_at, customer_number, data, "
-            "event_key) VALUES ('r1', 'hms', 'status-update', 'call-1', '2026-03-02 09:14:07', "
-            "'2026-03-02 09:15:00', '+31612345678', '{}', 'ended-with-error')"))
-        conn.execute(sa.text(
-            "INSERT INTO deliveries (id, report_id, destination, status, attempts, next_attempt_at, state, "
-            "created_at, updated_at) VALUES ('d1', 'r1', 'slack', 'succeeded', 1, '2026-03-02 09:15:00', '{}', "
-            "'2026-03-02 09:15:00', '2026-03-02 09:15:01')"))
-        conn.execute(sa.text(
-            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, http_status) "
-            "VALUES ('d1', 1, '2026-03-02 09:15:00', 12.5, 'succeeded', 200)"))
-    engine.dispose()
+    insert_one_of_each(empty_url, "status-update", "ended-with-error")
     before = rows(empty_url)
 
     config = write_config(tmp_path / "hub.toml", empty_url)
