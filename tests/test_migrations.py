@@ -554,17 +554,7 @@ def test_a_database_of_the_previous_revision_upgrades_with_its_rows_intact_and_p
     from hub.store import Store
 
     schema.upgrade(empty_url, to=_revision_0004().down_revision)
-    engine = sa.create_engine(empty_url)
-    with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO reports (id, source, event, call_id, occurred_at, received_at, customer_number, data, "
-            "event_key) VALUES ('r1', 'hms', 'end-of-call-report', 'call-1', '2026-03-02 09:14:07', "
-            "'2026-03-02 09:15:00', '+31612345678', '{}', '')"))
-        conn.execute(sa.text(
-            "INSERT INTO deliveries (id, report_id, destination, status, attempts, next_attempt_at, state, "
-            "created_at, updated_at) VALUES ('d1', 'r1', 'crm', 'pending', 0, '2026-03-02 09:15:00', '{}', "
-            "'2026-03-02 09:15:00', '2026-03-02 09:15:00')"))
-    engine.dispose()
+    insert_one_of_each(empty_url, destination="crm", status="pending", attempts=0)
     before = rows(empty_url)
 
     config = write_config(tmp_path / "hub.toml", empty_url)
@@ -586,9 +576,11 @@ def test_a_database_of_the_previous_revision_upgrades_with_its_rows_intact_and_p
         store.close()
 
 
-def insert_one_of_each(url: str, event: str, event_key: str) -> None:
-    """A report of +31612345678 (``event``, ``event_key``), a delivery and an attempt, by plain SQL
-    (as an older revision's code wrote them)."""
+def insert_one_of_each(url: str, event: str = "end-of-call-report", event_key: str = "", *,
+                       destination: str = "slack", status: str = "succeeded", attempts: int = 1) -> None:
+    """A report of +31612345678 (``event``, ``event_key``), its delivery to ``destination`` in
+    ``status`` after ``attempts`` attempts, and an attempt row when there was one, by plain SQL (as
+    an older revision's code wrote them)."""
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.execute(sa.text(
@@ -597,11 +589,13 @@ def insert_one_of_each(url: str, event: str, event_key: str) -> None:
             "'2026-03-02 09:15:00', '+31612345678', '{}', :event_key)"), {"event": event, "event_key": event_key})
         conn.execute(sa.text(
             "INSERT INTO deliveries (id, report_id, destination, status, attempts, next_attempt_at, state, "
-            "created_at, updated_at) VALUES ('d1', 'r1', 'slack', 'succeeded', 1, '2026-03-02 09:15:00', '{}', "
-            "'2026-03-02 09:15:00', '2026-03-02 09:15:01')"))
-        conn.execute(sa.text(
-            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, http_status) "
-            "VALUES ('d1', 1, '2026-03-02 09:15:00', 12.5, 'succeeded', 200)"))
+            "created_at, updated_at) VALUES ('d1', 'r1', :destination, :status, :attempts, '2026-03-02 09:15:00', "
+            "'{}', '2026-03-02 09:15:00', '2026-03-02 09:15:01')"),
+            {"destination": destination, "status": status, "attempts": attempts})
+        if attempts:
+            conn.execute(sa.text(
+                "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, http_status) "
+                "VALUES ('d1', 1, '2026-03-02 09:15:00', 12.5, 'succeeded', 200)"))
     engine.dispose()
 
 
@@ -661,16 +655,9 @@ def test_a_database_one_revision_behind_gains_the_sessions_table_with_its_rows_i
 
     previous = importlib.import_module("hub.migrations.versions.0006_admin_sessions").down_revision
     schema.upgrade(empty_url, to=previous)
+    insert_one_of_each(empty_url, status="dead", attempts=3)
     engine = sa.create_engine(empty_url)
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO reports (id, source, event, call_id, occurred_at, received_at, customer_number, data, "
-            "event_key) VALUES ('r1', 'hms', 'end-of-call-report', 'call-1', '2026-03-02 09:14:07', "
-            "'2026-03-02 09:15:00', '+31612345678', '{}', '')"))
-        conn.execute(sa.text(
-            "INSERT INTO deliveries (id, report_id, destination, status, attempts, next_attempt_at, state, "
-            "created_at, updated_at) VALUES ('d1', 'r1', 'slack', 'dead', 3, '2026-03-02 09:15:00', '{}', "
-            "'2026-03-02 09:15:00', '2026-03-02 09:15:01')"))
         conn.execute(sa.text("INSERT INTO scheduled_jobs (name, last_result) VALUES ('reconcile', '{}')"))
     engine.dispose()
     assert f"upgraded to schema revision {HEAD}" in upgrade_keeping_every_row(empty_url, tmp_path)
