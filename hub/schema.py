@@ -10,6 +10,7 @@ to run on a schema that is behind or ahead of the code; a newer database is neve
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import sqlite3
 import time
@@ -68,6 +69,7 @@ def _config(connection=None) -> Config:
     return config
 
 
+@functools.cache  # the revisions shipped with the code: read once per process
 def _scripts() -> ScriptDirectory:
     return ScriptDirectory.from_config(_config())
 

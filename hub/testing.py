@@ -3,7 +3,7 @@
 Fixtures: ``sample_payload``, ``sample_report``, ``make_report``, ``mocked_http``,
 ``hub_config``, ``hub_plugins``, ``app``, ``client``, ``runner``, ``signed_post``,
 ``register_plugin``, ``fresh_rate_limits``. Helpers: ``make_destination``, ``deliver``,
-``load_sample``, ``normalize_payload``. Subclass ``DestinationContract`` to run the checks every
+``load_sample``, ``normalize_payload``, ``answer_json`` (a test server's JSON answer). Subclass ``DestinationContract`` to run the checks every
 destination must pass.
 
 It costs nothing to a project that does not use it: it imports only what the hub itself
@@ -279,6 +279,16 @@ def signed_post(client):
         return client.post("/webhooks/hms", data=body, headers=all_headers)
 
     return post
+
+
+def answer_json(handler: BaseHTTPRequestHandler, status: int, body: Any) -> None:
+    """Answer a request to a test server (a ``BaseHTTPRequestHandler``) with ``body`` as JSON."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 def closed_port() -> int:

@@ -20,7 +20,7 @@ import pytest
 
 from hub.store import order_key
 from hub.testing import (
-    kill_process_group, load_sample, start_hub_process, toml_text, wait_until,
+    answer_json, kill_process_group, load_sample, start_hub_process, toml_text, wait_until,
 )
 
 pytestmark = pytest.mark.hub_plugins("hubspot", "salesforce")
@@ -47,14 +47,8 @@ class LaggingCRM:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 time.sleep(0.02)  # an API's latency: the deliveries overlap
-                status, body = crm.answer(self.command, urlsplit(self.path).path,
-                                          json.loads(raw) if raw.startswith(b"{") else None)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                answer_json(self, *crm.answer(self.command, urlsplit(self.path).path,
+                                              json.loads(raw) if raw.startswith(b"{") else None))
 
             do_GET = do_POST = _serve
 

@@ -20,6 +20,7 @@ import trustme
 from hub import Destination, Retryable
 from hub.config import ConfigProblems, load_config
 from hub.plugins import collect, make_manager
+from hub.testing import answer_json
 
 
 class Probe(Destination):
@@ -31,12 +32,7 @@ class Probe(Destination):
 
 class Answer(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = b'{"ok": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        answer_json(self, 200, {"ok": True})
 
     def log_message(self, *args):
         pass

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from hub.cli import cli
 from hub.reconcile import CallsApi, CallsApiError, Unusable, reconcile, report_payload, scheduler_for
-from hub.testing import TEST_SECRET, load_sample, signed_headers
+from hub.testing import TEST_SECRET, answer_json, load_sample, signed_headers
 
 API_KEY = "hms_live_k3y_0123456789abcdef"
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -74,12 +74,7 @@ class CallsApiStandIn:
                                   "pagination": {"total": len(matching), "limit": limit, "offset": offset}})
 
             def answer(self, status, body):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                answer_json(self, status, body)
 
             def log_message(self, *args):
                 pass
