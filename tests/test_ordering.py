@@ -151,16 +151,15 @@ def hub_config(request, hub_config, crm):
 
 
 def five_calls_from_one_new_number(signed_post) -> list[str]:
-    """Five end-of-call reports (five calls), POSTed back to back: well within 100 ms."""
+    """Five end-of-call reports (five calls), all stored before any delivery runs: every one of
+    them is pending when the workers start, the worst case for a race on the new contact."""
     ids = []
-    started = time.monotonic()
     for n in range(5):
         payload = load_sample("end-of-call-report-full")
         payload["message"]["call"]["id"] = f"call-callback-{n}"
         answer = signed_post(payload)
         assert answer.status_code == 202, answer.get_json()
         ids.append(answer.get_json()["report_id"])
-    assert time.monotonic() - started < 0.5, "the reports were meant to arrive close together"
     return ids
 
 
