@@ -5,7 +5,7 @@ Import from here (and ``hub.testing`` in tests), never from a module inside ``hu
 is imported from the CLI only when a plugin asks for it.
 """
 from .dates import due_date
-from .destinations import DeliveryContext, Destination, HubSettings, Result, credential_key
+from .destinations import Caller, DeliveryContext, Destination, HubSettings, Result, credential_key
 from .errors import ConfigError, DeliveryError, Permanent, Retryable
 from .fields import EmptyConfig, MappingField, RuleField, TemplateField
 from .hookspecs import hookimpl
@@ -23,7 +23,7 @@ from .templates import Template, format_duration, format_phone
 __version__ = "0.1.0"
 
 __all__ = [
-    "AttemptRecord", "Call", "CallReport", "ConfigError", "DeliveryContext", "DeliveryError", "DeliveryRecord", "Destination",
+    "AttemptRecord", "Call", "CallReport", "Caller", "ConfigError", "DeliveryContext", "DeliveryError", "DeliveryRecord", "Destination",
     "EmptyConfig", "HubSettings", "Mapping", "MappingField", "Message", "Permanent", "PhoneNumber", "PluginHub",
     "Result", "Retryable", "Rule", "RuleField", "SignatureError", "Source", "SourceConfig", "Template", "TemplateField",
     "WindowLimiter", "credential_key", "due_date", "format_duration", "format_phone", "hookimpl", "mask_phone",

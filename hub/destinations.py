@@ -55,6 +55,25 @@ class Result:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who a caller is in one CRM, as ``Destination.lookup_caller`` found them.
+
+    ``record_ids`` maps a kind of record to its id in the CRM (``{"contact": "501", "company":
+    "77"}`` for HubSpot, ``{"lead": "00Q..."}`` or ``{"contact": "003...", "account": "001..."}``
+    for Salesforce); the assistant-request answer carries them in ``assistant.metadata`` (see
+    ``hub.report.crm_metadata``) and the end-of-call delivery logs the call on them without searching.
+    """
+    record_ids: dict[str, str]
+    name: str | None = None
+    company: str | None = None
+    owner: str | None = None
+    #: open deals (HubSpot) or opportunities (Salesforce): ``{"name", "stage", "amount"}`` each
+    open_deals: list[dict[str, Any]] = field(default_factory=list)
+    #: the record's page in the CRM, for people (never sent to the platform)
+    url: str | None = None
+
+
 class Destination:
     """Base class of every destination type.
 
@@ -126,6 +145,19 @@ class Destination:
     def can_forget(cls) -> bool:
         return cls.forget is not Destination.forget
 
+    def lookup_caller(self, number: str, ctx: "DeliveryContext") -> Caller | None:
+        """Who the caller with the E.164 ``number`` is at the far side (a CRM), or None if nobody.
+
+        Optional: a CRM type overrides it to answer assistant-request and ``lookup_customer`` live.
+        Send through ``ctx.send`` (``ctx.http`` honours the destination's timeout, CA bundle and
+        rate limits) and raise ``Retryable``/``Permanent`` like ``deliver``; the hub calls it with a
+        time budget, abandons a lookup that overruns it and caches what it returns.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def can_look_up(cls) -> bool:
+        return cls.lookup_caller is not Destination.lookup_caller
 
     def test_connection(self, ctx: "DeliveryContext") -> str:
         """One cheap authenticated call that shows whether delivery can work: the credential, the

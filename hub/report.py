@@ -77,6 +77,17 @@ class Message:
     content: str
 
 
+#: the ``assistant.metadata`` key that names the CRM destination an assistant-request answer looked
+#: the caller up in; each record id goes beside it as ``crm_<kind>_id`` (``crm_contact_id``, ...)
+CRM_DESTINATION_KEY = "crm_destination"
+
+
+def crm_metadata(destination: str, record_ids: dict[str, str]) -> dict[str, str]:
+    """What an assistant-request answer puts in ``assistant.metadata`` so that the call's later
+    events (its end-of-call report) name the caller's records: the inverse of ``crm_record_ids``."""
+    return {CRM_DESTINATION_KEY: destination, **{f"crm_{kind}_id": value for kind, value in record_ids.items()}}
+
+
 @dataclass(frozen=True)
 class CallReport:
     id: str
@@ -99,6 +110,17 @@ class CallReport:
     raw: dict = field(default_factory=dict)
     #: what the store did not keep (``[privacy] store_messages/store_raw = false``): "messages", "raw"
     not_kept: tuple[str, ...] = ()
+
+    def crm_record_ids(self, destination: str) -> dict[str, str]:
+        """The CRM record ids an assistant-request answer put in ``assistant.metadata`` for the
+        destination named ``destination`` (``{"contact": "501"}``), or {} when it named another one
+        or none. Unchecked: the destination validates each id before it goes into a URL."""
+        metadata = (self.assistant or {}).get("metadata")
+        if not isinstance(metadata, dict) or metadata.get(CRM_DESTINATION_KEY) != destination:
+            return {}
+        return {key[len("crm_"):-len("_id")]: str(value) for key, value in metadata.items()
+                if key.startswith("crm_") and key.endswith("_id") and key != CRM_DESTINATION_KEY
+                and isinstance(value, (str, int)) and not isinstance(value, bool)}
 
     @cached_property
     def data(self) -> dict[str, Any]:
