@@ -531,7 +531,7 @@ def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dic
     sections = _load_sections(data, problems)
     sources_table = data.get("sources", {}) or {}
     sources = _load_sources(sources_table, registry, problems)
-    warnings = _backend_warnings(sections) + _check_signing(sources_table, problems) + literal
+    warnings = _backend_warnings(sections) + _check_signing(sources_table, registry, problems) + literal
     _check_analysis_schema(sections["analysis"].schema, problems)
     destinations = _load_destinations(data.get("destinations", {}) or {}, registry, problems, base_dir)
     if "ratelimit" in sections:
@@ -647,7 +647,7 @@ def _backend_warnings(sections: dict[str, Any]) -> list[str]:
 MIN_WEBHOOK_SECRET = 16
 
 
-def _check_signing(sources_table: dict, problems: list[str]) -> list[str]:
+def _check_signing(sources_table: dict, registry: Registry, problems: list[str]) -> list[str]:
     """Every source needs a secret, unless ``allow_unsigned = true`` (a warning at every start)."""
     warnings = []
     for name in sorted(set(sources_table) | {"hms"}):
@@ -667,8 +667,10 @@ def _check_signing(sources_table: dict, problems: list[str]) -> list[str]:
             warnings.append(f"sources.{name}: allow_unsigned = true: webhooks are accepted WITHOUT a "
                             f"signature check; anyone who can reach the hub can inject calls")
         else:
+            source = registry.sources.get(name)
+            env, origin = (source.secret_env, source.secret_origin) if source else ("WEBHOOK_SECRET", "the signing secret")
             problems.append(f"{key}: no webhook secret is set; set secret = "
-                            f'{{ env = "HMS_WEBHOOK_SECRET" }} to the assistant\'s webhook_secret '
+                            f'{{ env = "{env}" }} to {origin} '
                             f"(or allow_unsigned = true, for local testing only)")
     return warnings
 

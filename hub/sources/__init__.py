@@ -36,6 +36,10 @@ class Source:
     schema: ClassVar[Schema]
     Config: ClassVar[type[Schema]] = SourceConfig
     events: ClassVar[tuple[str, ...]] = ()
+    #: named by the missing-secret error: the environment variable the example config reads the
+    #: secret from, and where on the platform's side the operator finds it
+    secret_env: ClassVar[str] = "WEBHOOK_SECRET"
+    secret_origin: ClassVar[str] = "the platform's webhook signing secret"
 
     def configure(self, settings: Mapping[str, Any]) -> None:
         """Take this source's ``[sources.<name>]`` table (secrets already resolved)."""

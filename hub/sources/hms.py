@@ -133,6 +133,8 @@ class HmsSource(Source):
     schema = PayloadSchema()
     Config = HmsConfig
     events = EVENTS
+    secret_env = "HMS_WEBHOOK_SECRET"
+    secret_origin = "the assistant's webhook_secret"
 
     def __init__(self) -> None:
         self.secret: str | None = None

@@ -77,6 +77,8 @@ class RetellSource(Source):
     name = "retell"
     schema = PayloadSchema()
     events = tuple(EVENTS.values())
+    secret_env = "RETELL_API_KEY"
+    secret_origin = "the Retell API key with the webhook badge"
 
     def __init__(self) -> None:
         self.api_key: str | None = None

@@ -114,6 +114,8 @@ class VapiSource(Source):
     schema = PayloadSchema()
     Config = VapiConfig
     events = EVENTS
+    secret_env = "VAPI_WEBHOOK_SECRET"
+    secret_origin = "the secret key of the HMAC credential on the Vapi server URL"
 
     def __init__(self) -> None:
         self.settings: dict[str, Any] | None = None  # None: [sources.vapi] not configured

@@ -230,6 +230,13 @@ def test_a_payload_format_the_hub_cannot_check_is_a_config_problem(vapi_app):
         info.value)
 
 
+
+def test_a_missing_secret_names_the_vapi_variable_and_where_vapi_shows_the_key(vapi_app):
+    with pytest.raises(Exception) as info:
+        vapi_app(secret="")
+    assert ('sources.vapi.secret: no webhook secret is set; set secret = { env = "VAPI_WEBHOOK_SECRET" } to the '
+            "secret key of the HMAC credential on the Vapi server URL") in str(info.value)
+
 # --- a plugin as a third party writes one -------------------------------------------------------------------
 
 def test_it_registers_through_the_entry_point_group_and_imports_only_the_public_surface():
