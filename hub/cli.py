@@ -284,7 +284,7 @@ def check_config(config_path):
     if not found.current:
         when = ("`serve` applies it when it starts (auto_migrate)" if config.store.auto_migrate
                 else f"run `{schema.UPGRADE_COMMAND}` before starting the hub")
-        click.secho(f"warning: store: {_schema_status(found)}: {when}", err=True, fg="yellow")
+        click.secho(f"warning: store: {found.summary}: {when}", err=True, fg="yellow")
     enabled = config.enabled_destinations()
     click.echo(f"{config_path}: OK ({len(enabled)} enabled destination(s): "
                f"{', '.join(f'{d.name} ({d.type})' for d in enabled) or 'none'})")
@@ -300,16 +300,6 @@ def _ping_broker(config) -> None:
         ping(create_celery(config.dispatch))
     except BrokerUnreachable as exc:
         raise click.ClickException(redact(str(exc))) from None
-
-
-def _schema_status(found) -> str:
-    if found.current:
-        return f"schema revision {found.database} (the newest)"
-    if found.database is None:
-        return f"empty: no schema yet (this release needs revision {found.code})"
-    if found.legacy:
-        return f"release 0.1.0's tables, not yet recorded as a revision (this release needs {found.code})"
-    return f"schema revision {found.database}, behind this release's {found.code}"
 
 
 # --- the store's schema and backups -----------------------------------------------------------
@@ -344,7 +334,7 @@ def db_current(config_path):
 
     url = load_settings(config_path).store.url
     found = schema.state(url)
-    click.echo(f"database: {_schema_status(found)}  ({schema.describe(url)})")
+    click.echo(f"database: {found.summary}  ({schema.describe(url)})")
     click.echo(f"code:     schema revision {found.code}")
 
 

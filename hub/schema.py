@@ -61,6 +61,17 @@ class SchemaState:
     def current(self) -> bool:
         return self.database == self.code and not self.legacy
 
+    @property
+    def summary(self) -> str:
+        """What the database holds against what the code needs, in one phrase: the words of
+        ``db current``, ``check-config`` and a process that refuses to start."""
+        if self.current:
+            return f"schema revision {self.database} (the newest)"
+        have = "no schema (an empty database)" if self.database is None else (
+            "release 0.1.0's tables, not yet recorded as a revision" if self.legacy
+            else f"schema revision {self.database}")
+        return f"{have}; this release needs revision {self.code}"
+
 
 def _config(connection=None) -> Config:
     config = Config()
@@ -223,7 +234,4 @@ def require_current(url: str, *, wait_seconds: float = 0.0, poll: float = 0.25) 
         if time.monotonic() >= deadline:
             break
         time.sleep(poll)
-    have = "no schema (an empty database)" if found.database is None else (
-        "release 0.1.0's schema" if found.legacy else f"schema revision {found.database}")
-    raise SchemaError(f"the store {describe(url)} has {have}; this release needs revision {found.code}: "
-                      f"run `{UPGRADE_COMMAND}`")
+    raise SchemaError(f"the store {describe(url)} has {found.summary}: run `{UPGRADE_COMMAND}`")

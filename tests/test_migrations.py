@@ -254,8 +254,8 @@ def test_check_config_says_the_schema_is_behind_without_failing(empty_url, tmp_p
     config = write_config(tmp_path / "hub.toml", empty_url, auto_migrate=False)
     result = CliRunner().invoke(cli, ["check-config", "-c", str(config)])
     assert result.exit_code == 0, result.output
-    assert f"warning: store: empty: no schema yet (this release needs revision {HEAD}): run `sovereign-hub db " \
-           "upgrade` before starting the hub" in result.output
+    assert f"warning: store: no schema (an empty database); this release needs revision {HEAD}: run " \
+           "`sovereign-hub db upgrade` before starting the hub" in result.output
 
 
 # --- refusing ---------------------------------------------------------------------------------------
