@@ -10,7 +10,6 @@ import requests
 import responses
 
 from hub import Retryable
-from hub.report import crm_metadata
 from hub.testing import deliver, make_destination
 
 API = "https://api.hubapi.com"
@@ -22,6 +21,12 @@ COMPANY_LINK = {"to": {"id": "77"}, "types": [{"associationCategory": "HUBSPOT_D
 
 def hubspot(**options):
     return make_destination("hubspot", {"token": TOKEN, "follow_up": {"enabled": False}, **options}, name="crm")
+
+
+def crm_metadata(destination, record_ids):
+    """What ``hub.report.crm_metadata`` writes into an answer's ``assistant.metadata`` (the wire
+    format the platform sends back on the call's later events)."""
+    return {"crm_destination": destination, **{f"crm_{kind}_id": value for kind, value in record_ids.items()}}
 
 
 def answered(make_report, record_ids, destination="crm"):
