@@ -215,6 +215,11 @@ class HubSpotApi:
         self.check(response)
         return response.json()
 
+    def pipelines(self, object_type: str) -> list[dict]:
+        """GET /crm/pipelines/{version}/{type}: every pipeline with its ``stages`` (``id``, ``label``)."""
+        response = self._send("GET", api_path(self.version, "pipelines", object_type), fake={"results": []})
+        return response.json().get("results") or []
+
     def property_definitions(self, object_type: str, fake: list[dict]) -> list[dict]:
         """GET .../properties/{type}: every property's name, type and options."""
         response = self._send("GET", api_path(self.version, "properties", object_type), fake={"results": fake})

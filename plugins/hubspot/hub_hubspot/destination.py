@@ -7,7 +7,8 @@ from hub import Destination, Mapping, MappingField, Result, Rule, RuleField, Tem
 
 from .client import API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_BASE_URL, HubSpotApi
 from .flow import HubSpotDelivery
-from .lookup import OwnerNames, look_up
+from .cache import ExpiringCache
+from .lookup import LOOKUP_CACHE_SECONDS, look_up
 from .mapping import (DEFAULT_CALL_BODY, DEFAULT_CALL_TITLE, DEFAULT_DEAL_DESCRIPTION, DEFAULT_DEAL_NAME,
                       DEFAULT_TASK_BODY, DEFAULT_TASK_SUBJECT, PRIORITIES, TASK_TYPES)
 from .phone import confirmed, contact_search_body
@@ -118,7 +119,7 @@ class HubSpotDestination(Destination):
     def __init__(self, name, config, settings=None):
         super().__init__(name, config, settings)
         self.property_cache = PropertyCache()
-        self.owner_names = OwnerNames()
+        self.lookup_cache = ExpiringCache(LOOKUP_CACHE_SECONDS)  # owner names, deal stage labels
 
     def limiter_key(self) -> str:
         """HubSpot counts limits per token: destinations sharing a token share the buckets."""
@@ -140,7 +141,7 @@ class HubSpotDestination(Destination):
 
     def lookup_caller(self, number, ctx):
         """The contact with the caller's number (the delivery's phone search), its primary company,
-        owner and open deals; record ids ``contact`` and ``company``. At most five requests
+        owner and open deals; record ids ``contact`` and ``company``. At most six requests
         (module ``lookup``); needs crm.objects.contacts.read and the LOOKUP_SCOPES."""
         return look_up(self, number, ctx)
 

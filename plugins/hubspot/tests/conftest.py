@@ -56,10 +56,12 @@ class Oracle:
         the path with its query in ``canonical`` form (compare it with ``canonical(path)``)."""
         url = urlsplit(path)
         query = {key: values[0] for key, values in parse_qs(url.query).items()}  # decoded
-        parts = url.path.split("/")  # ['', 'crm', 'objects'|'properties'|'associations'|'owners', '2026-03', ...]
+        parts = url.path.split("/")  # ['', 'crm', 'objects'|'properties'|'pipelines'|'associations'|'owners', '2026-03', ...]
         crm = self.client.crm
         if parts[2] == "properties":
             crm.properties.list(parts[4])
+        elif parts[2] == "pipelines":
+            crm.pipelines.list(parts[4])
         elif parts[2] == "owners":
             crm.owners.get(int(parts[4]))
         elif parts[2] == "associations":

@@ -34,9 +34,9 @@ def hubspot():
     return make_destination("hubspot", {"token": TOKEN}, name="crm")
 
 
-def portal(rsps, *, hits=(KNOWN,), version="2026-03", objects=OBJECTS, owners="/crm/owners/2026-03",
-           associations="/crm/associations/2026-03"):
-    """A portal answering the lookup's five requests."""
+def portal(rsps, *, hits=(KNOWN,), objects=OBJECTS, owners="/crm/owners/2026-03",
+           associations="/crm/associations/2026-03", pipelines="/crm/pipelines/2026-03"):
+    """A portal answering the lookup's six requests."""
     rsps.add(responses.POST, f"{API}{objects}/contacts/search", json={"total": len(hits), "results": list(hits)})
     rsps.add(responses.GET, f"{API}{objects}/companies/77", json={"id": "77", "properties": {"name": "Acme BV"}})
     rsps.add(responses.GET, f"{API}{owners}/4242", json={
@@ -52,12 +52,26 @@ def portal(rsps, *, hits=(KNOWN,), version="2026-03", objects=OBJECTS, owners="/
     rsps.add(responses.POST, f"{API}{objects}/deals/batch/read", json={
         "status": "COMPLETE", "startedAt": "2026-03-02T09:14:07Z", "completedAt": "2026-03-02T09:14:07Z",
         "results": [
-            {"id": "801", "properties": {"dealname": "Renewal 2026", "dealstage": "contractsent", "amount": "1500",
-                                         "hs_is_closed": "false"}},
-            {"id": "802", "properties": {"dealname": "Pilot", "dealstage": "closedwon", "amount": "300",
-                                         "hs_is_closed": "true"}},
-            {"id": "803", "properties": {"dealname": "Upsell", "dealstage": "appointmentscheduled", "amount": None,
-                                         "hs_is_closed": "false"}}]})
+            {"id": "801", "properties": {"dealname": "Renewal 2026", "dealstage": "contractsent", "pipeline": "default",
+                                         "amount": "1500", "hs_is_closed": "false"}},
+            {"id": "802", "properties": {"dealname": "Pilot", "dealstage": "closedwon", "pipeline": "default",
+                                         "amount": "300", "hs_is_closed": "true"}},
+            {"id": "803", "properties": {"dealname": "Upsell", "dealstage": "1234567", "pipeline": "7654321",
+                                         "amount": None, "hs_is_closed": "false"}}]})
+    rsps.add(responses.GET, f"{API}{pipelines}/deals", json={"results": [
+        {"id": "default", "label": "Sales Pipeline", "displayOrder": 0, "archived": False,
+         "createdAt": "2019-12-25T13:01:35.228Z", "updatedAt": "2023-08-22T13:40:26.790Z", "stages": [
+             {"id": "contractsent", "label": "Contract sent", "displayOrder": 5, "archived": False,
+              "metadata": {"isClosed": "false", "probability": "0.9"}, "createdAt": "2019-12-25T13:01:35.228Z",
+              "updatedAt": "2023-08-22T13:40:26.790Z", "writePermissions": "CRM_PERMISSIONS_ENFORCEMENT"},
+             {"id": "closedwon", "label": "Closed won", "displayOrder": 6, "archived": False,
+              "metadata": {"isClosed": "true", "probability": "1.0"}, "createdAt": "2019-12-25T13:01:35.228Z",
+              "updatedAt": "2023-08-22T13:40:26.790Z", "writePermissions": "CRM_PERMISSIONS_ENFORCEMENT"}]},
+        {"id": "7654321", "label": "Renewals", "displayOrder": 1, "archived": False,
+         "createdAt": "2019-12-25T13:01:35.228Z", "updatedAt": "2023-08-22T13:40:26.790Z", "stages": [
+             {"id": "1234567", "label": "Discovery call booked", "displayOrder": 0, "archived": False,
+              "metadata": {"isClosed": "false", "probability": "0.2"}, "createdAt": "2019-12-25T13:01:35.228Z",
+              "updatedAt": "2023-08-22T13:40:26.790Z", "writePermissions": "CRM_PERMISSIONS_ENFORCEMENT"}]}]})
 
 
 def paths(ctx):
@@ -69,14 +83,14 @@ def look_up(hubspot, number=NUMBER):
     return hubspot.lookup_caller(number, ctx), ctx
 
 
-def test_a_known_caller_in_five_requests_each_as_the_reference_writes_it(hubspot, mocked_http):
+def test_a_known_caller_in_six_requests_each_as_the_reference_writes_it(hubspot, mocked_http):
     portal(mocked_http)
     caller, ctx = look_up(hubspot)
 
     assert caller == Caller(
         record_ids={"contact": "501", "company": "77"}, name="Anna de Vries", company="Acme BV", owner="Jan Jansen",
-        open_deals=[{"name": "Renewal 2026", "stage": "contractsent", "amount": "1500"},
-                    {"name": "Upsell", "stage": "appointmentscheduled", "amount": None}],
+        open_deals=[{"name": "Renewal 2026", "stage": "Contract sent", "amount": "1500"},
+                    {"name": "Upsell", "stage": "Discovery call booked", "amount": None}],
         url="https://app-eu1.hubspot.com/contacts/146000000/record/0-1/501")
     assert paths(ctx) == [
         ("POST", f"{OBJECTS}/contacts/search"),
@@ -84,8 +98,10 @@ def test_a_known_caller_in_five_requests_each_as_the_reference_writes_it(hubspot
         ("GET", "/crm/owners/2026-03/4242"),
         ("POST", "/crm/associations/2026-03/contacts/deals/batch/read"),
         ("POST", f"{OBJECTS}/deals/batch/read"),
+        ("GET", "/crm/pipelines/2026-03/deals"),
     ]
-    search, _, _, links, deals = (json.loads(c.request.body) if c.request.body else None for c in mocked_http.calls)
+    search, _, _, links, deals, _ = (json.loads(c.request.body) if c.request.body else None
+                                     for c in mocked_http.calls)
     # the delivery's own phone search, reading what the lookup needs besides the numbers
     assert search == {"after": "0", "filterGroups": SEARCH_GROUPS, "limit": 10,
                       "sorts": [{"propertyName": "lastmodifieddate", "direction": "DESCENDING"}],
@@ -95,7 +111,8 @@ def test_a_known_caller_in_five_requests_each_as_the_reference_writes_it(hubspot
                                      "num_associated_deals"]}
     assert links == {"inputs": [{"id": "501"}]}
     assert deals == {"inputs": [{"id": "801"}, {"id": "802"}, {"id": "803"}],
-                     "properties": ["dealname", "dealstage", "amount", "hs_is_closed"], "propertiesWithHistory": []}
+                     "properties": ["dealname", "dealstage", "pipeline", "amount", "hs_is_closed"],
+                     "propertiesWithHistory": []}
     for call in mocked_http.calls:
         assert call.request.headers["Authorization"] == f"Bearer {TOKEN}"
 
@@ -103,19 +120,49 @@ def test_a_known_caller_in_five_requests_each_as_the_reference_writes_it(hubspot
 def test_every_lookup_request_is_what_the_official_sdk_sends(hubspot, mocked_http, oracle):
     portal(mocked_http)
     _, ctx = look_up(hubspot)
-    assert len(ctx.sent) == 5
+    assert len(ctx.sent) == 6
     for request in ctx.sent:
         path = request.url.removeprefix(API)
         assert oracle.resend(request.method, path, request.body) == (request.method, oracle.canonical(path),
                                                                       request.body)
 
 
-def test_owner_names_are_cached_so_the_next_lookup_costs_four(hubspot, mocked_http):
+def test_owner_names_and_stage_labels_are_cached_so_the_next_lookup_costs_four(hubspot, mocked_http):
     portal(mocked_http)
     look_up(hubspot)
     caller, ctx = look_up(hubspot)
-    assert caller.owner == "Jan Jansen"
-    assert ("GET", "/crm/owners/2026-03/4242") not in paths(ctx) and len(ctx.sent) == 4
+    assert caller.owner == "Jan Jansen" and caller.open_deals[0]["stage"] == "Contract sent"
+    assert paths(ctx) == [
+        ("POST", f"{OBJECTS}/contacts/search"),
+        ("GET", f"{OBJECTS}/companies/77?properties=name"),
+        ("POST", "/crm/associations/2026-03/contacts/deals/batch/read"),
+        ("POST", f"{OBJECTS}/deals/batch/read"),
+    ]
+
+
+def test_an_owner_that_is_gone_is_no_owner_and_is_not_asked_again(hubspot, mocked_http):
+    portal(mocked_http, hits=[contact(hubspot_owner_id="4243", num_associated_deals="0")])
+    mocked_http.add(responses.GET, f"{API}/crm/owners/2026-03/4243", status=404, json={
+        "status": "error", "message": "Owner not found", "category": "OBJECT_NOT_FOUND"})
+    assert look_up(hubspot)[0].owner is None
+    _, ctx = look_up(hubspot)
+    assert paths(ctx) == [("POST", f"{OBJECTS}/contacts/search")]
+
+
+def test_only_closed_deals_cost_no_pipelines_request(hubspot, mocked_http):
+    portal(mocked_http)
+    mocked_http.replace(responses.POST, f"{API}{OBJECTS}/deals/batch/read", json={"status": "COMPLETE", "results": [
+        {"id": "802", "properties": {"dealname": "Pilot", "dealstage": "closedlost", "pipeline": "default",
+                                     "amount": "300", "hs_is_closed": "true"}}]})
+    caller, ctx = look_up(hubspot)
+    assert caller.open_deals == [] and len(ctx.sent) == 5
+
+
+def test_a_stage_the_pipelines_do_not_know_is_named_by_its_id(hubspot, mocked_http):
+    portal(mocked_http)
+    mocked_http.replace(responses.GET, f"{API}/crm/pipelines/2026-03/deals", json={"results": []})
+    caller, _ = look_up(hubspot)
+    assert [d["stage"] for d in caller.open_deals] == ["contractsent", "1234567"]
 
 
 def test_a_contact_without_deals_company_or_owner_costs_one_search(hubspot, mocked_http):
@@ -163,19 +210,19 @@ def test_values_that_are_not_hubspot_ids_never_reach_a_path(hubspot, mocked_http
     assert caller.record_ids == {"contact": "501"} and caller.owner is None
 
 
-@pytest.mark.parametrize("version, objects, owners, associations", [
-    ("2026-09", "/crm/objects/2026-09", "/crm/owners/2026-09", "/crm/associations/2026-09"),
-    ("v3", "/crm/v3/objects", "/crm/v3/owners", "/crm/v4/associations"),
+@pytest.mark.parametrize("version, objects, owners, associations, pipelines", [
+    ("2026-09", "/crm/objects/2026-09", "/crm/owners/2026-09", "/crm/associations/2026-09", "/crm/pipelines/2026-09"),
+    ("v3", "/crm/v3/objects", "/crm/v3/owners", "/crm/v4/associations", "/crm/v3/pipelines"),
 ])
-def test_api_version_selects_the_lookup_paths(version, objects, owners, associations):
+def test_api_version_selects_the_lookup_paths(version, objects, owners, associations, pipelines):
     hubspot = make_destination("hubspot", {"token": TOKEN, "api_version": version}, name="crm")
-    with responses.RequestsMock() as rsps:  # every one of the five is asked
-        portal(rsps, objects=objects, owners=owners, associations=associations)
+    with responses.RequestsMock() as rsps:  # every one of the six is asked
+        portal(rsps, objects=objects, owners=owners, associations=associations, pipelines=pipelines)
         caller, ctx = look_up(hubspot)
     assert caller.record_ids == {"contact": "501", "company": "77"} and len(caller.open_deals) == 2
     assert [p.split("?")[0] for _, p in paths(ctx)] == [
         f"{objects}/contacts/search", f"{objects}/companies/77", f"{owners}/4242",
-        f"{associations}/contacts/deals/batch/read", f"{objects}/deals/batch/read"]
+        f"{associations}/contacts/deals/batch/read", f"{objects}/deals/batch/read", f"{pipelines}/deals"]
 
 
 def test_a_failing_portal_is_retryable_and_a_missing_scope_permanent(hubspot, mocked_http):
@@ -189,7 +236,6 @@ def test_a_failing_portal_is_retryable_and_a_missing_scope_permanent(hubspot, mo
                               "message": "This app hasn't been granted all required scopes to make this call.",
                               "errors": [{"message": "One or more of the following scopes are required.",
                                           "context": {"requiredGranularScopes": ["crm.objects.deals.read"]}}]})
-    hubspot.owner_names = type(hubspot.owner_names)()  # ask the owner again
     with pytest.raises(Permanent) as info:
         look_up(hubspot)
     assert "MISSING_SCOPES" in info.value.reason and "crm.objects.owners.read" in info.value.reason
