@@ -216,8 +216,13 @@ class HubSpotApi:
         return response.json()
 
     def pipelines(self, object_type: str) -> list[dict]:
-        """GET /crm/pipelines/{version}/{type}: every pipeline with its ``stages`` (``id``, ``label``)."""
-        response = self._send("GET", api_path(self.version, "pipelines", object_type), fake={"results": []})
+        """GET /crm/pipelines/{version}/{type}: every pipeline with its ``stages`` (``id``, ``label``);
+        none when the version has no such path (404: the reference shows 2026-09 as ``2026-09-beta``)."""
+        response = self._send("GET", api_path(self.version, "pipelines", object_type), fake={"results": []},
+                              check=False)
+        if response.status_code == 404:
+            return []
+        self.check(response)
         return response.json().get("results") or []
 
     def property_definitions(self, object_type: str, fake: list[dict]) -> list[dict]:

@@ -158,9 +158,10 @@ def test_only_closed_deals_cost_no_pipelines_request(hubspot, mocked_http):
     assert caller.open_deals == [] and len(ctx.sent) == 5
 
 
-def test_a_stage_the_pipelines_do_not_know_is_named_by_its_id(hubspot, mocked_http):
+@pytest.mark.parametrize("status, body", [(200, {"results": []}), (404, {"status": "error", "message": "Not found"})])
+def test_a_stage_the_pipelines_do_not_name_is_named_by_its_id(status, body, hubspot, mocked_http):
     portal(mocked_http)
-    mocked_http.replace(responses.GET, f"{API}/crm/pipelines/2026-03/deals", json={"results": []})
+    mocked_http.replace(responses.GET, f"{API}/crm/pipelines/2026-03/deals", status=status, json=body)
     caller, _ = look_up(hubspot)
     assert [d["stage"] for d in caller.open_deals] == ["contractsent", "1234567"]
 
