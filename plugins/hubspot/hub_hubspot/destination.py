@@ -5,9 +5,9 @@ from marshmallow import Schema, ValidationError, fields, validate, validates, va
 
 from hub import Destination, Mapping, MappingField, Result, Rule, RuleField, Template, TemplateField, credential_key
 
+from .cache import ExpiringCache
 from .client import API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_BASE_URL, HubSpotApi
 from .flow import HubSpotDelivery
-from .cache import ExpiringCache
 from .lookup import LOOKUP_CACHE_SECONDS, look_up
 from .mapping import (DEFAULT_CALL_BODY, DEFAULT_CALL_TITLE, DEFAULT_DEAL_DESCRIPTION, DEFAULT_DEAL_NAME,
                       DEFAULT_TASK_BODY, DEFAULT_TASK_SUBJECT, PRIORITIES, TASK_TYPES)

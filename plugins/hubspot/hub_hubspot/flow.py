@@ -161,7 +161,7 @@ class HubSpotDelivery:
         company_id = ids.get("company")
         if is_record_id(company_id) and (found.get("properties") or {}).get("associatedcompanyid") == company_id:
             self.state["answer_company_id"] = company_id
-        return str(found.get("id") or contact_id)
+        return contact_id
 
     def _remember_contact(self, contact_id: str, source: str) -> str:
         self.state["contact_id"], self.state["contact_source"] = contact_id, source

@@ -84,7 +84,7 @@ def look_up(destination, number: str, ctx) -> Caller | None:
     if is_record_id(company_id):
         found = api.read("companies", company_id, ["name"])
         if found is not None:
-            record_ids["company"] = str(found.get("id") or company_id)
+            record_ids["company"] = company_id
             company = (found.get("properties") or {}).get("name") or company
 
     owner_id = props.get("hubspot_owner_id")

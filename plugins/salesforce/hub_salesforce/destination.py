@@ -36,9 +36,9 @@ from .matching import build_sosl, choose, soql_string
 ID_PREFIXES = {"003": "Contact", "00Q": "Lead"}
 #: the record kinds an answer's ``assistant.metadata`` names (``crm_<kind>_id``), by key prefix
 ANSWER_PREFIXES = {"contact": "003", "lead": "00Q", "account": "001"}
-log = logging.getLogger(__name__)
 #: the sent mark (``ctx.mark_sent``) of a Composite without ``call_id_field`` (its answer may be lost)
 COMPOSITE = "composite"
+log = logging.getLogger(__name__)
 
 
 class SalesforceDestination(Destination):
@@ -197,7 +197,7 @@ class SalesforceDestination(Destination):
             log.info("destination %r, report %s: the %s the answer named is gone or converted; searching by phone",
                      self.name, report.id, kind)
             return None
-        who = {"id": records[0].get("Id") or record_id, "sobject": kind.capitalize(),
+        who = {"id": record_id, "sobject": kind.capitalize(),
                "how": "named by the assistant-request answer"}
         if kind == "contact":
             who["account_id"] = records[0].get("AccountId")

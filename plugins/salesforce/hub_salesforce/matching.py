@@ -86,15 +86,15 @@ def choose(records: list[dict], e164: str, objects: list[str], region: str | Non
         sobject = (record.get("attributes") or {}).get("type")
         if sobject not in objects or not record.get("Id"):
             continue
-        for phone in PHONE_FIELDS[sobject]:
-            if hub.to_e164(record.get(phone), region) == e164:
-                confirmed.append((objects.index(sobject), record.get("LastModifiedDate") or "", record, phone))
+        for field in PHONE_FIELDS[sobject]:
+            if hub.to_e164(record.get(field), region) == e164:
+                confirmed.append((objects.index(sobject), record.get("LastModifiedDate") or "", record, field))
                 break
     if not confirmed:
         return None
     # object order ascending, then LastModifiedDate descending (ISO 8601 strings sort as times)
     confirmed.sort(key=lambda c: c[1], reverse=True)
     confirmed.sort(key=lambda c: c[0])
-    _, _, record, phone = confirmed[0]
+    _, _, record, field = confirmed[0]
     sobject = record["attributes"]["type"]
-    return Match(record["Id"], sobject, record.get("AccountId"), phone, len(confirmed), record)
+    return Match(record["Id"], sobject, record.get("AccountId"), field, len(confirmed), record)
