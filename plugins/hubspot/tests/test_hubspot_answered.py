@@ -137,3 +137,25 @@ def test_a_dry_run_shows_the_read_by_id(make_report):
                           dry_run=True)
     assert [(r.method, r.url.removeprefix(API)) for r in ctx.sent] == [
         ("GET", f"{OBJECTS}/contacts/501?properties=associatedcompanyid"), ("POST", f"{OBJECTS}/calls")]
+
+
+@pytest.fixture
+def hub_config(hub_config):
+    hub_config["destinations"] = {"crm": {"type": "hubspot", "token": TOKEN, "find_existing": "after-failure",
+                                          "follow_up": {"enabled": False}}}
+    return hub_config
+
+
+def test_a_signed_report_with_the_answers_metadata_is_delivered_on_that_contact(app, signed_post, sample_payload,
+                                                                                 mocked_http):
+    """The whole way: webhook, store, dispatcher, HubSpot; the metadata as the platform sends it back."""
+    sample_payload["message"]["assistant"]["metadata"] = {"crm_destination": "crm", "crm_contact_id": "501",
+                                                          "crm_company_id": "77"}
+    portal(mocked_http)
+    assert signed_post(sample_payload).status_code == 202
+    assert app.hub.dispatcher.run_due() == 1
+    assert sent(mocked_http) == [("GET", f"{OBJECTS}/contacts/501?properties=associatedcompanyid"),
+                                 ("POST", f"{OBJECTS}/calls")]
+    assert call_body(mocked_http)["associations"] == [CONTACT_LINK, COMPANY_LINK]
+    [delivery] = app.hub.store.list_deliveries(destination="crm")
+    assert delivery.status == "succeeded" and delivery.state["contact_source"] == "named by the assistant-request answer"

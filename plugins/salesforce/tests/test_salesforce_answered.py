@@ -182,3 +182,23 @@ def test_a_dry_run_shows_the_read_by_id_and_no_search(make_report):
                      dry_run=True)
     paths = [urlsplit(r.url).path.removeprefix("/services/data/v67.0") for r in ctx.sent]
     assert paths == ["/services/oauth2/token", "/query/", "/composite"]
+
+
+@pytest.fixture
+def hub_config(hub_config):
+    hub_config["destinations"] = {"salesforce": {"type": "salesforce", **CC}}
+    return hub_config
+
+
+def test_a_signed_report_with_the_answers_metadata_is_delivered_on_that_contact(app, signed_post, sample_payload):
+    """The whole way: webhook, store, dispatcher, Salesforce; the metadata as the platform sends it back."""
+    sample_payload["message"]["assistant"]["metadata"] = {"crm_destination": "salesforce",
+                                                          "crm_contact_id": CONTACT_ID, "crm_account_id": ACCOUNT_ID}
+    assert signed_post(sample_payload).status_code == 202
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        org(rsps, records=[{"attributes": {"type": "Contact"}, "Id": CONTACT_ID, "AccountId": ACCOUNT_ID}])
+        assert app.hub.dispatcher.run_due() == 1
+        assert [a[1] for a in asked(rsps)] == ["/services/oauth2/token", "/query/", "/composite"]
+        assert task_body(rsps)["callTask"]["WhoId"] == CONTACT_ID
+    [delivery] = app.hub.store.list_deliveries(destination="salesforce")
+    assert delivery.status == "succeeded" and delivery.state["who"]["how"] == "named by the assistant-request answer"
