@@ -149,9 +149,10 @@ class Destination:
         """Who the caller with the E.164 ``number`` is at the far side (a CRM), or None if nobody.
 
         Optional: a CRM type overrides it to answer assistant-request and ``lookup_customer`` live.
-        Send through ``ctx.send`` (``ctx.http`` honours the destination's timeout, CA bundle and
-        rate limits) and raise ``Retryable``/``Permanent`` like ``deliver``; the hub calls it with a
-        time budget, abandons a lookup that overruns it and caches what it returns.
+        Send through ``ctx.send`` (it applies the destination's rate limits, timeout and CA bundle;
+        ``ctx.http``, the bare session, applies none of them) and raise ``Retryable``/``Permanent``
+        like ``deliver``; the hub calls it with a time budget, abandons a lookup that overruns it and
+        caches what it returns. docs/plugin_hooks.md, "lookup_caller".
         """
         raise NotImplementedError
 

@@ -39,6 +39,11 @@ _EXISTING_ID = re.compile(r"Existing ID:\s*(\d+)")
 _RECORD_ID = re.compile(r"[1-9][0-9]{0,19}")
 
 
+def is_record_id(value: Any) -> bool:
+    """Digits only, as HubSpot's record ids are (a value that may go into a request's path)."""
+    return isinstance(value, str) and _RECORD_ID.fullmatch(value) is not None
+
+
 def record_id(key: str, value: Any) -> str:
     """A HubSpot record id (digits) taken from a report, or ``Permanent`` naming the setting.
 
@@ -61,9 +66,13 @@ def association(from_type: str, to_type: str, to_id: str) -> dict[str, Any]:
 
 
 def api_path(version: str, api: str, object_type: str, suffix: str = "") -> str:
-    """``/crm/objects/2026-03/calls/search`` (dated) or ``/crm/v3/objects/calls/search`` (v3)."""
+    """``/crm/objects/2026-03/calls/search`` (dated) or ``/crm/v3/objects/calls/search`` (v3).
+
+    The associations batch read has no v3 form with association type ids: with ``v3`` it takes the
+    numbered v4 path (``/crm/v4/associations/...``), whose body and answer the dated versions keep.
+    """
     if version == "v3":
-        return f"/crm/v3/{api}/{object_type}{suffix}"
+        return f"/crm/{'v4' if api == 'associations' else 'v3'}/{api}/{object_type}{suffix}"
     return f"/crm/{api}/{version}/{object_type}{suffix}"
 
 
@@ -123,9 +132,9 @@ class HubSpotApi:
                         "Content-Type": "application/json"}
 
     def _send(self, method: str, path: str, *, bucket: str | None = None, fake: Any = None,
-              json: Any = None, check: bool = True):
+              json: Any = None, params: dict | None = None, check: bool = True):
         response = self.ctx.send(method, f"{self.base_url}{path}", bucket=bucket, check=False,
-                                 dry_run_response=fake, headers=self.headers, json=json)
+                                 dry_run_response=fake, headers=self.headers, json=json, params=params)
         if check:
             self.check(response)
         return response
@@ -168,6 +177,53 @@ class HubSpotApi:
         """PATCH .../objects/{type}/{id}."""
         self._send("PATCH", api_path(self.version, "objects", object_type, f"/{quote(str(object_id), safe='')}"),
                    json={"properties": properties}, fake={"id": object_id, "properties": properties})
+
+    def read(self, object_type: str, object_id: str, properties: list[str]) -> dict | None:
+        """GET .../objects/{type}/{id}?properties=...: the record, or None when HubSpot has no such
+        record (404). ``object_id`` must be a checked id (``record_id``): it goes into the path."""
+        response = self._send("GET", api_path(self.version, "objects", object_type, f"/{quote(object_id, safe='')}"),
+                              params={"properties": ",".join(properties)}, check=False,
+                              fake={"id": object_id, "properties": {}})
+        if response.status_code == 404:
+            return None
+        self.check(response)
+        return response.json()
+
+    def batch_read(self, object_type: str, ids: list[str], properties: list[str]) -> list[dict]:
+        """POST .../objects/{type}/batch/read: the records with these ids (``propertiesWithHistory``
+        is required by the reference; none is asked)."""
+        body = {"inputs": [{"id": i} for i in ids], "properties": properties, "propertiesWithHistory": []}
+        response = self._send("POST", api_path(self.version, "objects", object_type, "/batch/read"), json=body,
+                              fake={"status": "COMPLETE", "results": []})
+        return response.json().get("results") or []
+
+    def associated_ids(self, from_type: str, from_id: str, to_type: str) -> list[str]:
+        """POST /crm/associations/{version}/{from}/{to}/batch/read for one record: the ids of the
+        ``to_type`` records associated with it (first page: up to 500, HubSpot's page size)."""
+        response = self._send("POST", api_path(self.version, "associations", from_type, f"/{to_type}/batch/read"),
+                              json={"inputs": [{"id": from_id}]}, fake={"status": "COMPLETE", "results": []})
+        return [str(link["toObjectId"]) for result in response.json().get("results") or []
+                for link in result.get("to") or [] if isinstance(link, dict) and link.get("toObjectId")]
+
+    def owner(self, owner_id: str) -> dict | None:
+        """GET /crm/owners/{version}/{id}: the owner (``firstName``, ``lastName``, ``email``), or None
+        when the id names no owner (404, e.g. a deactivated user)."""
+        response = self._send("GET", api_path(self.version, "owners", quote(owner_id, safe="")), check=False,
+                              fake={"id": owner_id})
+        if response.status_code == 404:
+            return None
+        self.check(response)
+        return response.json()
+
+    def pipelines(self, object_type: str) -> list[dict]:
+        """GET /crm/pipelines/{version}/{type}: every pipeline with its ``stages`` (``id``, ``label``);
+        none when the version has no such path (404: the reference shows 2026-09 as ``2026-09-beta``)."""
+        response = self._send("GET", api_path(self.version, "pipelines", object_type), fake={"results": []},
+                              check=False)
+        if response.status_code == 404:
+            return []
+        self.check(response)
+        return response.json().get("results") or []
 
     def property_definitions(self, object_type: str, fake: list[dict]) -> list[dict]:
         """GET .../properties/{type}: every property's name, type and options."""

@@ -5,8 +5,10 @@ from marshmallow import Schema, ValidationError, fields, validate, validates, va
 
 from hub import Destination, Mapping, MappingField, Result, Rule, RuleField, Template, TemplateField, credential_key
 
+from .cache import ExpiringCache
 from .client import API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_BASE_URL, HubSpotApi
 from .flow import HubSpotDelivery
+from .lookup import LOOKUP_CACHE_SECONDS, look_up
 from .mapping import (DEFAULT_CALL_BODY, DEFAULT_CALL_TITLE, DEFAULT_DEAL_DESCRIPTION, DEFAULT_DEAL_NAME,
                       DEFAULT_TASK_BODY, DEFAULT_TASK_SUBJECT, PRIORITIES, TASK_TYPES)
 from .phone import confirmed, contact_search_body
@@ -14,6 +16,8 @@ from .properties import PropertyCache
 
 SCOPES = ("crm.objects.contacts.read", "crm.objects.contacts.write", "crm.schemas.contacts.read")
 DEAL_SCOPES = ("crm.objects.deals.read", "crm.objects.deals.write")
+#: what ``lookup_caller`` (assistant-request answers, the lookup_customer tool) reads besides contacts
+LOOKUP_SCOPES = ("crm.objects.companies.read", "crm.objects.deals.read", "crm.objects.owners.read")
 
 
 class IdField(fields.Field):
@@ -105,7 +109,8 @@ class HubSpotDestination(Destination):
     timeout = 20.0
     auth_hint = (f"Check the token (token = {{ env = \"HUBSPOT_TOKEN\" }}): a service key, or the access token "
                  f"of a legacy private app, with the scopes {', '.join(SCOPES)}; with [deal] also "
-                 f"{', '.join(DEAL_SCOPES)}; with company_id also crm.objects.companies.read. A service key: "
+                 f"{', '.join(DEAL_SCOPES)}; with company_id also crm.objects.companies.read; for caller lookups "
+                 f"(assistant-request answers) also {', '.join(LOOKUP_SCOPES)}. A service key: "
                  "HubSpot > Development > Keys > Service keys > your key (add scopes there, or create a key); "
                  "a legacy private app: Development > Legacy apps > your app (Auth tab: its token, Scopes).")
 
@@ -114,6 +119,7 @@ class HubSpotDestination(Destination):
     def __init__(self, name, config, settings=None):
         super().__init__(name, config, settings)
         self.property_cache = PropertyCache()
+        self.lookup_cache = ExpiringCache(LOOKUP_CACHE_SECONDS)  # owner names, deal stage labels
 
     def limiter_key(self) -> str:
         """HubSpot counts limits per token: destinations sharing a token share the buckets."""
@@ -133,6 +139,11 @@ class HubSpotDestination(Destination):
             return Result("no HubSpot contact has this number")
         return Result(f"GDPR-deleted {len(deleted)} contact(s): {', '.join(deleted)}")
 
+    def lookup_caller(self, number, ctx):
+        """The contact with the caller's number (the delivery's phone search), its primary company,
+        owner and open deals; record ids ``contact`` and ``company``. At most six requests
+        (module ``lookup``); needs crm.objects.contacts.read and the LOOKUP_SCOPES."""
+        return look_up(self, number, ctx)
 
     def test_connection(self, ctx) -> str:
         """The contact search delivery starts with (one result at most): the token and the

@@ -9,18 +9,21 @@
   searches for the record before creating it again; as HubSpot's search shows a new
   record only after a delay, a retry sooner than ``SEARCH_LAG`` after the create that
   finds nothing waits (Retryable) instead of creating a second record.
+* ``answer_company_id``: the primary company named by the call's assistant-request answer
+  (``assistant.metadata``, see ``hub.report.crm_metadata``), once HubSpot confirmed it.
 * ``pass`` / ``done``: which steps finished in the current pass. A pass ends with
   ``completed = true``; delivering a completed report again (a replay) starts a new pass
   in which every record already created is updated (PATCH), never created twice.
 """
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 
 from hub import Result, Retryable, mask_phone
 
-from .client import HubSpotApi, association, record_id
+from .client import HubSpotApi, association, is_record_id, record_id
 from .mapping import call_properties, deal_properties, epoch_ms, task_due, task_properties
 from .phone import confirmed, contact_search_body
 from .properties import prepare
@@ -32,6 +35,7 @@ SEARCH_LAG = 30.0
 # A deal made for a report is created after the report was received; this much clock skew is allowed.
 DEAL_CLOCK_MARGIN = timedelta(seconds=60)
 now = time.time  # the clock for pending creates (tests replace it)
+log = logging.getLogger(__name__)
 
 
 class HubSpotDelivery:
@@ -102,6 +106,9 @@ class HubSpotDelivery:
         number = self.report.customer.number
         if given not in (None, ""):
             return self._remember_contact(record_id("contact_id", given), "from the report")
+        answered = self._answered_contact()
+        if answered:
+            return self._remember_contact(answered, "named by the assistant-request answer")
         if not number:
             state["contact_id"], state["contact_source"] = None, "none: no caller number"
             self.done_phrases.append("no contact (the call has no caller number)")
@@ -129,6 +136,32 @@ class HubSpotDelivery:
         contact_id = self._create("contact", "contacts", properties)
         self._mark("contact_properties")  # created with them
         return self._remember_contact(contact_id, "created")
+
+    def _answered_contact(self) -> str | None:
+        """The contact the call's assistant-request answer looked up (its id in ``assistant.metadata``
+        for this destination), once a read by id shows HubSpot still has it; None to search by phone.
+
+        The id comes from the platform: one that is not digits is never sent (logged without its
+        value); one HubSpot answers 404 for (deleted since) falls back to the search. Its company
+        is kept only while it is still the contact's primary company."""
+        ids = self.report.crm_record_ids(self.dest.name)
+        if not ids:
+            return None
+        contact_id = ids.get("contact")
+        if not is_record_id(contact_id):
+            log.warning("destination %r, report %s: assistant.metadata crm_contact_id is not a HubSpot record id "
+                        "(digits only; %d characters, not shown); searching by phone instead",
+                        self.dest.name, self.report.id, len(str(contact_id or "")))
+            self.done_phrases.append("the answer's contact id is not a HubSpot id, ignored")
+            return None
+        found = self.api.read("contacts", contact_id, ["associatedcompanyid"])
+        if found is None:
+            self.done_phrases.append(f"contact {contact_id} named by the answer no longer exists, searched by phone")
+            return None
+        company_id = ids.get("company")
+        if is_record_id(company_id) and (found.get("properties") or {}).get("associatedcompanyid") == company_id:
+            self.state["answer_company_id"] = company_id
+        return contact_id
 
     def _remember_contact(self, contact_id: str, source: str) -> str:
         self.state["contact_id"], self.state["contact_source"] = contact_id, source
@@ -171,6 +204,8 @@ class HubSpotDelivery:
         for key, to_type in (("company_id", "companies"), ("deal_id", "deals")):
             rule = self.config[key]
             value = rule.search(self.report) if rule is not None else None
+            if value in (None, "") and key == "company_id":
+                value = self.state.get("answer_company_id")
             if value not in (None, "") and (kind, to_type) != ("deals", "deals"):
                 links.append(association(kind, to_type, record_id(key, value)))
         return links

@@ -31,11 +31,12 @@ def search_values(e164: str) -> list[str]:
     return [nsn] if national in ("", nsn) else [nsn, national]
 
 
-def contact_search_body(e164: str) -> dict[str, Any]:
-    """One search request: each searchable property x each value, ORed (at most 4 of 5 groups)."""
+def contact_search_body(e164: str, extra_properties: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One search request: each searchable property x each value, ORed (at most 4 of 5 groups);
+    ``extra_properties`` are read back from each hit besides the ones that confirm it."""
     groups = [{"filters": [{"propertyName": prop, "operator": "EQ", "value": value}]}
               for value in search_values(e164) for prop in SEARCHABLE]
-    return {"filterGroups": groups, "properties": list(RETURNED),
+    return {"filterGroups": groups, "properties": [*RETURNED, *extra_properties],
             "sorts": [{"propertyName": "lastmodifieddate", "direction": "DESCENDING"}],
             "limit": SEARCH_LIMIT}
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import difflib
 import json
-import threading
 import time
 from datetime import date, datetime, timezone
 from typing import Any
+
+from .cache import ExpiringCache
 
 CACHE_SECONDS = 900.0
 TRUE_WORDS = {"true", "yes", "y", "1", "on"}
@@ -23,24 +24,14 @@ class ConversionError(ValueError):
     """A value that does not fit the property's type; the message says why."""
 
 
-class PropertyCache:
-    """The last definitions fetched, shared by the threads of one destination."""
+class PropertyCache(ExpiringCache):
+    """The last contact property definitions fetched (by name), shared by the threads of one destination."""
 
     def __init__(self, ttl: float = CACHE_SECONDS, clock=time.monotonic):
-        self.ttl = ttl
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._definitions: dict[str, dict] | None = None
-        self._fetched = 0.0
+        super().__init__(ttl, clock)
 
-    def get(self, fetch) -> dict[str, dict]:
-        with self._lock:
-            if self._definitions is not None and self.clock() - self._fetched < self.ttl:
-                return self._definitions
-        definitions = {d["name"]: d for d in fetch() if isinstance(d, dict) and d.get("name")}
-        with self._lock:
-            self._definitions, self._fetched = definitions, self.clock()
-        return definitions
+    def get(self, fetch) -> dict[str, dict]:  # type: ignore[override]
+        return super().get("contacts", lambda: {d["name"]: d for d in fetch() if isinstance(d, dict) and d.get("name")})
 
 
 def number_text(value: Any) -> str:

@@ -12,11 +12,9 @@ from __future__ import annotations
 import json
 import re
 
-import httpx
 import pytest
 import requests
 import responses
-from hubspot_sdk import HubSpot
 
 from hub import Permanent, Retryable
 from hub.config import ConfigProblems
@@ -668,63 +666,7 @@ def test_token_echoed_in_an_error_body_is_redacted(hubspot, sample_report, mocke
     assert "destination 'crm'" in str(info.value) and TOKEN not in str(info.value)
 
 
-# --- api_version: the official SDK as the oracle ------------------------------------------
-#
-# The oracle is ``hubspot-sdk`` (HubSpot's Python SDK, generated from HubSpot's 2026-03 OpenAPI
-# description): each request the plugin sent is sent again through the SDK method HubSpot
-# documents for it, built field by field from the plugin's body (a key the SDK does not know
-# fails the mapping), and the two requests must agree on method, path and JSON body.
-
-FILTER_KEYS = {"propertyName": "property_name", "operator": "operator", "value": "value", "values": "values",
-               "highValue": "high_value"}
-ASSOCIATION_TYPE_KEYS = {"associationCategory": "association_category", "associationTypeId": "association_type_id"}
-
-
-def renamed(record: dict, names: dict[str, str]) -> dict:
-    """``record`` with the SDK's parameter names; a key the SDK has no name for is an error."""
-    return {names[key]: value for key, value in record.items()}
-
-
-class Oracle:
-    """The SDK against an in-memory transport: what it would send for a call."""
-
-    def __init__(self):
-        self.seen: list[httpx.Request] = []
-        answer = {"id": "1", "properties": {}, "createdAt": "2026-03-02T09:14:07Z",
-                  "updatedAt": "2026-03-02T09:14:07Z", "archived": False, "results": [], "total": 0}
-
-        def handler(request):
-            self.seen.append(request)
-            return httpx.Response(200, json=answer)
-
-        self.client = HubSpot(access_token=TOKEN, base_url=API, max_retries=0,
-                              http_client=httpx.Client(transport=httpx.MockTransport(handler)))
-
-    def resend(self, method: str, path: str, body) -> tuple[str, str, object]:
-        """Send the plugin's request through the SDK method for it; the SDK's (method, path, body)."""
-        parts = path.split("/")  # ['', 'crm', 'objects'|'properties', '2026-03', type, ...]
-        crm = self.client.crm
-        if parts[2] == "properties":
-            crm.properties.list(parts[4])
-        elif path.endswith("/search"):
-            getattr(crm.objects, parts[4]).search(
-                after=body["after"], limit=body["limit"], properties=body["properties"], sorts=body["sorts"],
-                filter_groups=[{"filters": [renamed(f, FILTER_KEYS) for f in group["filters"]]}
-                               for group in body["filterGroups"]],
-                **{k: v for k, v in body.items() if k == "query"})
-        elif method == "PATCH":
-            getattr(crm.objects, parts[4]).update(parts[5], properties=body["properties"])
-        else:
-            getattr(crm.objects, parts[4]).create(
-                properties=body["properties"],
-                associations=[{"to": link["to"], "types": [renamed(t, ASSOCIATION_TYPE_KEYS) for t in link["types"]]}
-                              for link in body["associations"]])
-        request = self.seen[-1]
-        # The SDK addresses deals by their object type id (0-3); HubSpot's deals guide by name
-        # (POST /crm/objects/2026-03/deals), the same object (deal object definition: 0-3).
-        sdk_path = request.url.path.replace("/0-3", "/deals")
-        return request.method, sdk_path, json.loads(request.content) if request.content else None
-
+# --- api_version: the official SDK as the oracle (conftest.Oracle) --------------------------------
 
 def flow_requests(hubspot, sample_report, mocked_http, *, replay: bool = False):
     """Every request of a new caller's delivery (and, with ``replay``, of a replay without its state)."""
@@ -739,14 +681,13 @@ def flow_requests(hubspot, sample_report, mocked_http, *, replay: bool = False):
     return requests_sent
 
 
-def test_every_2026_03_request_is_what_the_official_sdk_sends(sample_report, mocked_http):
+def test_every_2026_03_request_is_what_the_official_sdk_sends(sample_report, mocked_http, oracle):
     hubspot = make_destination("hubspot", OPTIONS, name="crm")
     assert hubspot.config["api_version"] == "2026-03"  # the default
     sent = flow_requests(hubspot, sample_report, mocked_http, replay=True)
     kinds = {(r.method, r.url.removeprefix(API).split("/")[-1]) for r in sent}
     assert {("POST", "search"), ("GET", "contacts"), ("POST", "contacts"), ("POST", "calls"), ("POST", "deals"),
             ("POST", "tasks"), ("PATCH", "501"), ("PATCH", "701"), ("PATCH", "801"), ("PATCH", "901")} <= kinds
-    oracle = Oracle()
     for request in sent:
         path = request.url.removeprefix(API)
         assert oracle.resend(request.method, path, request.body) == (request.method, path, request.body)
@@ -755,9 +696,8 @@ def test_every_2026_03_request_is_what_the_official_sdk_sends(sample_report, moc
     assert mocked_http.calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
 
 
-def test_a_body_the_sdk_does_not_describe_fails_the_oracle():
+def test_a_body_the_sdk_does_not_describe_fails_the_oracle(oracle):
     """The oracle is not a mirror: an unknown key or a wrong spelling cannot pass through it."""
-    oracle = Oracle()
     link = {"to": {"id": "501"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeID": 194}]}
     with pytest.raises(KeyError):
         oracle.resend("POST", "/crm/objects/2026-03/calls", {"properties": {}, "associations": [link]})

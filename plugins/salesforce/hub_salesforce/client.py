@@ -74,10 +74,11 @@ class SalesforceClient:
             return {"Id": first.rstrip("/").rsplit("/", 1)[-1]} if isinstance(first, str) else None
         return body if isinstance(body, dict) and body.get("Id") else None
 
-    def query(self, soql: str, *, what: str) -> list[dict[str, Any]]:
-        """GET .../query/?q=<SOQL>; the ``records`` of the first page."""
+    def query(self, soql: str, *, what: str, dry_run_records: list[dict] | None = None) -> list[dict[str, Any]]:
+        """GET .../query/?q=<SOQL>; the ``records`` of the first page (in a dry run: ``dry_run_records``)."""
+        records = dry_run_records or []
         response = self.request("GET", "query/", what=what, params={"q": soql},
-                                dry_run_response={"totalSize": 0, "done": True, "records": []})
+                                dry_run_response={"totalSize": len(records), "done": True, "records": records})
         body = response.json()
         return [r for r in body.get("records", []) if isinstance(r, dict)] if isinstance(body, dict) else []
 

@@ -6,8 +6,10 @@ One attempt, in order:
    ID; without it, by ``CallObject``, but only after an attempt whose Composite was sent
    and whose answer did not arrive. Found means that Composite was committed (see 4) and
    only its ids were lost: nothing is written again.
-2. Who called: ``who_id`` from the report if configured, else SOSL over the phone fields of
-   ``search_objects``, confirmed by E.164 comparison (``matching``). A Contact given by
+2. Who called: ``who_id`` from the report if configured; else the Contact or Lead the call's
+   assistant-request answer named (``assistant.metadata``, ``hub.report.crm_metadata``), checked
+   and read by Id; else SOSL over the phone fields of ``search_objects``, confirmed by E.164
+   comparison (``matching``). A Contact given by
    ``who_id`` has its ``AccountId`` read when an Opportunity is due.
 3. Not found: a new Lead or Contact (``create``), or none.
 4. One Composite request with ``allOrNone``: the new Lead/Contact, the call task (upserted
@@ -18,6 +20,7 @@ One attempt, in order:
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -27,11 +30,15 @@ from . import mapping
 from .auth import TokenCache
 from .client import SalesforceClient
 from .config import SALESFORCE_ID, SalesforceConfig
+from .lookup import look_up
 from .matching import build_sosl, choose, soql_string
 
 ID_PREFIXES = {"003": "Contact", "00Q": "Lead"}
+#: the record kinds an answer's ``assistant.metadata`` names (``crm_<kind>_id``), by key prefix
+ANSWER_PREFIXES = {"contact": "003", "lead": "00Q", "account": "001"}
 #: the sent mark (``ctx.mark_sent``) of a Composite without ``call_id_field`` (its answer may be lost)
 COMPOSITE = "composite"
+log = logging.getLogger(__name__)
 
 
 class SalesforceDestination(Destination):
@@ -54,6 +61,12 @@ class SalesforceDestination(Destination):
         """Salesforce counts API requests per org: destinations on one org share their buckets."""
         url = self.config["instance_url"] or self.config["login_url"]
         return (urlsplit(url).netloc or url).lower()
+
+    def lookup_caller(self, number, ctx):
+        """The Contact or Lead with the caller's number (the delivery's SOSL search), its owner, its
+        Account (Contact) or Company (Lead) and a Contact's Account's open opportunities: one request
+        for a Lead, two for a Contact with an Account (module ``lookup``)."""
+        return look_up(self, number, ctx)
 
     def test_connection(self, ctx) -> str:
         """Log in as delivery does, then describe Task: the user may create the Call tasks."""
@@ -139,6 +152,9 @@ class SalesforceDestination(Destination):
                                 f"{explicit!r}, which is not a Contact (003...) or Lead (00Q...) Id. Fix the "
                                 f"expression or what the assistant puts in the report.")
             return {"id": explicit, "sobject": sobject, "how": "given by who_id"}
+        answered = self._answered_who(report, client)
+        if answered is not None:
+            return answered
         number = report.customer.number
         if not number:
             return None
@@ -149,6 +165,43 @@ class SalesforceDestination(Destination):
             return None
         return {"id": match.id, "sobject": match.sobject, "account_id": match.account_id,
                 "how": match.describe()}
+
+    def _answered_who(self, report, client: SalesforceClient) -> dict[str, Any] | None:
+        """The Contact or Lead the call's assistant-request answer looked up (its ids in
+        ``assistant.metadata`` for this destination), read by Id; None to search by phone.
+
+        The ids come from the platform: unless each is a 15/18-character Id of its kind (003...
+        Contact, 00Q... Lead, 001... Account), none is sent (logged without their values). A record
+        deleted since, or a Lead converted since, falls back to the search (which finds the
+        Contact a conversion made)."""
+        ids = report.crm_record_ids(self.name)
+        kind = "contact" if "contact" in ids else "lead" if "lead" in ids else None
+        if kind is None:
+            return None
+        bad = [k for k, prefix in ANSWER_PREFIXES.items()
+               if k in ids and not (SALESFORCE_ID.match(ids[k]) and ids[k].startswith(prefix))]
+        if bad:
+            log.warning("destination %r, report %s: assistant.metadata %s not Salesforce Ids of the right kind "
+                        "(values not shown); searching by phone instead", self.name, report.id,
+                        ", ".join(f"crm_{k}_id" for k in bad))
+            return None
+        record_id = ids[kind]
+        if kind == "contact":
+            soql = f"SELECT Id, AccountId FROM Contact WHERE Id = {soql_string(record_id)}"
+            fake = [{"Id": record_id, "AccountId": ids.get("account")}]
+        else:
+            soql = f"SELECT Id, IsConverted FROM Lead WHERE Id = {soql_string(record_id)}"
+            fake = [{"Id": record_id, "IsConverted": False}]
+        records = client.query(soql, what=f"the {kind} the answer named", dry_run_records=fake)
+        if not records or records[0].get("IsConverted"):
+            log.info("destination %r, report %s: the %s the answer named is gone or converted; searching by phone",
+                     self.name, report.id, kind)
+            return None
+        who = {"id": record_id, "sobject": kind.capitalize(),
+               "how": "named by the assistant-request answer"}
+        if kind == "contact":
+            who["account_id"] = records[0].get("AccountId")
+        return who
 
     @staticmethod
     def _earlier_who(ctx) -> dict[str, Any] | None:

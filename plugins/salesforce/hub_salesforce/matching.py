@@ -12,7 +12,7 @@ When several records carry the number, the rule is: the configured object order 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 
 import phonenumbers
 
@@ -24,6 +24,10 @@ PHONE_FIELDS = {
 }
 #: besides Id and the phone fields: what the flow uses (a Contact's Account, for opportunities)
 EXTRA_FIELDS = {"Contact": ["AccountId"], "Lead": []}
+#: what ``lookup_caller`` reads from the same search (relationship fields as in SOQL: the SOSL
+#: reference, RETURNING FieldSpec); a Lead's owner may be a queue, whose Name the Owner relation has too
+LOOKUP_FIELDS = {"Contact": ["AccountId", "Name", "Account.Name", "Owner.Name"],
+                 "Lead": ["Name", "Company", "Owner.Name"]}
 FILTERS = {"Lead": "IsConverted = false"}
 LIMIT = 20
 # SOSL reserved characters, escaped with a backslash inside FIND {...}
@@ -37,6 +41,7 @@ class Match:
     account_id: str | None
     field: str  # the phone field that matched
     candidates: int  # how many records carried the number
+    record: dict = dataclass_field(default_factory=dict, compare=False, repr=False)  # the search hit itself
 
     def describe(self) -> str:
         extra = f", chosen among {self.candidates} records with this number" if self.candidates > 1 else ""
@@ -62,11 +67,13 @@ def search_terms(e164: str) -> list[str]:
     return list(dict.fromkeys(t for t in terms if len(t) >= 4))
 
 
-def build_sosl(e164: str, objects: list[str]) -> str:
+def build_sosl(e164: str, objects: list[str], fields: dict[str, list[str]] = EXTRA_FIELDS) -> str:
+    """The phone search; ``fields`` are read from each hit besides Id, its phone fields and
+    LastModifiedDate (which confirm and order the hits)."""
     terms = " OR ".join(escape_sosl(t) for t in search_terms(e164))
     returning = []
     for sobject in objects:
-        columns = ", ".join(["Id", *EXTRA_FIELDS[sobject], *PHONE_FIELDS[sobject], "LastModifiedDate"])
+        columns = ", ".join(["Id", *fields[sobject], *PHONE_FIELDS[sobject], "LastModifiedDate"])
         where = f" WHERE {FILTERS[sobject]}" if sobject in FILTERS else ""
         returning.append(f"{sobject}({columns}{where} ORDER BY LastModifiedDate DESC LIMIT {LIMIT})")
     return f"FIND {{{terms}}} IN PHONE FIELDS RETURNING {', '.join(returning)}"
@@ -90,4 +97,4 @@ def choose(records: list[dict], e164: str, objects: list[str], region: str | Non
     confirmed.sort(key=lambda c: c[0])
     _, _, record, field = confirmed[0]
     sobject = record["attributes"]["type"]
-    return Match(record["Id"], sobject, record.get("AccountId"), field, len(confirmed))
+    return Match(record["Id"], sobject, record.get("AccountId"), field, len(confirmed), record)
