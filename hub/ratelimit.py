@@ -248,8 +248,6 @@ class StoredWindowLimiter:
     """
 
     def __init__(self, count: int, seconds: float, storage_url: str, key: str, *, sleep=time.sleep):
-        if seconds != int(seconds):
-            raise ValueError(f"a rate counted in {storage_label(storage_url)} needs whole seconds, not {seconds:g}s")
         self.count, self.seconds, self.sleep = count, float(seconds), sleep
         self.key = f"sovereign-hub:window:{key}"
         self.storage_url = storage_url
