@@ -23,38 +23,41 @@ _hub = None
 _hub_lock = threading.Lock()
 
 
-def worker_hub():
-    """This worker process's Hub, loaded once from SOVEREIGN_HUB_CONFIG (``sovereign-hub worker``
-    hands over the one it loaded instead)."""
+def worker_hub(app):
+    """This worker process's Hub, loaded once from SOVEREIGN_HUB_CONFIG with ``app``'s
+    concurrency shared among the destinations (``sovereign-hub worker`` hands over the one it
+    loaded instead)."""
     global _hub
     with _hub_lock:
         if _hub is None:
             _hub = Hub.from_path(os.environ["SOVEREIGN_HUB_CONFIG"], wait_for_schema=True)
+            _hub.dispatcher.share_threads(app.conf.worker_concurrency or os.cpu_count() or 1)
         return _hub
 
 
 @shared_task(name=TASK_DELIVER, bind=True, acks_late=True, ignore_result=True)
-def deliver(self, delivery_id: str) -> str:
-    """One attempt at one delivery, if it is due; a retry is sent again for its due time."""
-    hub = worker_hub()
-    delivery = hub.dispatcher.process_one(delivery_id)
-    if delivery is None:
-        return "not due"  # succeeded, dead, running elsewhere or not yet due: a duplicate message
-    if delivery.status == PENDING:
+def deliver(self, delivery_id: str) -> list[str]:
+    """One attempt at one delivery, if it is due and its destination has a thread free here (then
+    its next due ones: ``Dispatcher.process_in_turn``); each retry is sent again for its due time."""
+    attempted = worker_hub(self.app).dispatcher.process_in_turn(delivery_id)
+    for delivery in attempted:
+        if delivery.status != PENDING:
+            continue
         wait = max(0.0, (delivery.next_attempt_at - utcnow()).total_seconds())
         if wait <= MAX_COUNTDOWN_SECONDS:
             try:
-                send(self.app, [delivery_id], countdown=wait)
+                send(self.app, [delivery.id], countdown=wait)
             except Exception as exc:  # noqa: BLE001 - the row is saved: the sweeper sends it when due
-                logs.event(log, "celery.send_failed", logging.WARNING, delivery_id=delivery_id, error=str(exc))
-    return delivery.status
+                logs.event(log, "celery.send_failed", logging.WARNING, delivery_id=delivery.id, error=str(exc))
+    # [] is a duplicate message (succeeded, dead, running elsewhere, not due) or a destination whose share is taken
+    return [delivery.status for delivery in attempted]
 
 
 @shared_task(name=TASK_SWEEP, bind=True, ignore_result=True)
 def sweep(self) -> int:
     """Send ``deliver`` again for deliveries that look forgotten (at most ``sweep_limit``)."""
     dispatch = self.app.hub_dispatch
-    ids = worker_hub().store.due_ids(dispatch.sweep_limit, overdue_seconds=dispatch.sweep_interval)
+    ids = worker_hub(self.app).store.due_ids(dispatch.sweep_limit, overdue_seconds=dispatch.sweep_interval)
     if ids:
         send(self.app, ids)
         logs.event(log, "celery.swept", deliveries=len(ids))
@@ -71,6 +74,7 @@ def run_worker(hub, *, concurrency: int, beat: bool = True) -> int:
     """
     global _hub
     _hub = hub
+    hub.dispatcher.share_threads(concurrency)  # each destination's max_in_flight of these threads
     app = create_celery(hub.config.dispatch)
     ping(app)  # a wrong URL or password is one line at start, not a retry loop
     worker = app.Worker(
@@ -91,6 +95,7 @@ def run_worker(hub, *, concurrency: int, beat: bool = True) -> int:
 
     def shutting_down(sig=None, how=None, **_) -> None:
         signalled.append(sig)
+        hub.dispatcher.stop_claiming()  # a thread going through a destination's due deliveries stops after its own
         if how == "Warm":
             timer = threading.Timer(grace, give_up)
             timer.daemon = True

@@ -534,8 +534,6 @@ def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dic
     warnings = _backend_warnings(sections) + _check_signing(sources_table, registry, problems) + literal
     _check_analysis_schema(sections["analysis"].schema, problems)
     destinations = _load_destinations(data.get("destinations", {}) or {}, registry, problems, base_dir)
-    if "ratelimit" in sections:
-        _check_shared_rates(sections["ratelimit"].storage, destinations, problems)
     _register_literal_secrets(sections, sources)
     if problems:
         raise ConfigProblems(_once_per_secret(problems, unresolved), label)
@@ -696,17 +694,6 @@ def _load_destinations(dest_table: Any, registry: Registry, problems: list[str],
         if dest is not None:
             destinations[name] = dest
     return destinations
-
-
-def _check_shared_rates(storage: str, destinations: dict[str, DestinationConfig], problems: list[str]) -> None:
-    """A Redis storage counts windows in whole seconds (the ``limits`` library's granularity)."""
-    if storage == "memory://":
-        return
-    for name, dest in destinations.items():
-        for bucket, rate in {**dest.cls.rate_limits, **dest.options["rate_limits"]}.items():
-            if not parse_rate(rate)[1].is_integer():
-                problems.append(f'destinations.{name}.rate_limits.{bucket}: "{rate}": with [ratelimit] storage '
-                                f'on Redis a window is whole seconds, e.g. "{rate.split("/")[0]}/1s"')
 
 
 def _register_literal_secrets(sections: dict[str, Any], sources: dict[str, dict]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -219,26 +220,30 @@ class DeliveryContext:
         ``ctx.sent`` (to mask a credential sent in a form).
         """
         dest = self.destination
-        limiter = dest.limiters.get(bucket or "default")
-        if limiter is not None and not self.dry_run:
-            limiter.acquire(who=f"destination {dest.name!r}: ")
         kwargs.setdefault("timeout", dest.timeout)
-        request = requests.Request(method.upper(), url, **{k: v for k, v in kwargs.items() if k != "timeout"})
-        prepared = dest.http.prepare_request(request)
-        for header in SENSITIVE_HEADERS:  # a token fetched at run time: hidden in this attempt's errors
-            hold_secret(prepared.headers.get(header))
-        record = RecordedRequest.from_prepared(prepared)
-        if record_body is not None:
-            record.body = record_body
-        self.sent.append(record)
-        if self.dry_run:
-            response = DryRunResponse({} if dry_run_response is None else dry_run_response).build(prepared)
-        else:
-            try:
-                settings = dest.http.merge_environment_settings(prepared.url, {}, None, dest.ca_bundle, None)
-                response = dest.http.send(prepared, timeout=kwargs["timeout"], allow_redirects=False, **settings)
-            except requests.RequestException as exc:
-                raise_for_exception(exc, dest.name)
+        limiter = dest.limiters.get(bucket or "default")
+        slot = nullcontext()
+        if limiter is not None and not self.dry_run:  # held until the answer is in (hub/ratelimit.py says why)
+            timeout = kwargs["timeout"]
+            slot = limiter.hold(who=f"destination {dest.name!r}: ",
+                                answer_within=sum(timeout) if isinstance(timeout, tuple) else timeout)
+        with slot:
+            request = requests.Request(method.upper(), url, **{k: v for k, v in kwargs.items() if k != "timeout"})
+            prepared = dest.http.prepare_request(request)
+            for header in SENSITIVE_HEADERS:  # a token fetched at run time: hidden in this attempt's errors
+                hold_secret(prepared.headers.get(header))
+            record = RecordedRequest.from_prepared(prepared)
+            if record_body is not None:
+                record.body = record_body
+            self.sent.append(record)
+            if self.dry_run:
+                response = DryRunResponse({} if dry_run_response is None else dry_run_response).build(prepared)
+            else:
+                try:
+                    settings = dest.http.merge_environment_settings(prepared.url, {}, None, dest.ca_bundle, None)
+                    response = dest.http.send(prepared, timeout=kwargs["timeout"], allow_redirects=False, **settings)
+                except requests.RequestException as exc:
+                    raise_for_exception(exc, dest.name)
         record.status = response.status_code
         if check:
             raise_for_response(response, dest.name, auth_hint=dest.auth_hint)

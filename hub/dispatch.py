@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from . import logs, metrics
-from .errors import Permanent, Retryable
+from .errors import Deferred, Permanent, Retryable
 from .redaction import in_play, scrub
 from .report import CallReport
 from .store import DEAD, PENDING, SUCCEEDED, Attempt, Delivery, Store, utcnow
@@ -94,6 +94,7 @@ class Dispatcher:
         self._caps: dict[str, int] = {}
         self._in_flight: dict[str, int] = {}
         self._in_flight_lock = threading.Lock()
+        self._missed: set[str] = set()  # destinations a Celery message found full (process_in_turn)
         self._turn = 0  # which due destination is claimed for first: each gets to go first in turn
         # other processes' dispatchers (serve's web workers commit, its worker process delivers)
         self._announcer = Announcer(store) if on_due is None else None
@@ -113,6 +114,35 @@ class Dispatcher:
         if delivery is None:
             return None
         return self._attempt(delivery, self.store.get_report(delivery.report_id))
+
+    def process_in_turn(self, delivery_id: str) -> list[Delivery]:
+        """The Celery backend's ``deliver``: attempt ``delivery_id`` if due, within its destination's
+        ``max_in_flight`` in this process, then that destination's next due deliveries while they last.
+
+        A message that finds its destination's share taken is dropped: each thread holding the
+        share goes on with the destination's due deliveries (this one among them, in the order
+        the claim keeps) when its own is done, so the message's thread serves other destinations
+        meanwhile. Returns the deliveries attempted, as each attempt left them.
+        """
+        delivery = self.store.get_delivery(delivery_id)
+        if delivery is None or not self._take_room(delivery.destination):
+            return []
+        name, done, left = delivery.destination, [], False
+        try:
+            first = self.process_one(delivery_id)
+            if first is not None:
+                done.append(first)
+            while not self._stopping.is_set():
+                claimed = self._claim(1, destination=name)
+                if claimed:
+                    done.append(self._attempt(*claimed[0]))
+                elif self._leave_unless_missed(name):
+                    left = True
+                    break
+        finally:
+            if not left:
+                self._give_room(name)
+        return done
 
     def run_due(self, limit: int = 1000, batch: int = 16) -> int:
         """Attempt every delivery that is due now, in this thread; returns how many were tried."""
@@ -167,6 +197,8 @@ class Dispatcher:
             # scrubbed like errors: the webhook type's message names its URL, which is a secret
             result_text = scrub(getattr(result, "message", None) or "delivered")
             outcome = Outcome(SUCCEEDED)
+        except Deferred as exc:
+            return self._give_back(delivery, ctx.state if ctx is not None else state, started, exc)
         except Retryable as exc:
             http_status = exc.http_status
             outcome = self._retry_or_dead(delivery, started, scrub(exc.reason), exc.retry_after)
@@ -203,6 +235,20 @@ class Dispatcher:
                 log.exception("delivery_finished hook failed")
         return finished
 
+    def _give_back(self, delivery: Delivery, state: dict, started: datetime, deferred: Deferred) -> Delivery:
+        """Not attempted after all: pending again when ``deferred`` says, the attempt not counted
+        (its state kept: what it created before the wait is not created again)."""
+        next_at = started + timedelta(seconds=deferred.retry_after or 0.0)
+        reason = scrub(deferred.reason)
+        kept = self.store.give_back(delivery, self.owner, state=state, next_attempt_at=next_at, reason=reason)
+        logs.event(log, "delivery.deferred", logging.DEBUG, delivery_id=delivery.id, report_id=delivery.report_id,
+                   destination=delivery.destination, reason=reason, next_attempt_at=next_at.isoformat(),
+                   lease_kept=kept)
+        if not kept:
+            return delivery
+        return replace(delivery, status=PENDING, attempts=delivery.attempts - 1, state=state, last_error=reason,
+                       lease_owner=None, lease_until=None, next_attempt_at=next_at)
+
     # --- worker threads ------------------------------------------------------------
 
     def wake(self, delivery_ids: list[str] | None = None) -> None:
@@ -221,6 +267,46 @@ class Dispatcher:
         with self._wake:
             self._woken = True  # kept until the claim thread looks: a wake during a claim is not lost
             self._wake.notify_all()
+
+    def share_threads(self, workers: int) -> None:
+        """Split ``workers`` threads among the destinations (``max_in_flight``, else the fair share)
+        and size each destination's connection pool to its share."""
+        self._workers = workers
+        self._caps = {name: cap or self.fair_share(workers) for name, cap in self.max_in_flight.items()}
+        self._in_flight = {}
+        for name, cap in self._caps.items():
+            destination = self.destinations.get(name)
+            if destination is not None:
+                destination.size_http_pool(min(cap, workers))
+
+    def _take_room(self, destination: str) -> bool:
+        """One of ``destination``'s threads, if it has one free in this process; if not, the
+        threads that hold them look once more before they leave (``_leave_unless_missed``)."""
+        with self._in_flight_lock:
+            if self._in_flight.get(destination, 0) >= self._caps.get(destination, self.fair_share(self._workers)):
+                self._missed.add(destination)
+                return False
+            self._in_flight[destination] = self._in_flight.get(destination, 0) + 1
+            return True
+
+    def _leave_unless_missed(self, destination: str) -> bool:
+        """Give the thread back, unless a message found ``destination``'s share taken since the
+        last look (its delivery may be due after that look): then look again."""
+        with self._in_flight_lock:
+            if destination in self._missed:
+                self._missed.discard(destination)
+                return False
+            self._in_flight[destination] -= 1
+            return True
+
+    def _give_room(self, destination: str) -> None:
+        with self._in_flight_lock:
+            self._in_flight[destination] -= 1
+
+    def stop_claiming(self) -> None:
+        """Claim nothing more (attempts under way finish); ``stop`` does this first."""
+        self._stopping.set()
+        self._wake_claim_thread()
 
     def fair_share(self, workers: int) -> int:
         """The threads a destination without ``max_in_flight`` may hold: its share of ``workers``."""
@@ -285,22 +371,15 @@ class Dispatcher:
             except Exception:  # noqa: BLE001 - a store hiccup in finish(): the lease runs out, the row comes back
                 log.exception("dispatcher attempt error")
             finally:
-                with self._in_flight_lock:
-                    self._in_flight[item[0].destination] -= 1
+                self._give_room(item[0].destination)
                 self._slots.release()
                 self._wake_claim_thread()  # the destination has room again: its next delivery may be due
 
     def start(self, workers: int) -> None:
         self._stopping.clear()
-        self._workers = workers
         self._queue = queue.Queue()
         self._slots = threading.Semaphore(workers)
-        self._caps = {name: cap or self.fair_share(workers) for name, cap in self.max_in_flight.items()}
-        self._in_flight = {}
-        for name, cap in self._caps.items():
-            destination = self.destinations.get(name)
-            if destination is not None:
-                destination.size_http_pool(min(cap, workers))
+        self.share_threads(workers)
         self._threads = [threading.Thread(target=self._work_loop, name=f"dispatcher-{n}", daemon=True)
                          for n in range(workers)]
         self._threads.append(threading.Thread(target=self._claim_loop, name="dispatcher-claim", daemon=True))
@@ -311,8 +390,7 @@ class Dispatcher:
 
     def stop(self, grace_seconds: float = 25.0) -> int:
         """Stop claiming, let in-flight attempts finish within the grace period, give back the rest."""
-        self._stopping.set()
-        self._wake_claim_thread()
+        self.stop_claiming()
         if self._listener is not None:
             self._listener.stop()
         deadline = time.monotonic() + grace_seconds

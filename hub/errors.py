@@ -27,6 +27,16 @@ class Retryable(DeliveryError):
         self.retry_after = retry_after
 
 
+class Deferred(Retryable):
+    """Not attempted, and not to be counted as an attempt: the delivery waits ``retry_after``
+    seconds and is tried again (the hub's own rate-limit window is full for longer than an
+    attempt may wait, or its shared storage cannot be reached).
+
+    A ``Retryable``, so code that handles failures in general treats it as one; the dispatcher
+    gives the delivery back instead of recording a failed attempt, so it never goes dead of it.
+    """
+
+
 class Permanent(DeliveryError):
     """A failure retrying cannot fix: bad credentials, a rejected field, a broken template."""
 

@@ -486,6 +486,22 @@ class Store:
             found = conn.execute(query).scalar()
         return json.loads(found) if found else {}
 
+    def give_back(self, delivery: Delivery, owner: str, *, state: dict, next_attempt_at: datetime,
+                  reason: str) -> bool:
+        """The claimed ``delivery`` was not attempted after all (``Deferred``): pending again at
+        ``next_attempt_at`` with its ``state`` kept and ``reason`` as its last error, the attempt
+        not counted and none recorded. Fenced like ``finish``: False if the lease was lost."""
+        d = deliveries.c
+        now = utcnow()
+        with self.write() as conn:
+            return bool(conn.execute(
+                deliveries.update()
+                .where(d.id == delivery.id, d.lease_owner == owner, d.status == RUNNING,
+                       d.attempts == delivery.attempts, d.lease_until == delivery.lease_until)
+                .values(status=PENDING, lease_owner=None, lease_until=None, next_attempt_at=next_attempt_at,
+                        attempts=d.attempts - 1, state=json.dumps(state), last_error=reason, updated_at=now)
+            ).rowcount)
+
     def release(self, owner: str) -> int:
         """Give back every lease of ``owner`` (a clean shutdown): the attempt never happened."""
         now = utcnow()

@@ -118,12 +118,15 @@ def logs(tmp_path: Path) -> str:
                      for p in sorted(tmp_path.glob("*.log")))
 
 
-def post_reports(client, n: int) -> list[str]:
-    """``n`` distinct signed reports through the receiver; their report ids (each answered 202)."""
+def post_reports(client, n: int, *, callers: bool = False) -> list[str]:
+    """``n`` distinct signed reports through the receiver; their report ids (each answered 202).
+    With ``callers`` each comes from its own number (else all from the sample's: one in turn)."""
     ids = []
-    for _ in range(n):
+    for k in range(n):
         payload = copy.deepcopy(load_sample("end-of-call-report-full"))
         payload["message"]["call"]["id"] = f"celery-{uuid.uuid4()}"
+        if callers:
+            payload["message"]["customer"] = {"number": f"+3161300{k:04d}"}
         body = json.dumps(payload).encode()
         response = client.post("/webhooks/hms", data=body, headers=signed_headers(body))
         assert response.status_code == 202, response.get_data(as_text=True)
@@ -277,6 +280,38 @@ def test_sigterm_gives_in_flight_deliveries_the_grace_period_then_releases_them(
     setup.worker()
     assert wait_until(lambda: setup.all_succeeded(report_ids), DEADLINE), logs(setup.tmp_path)
     assert setup.receiver.succeeded() == Counter({hook.id: 1})
+
+
+class Overlap:
+    """A receiver's ``delay``: each request takes ``seconds``; ``peak`` is the most at once."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.now, self.peak, self.lock = seconds, 0, 0, threading.Lock()
+
+    def __call__(self) -> float:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        time.sleep(self.seconds)
+        with self.lock:
+            self.now -= 1
+        return 0.0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("setup", [{"delay": Overlap(1.0)}], indirect=True)
+def test_a_slow_destination_holds_only_its_share_of_the_worker_threads(setup):
+    # [dispatch] workers = 2 and two destinations: each may hold one thread (its fair share)
+    report_ids = post_reports(setup.client, 6, callers=True)  # queued before the worker starts: 12 messages
+    setup.worker()
+    assert wait_until(lambda: setup.in_jsonl() == Counter({r: 1 for r in report_ids}), DEADLINE), logs(setup.tmp_path)
+    hooks_done = sum(setup.receiver.succeeded().values())
+    assert hooks_done <= 3, f"the fast destination waited behind the slow one ({hooks_done} of 6 slow ones done)"
+    assert wait_until(lambda: setup.all_succeeded(report_ids), DEADLINE), logs(setup.tmp_path)
+    assert setup.receiver.delay.peak == 1, "the slow destination held more than its one thread"
+    hooks = [d for d in setup.deliveries(report_ids) if d.destination == "hook"]
+    assert setup.receiver.succeeded() == Counter({d.id: 1 for d in hooks})
+    assert {d.attempts for d in hooks} == {1}, "a message that found the share taken cost no attempt"
 
 
 @pytest.mark.postgres

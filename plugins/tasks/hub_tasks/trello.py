@@ -157,8 +157,8 @@ def credentials_masked():
     """Re-raise a delivery error with ``key=``/``token=`` values masked (a network error quotes the URL)."""
     try:
         yield
-    except hub.Retryable as exc:
-        raise hub.Retryable(mask_credentials(exc.reason), retry_after=exc.retry_after,
-                            http_status=exc.http_status) from None
+    except hub.Retryable as exc:  # its own kind kept: a Deferred send (no attempt counted) stays one
+        raise type(exc)(mask_credentials(exc.reason), retry_after=exc.retry_after,
+                        http_status=exc.http_status) from None
     except hub.Permanent as exc:
         raise hub.Permanent(mask_credentials(exc.reason), http_status=exc.http_status) from None

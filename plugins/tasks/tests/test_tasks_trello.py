@@ -232,3 +232,16 @@ def test_trello_asks_for_the_member_and_the_list_with_key_and_token_masked():
     assert all(call.request.params == {"key": OPTIONS["key"], "token": OPTIONS["token"]}
                for call in responses.calls)
     assert all(OPTIONS["token"] not in sent.url for sent in ctx.sent)
+
+
+def test_a_send_deferred_by_the_rate_limiter_stays_deferred_with_its_credentials_masked():
+    """The hub's limiter defers a send (no attempt counted): masking must not turn it into a failure."""
+    from hub.errors import Deferred
+    from hub_tasks.trello import credentials_masked
+
+    with pytest.raises(Deferred) as info:
+        with credentials_masked():
+            raise Deferred("rate limit (1/60s) before https://api.trello.com/1/cards?key=k3y&token=t0ken",
+                           retry_after=42.0)
+    assert info.value.retry_after == 42.0
+    assert "k3y" not in info.value.reason and "t0ken" not in info.value.reason
