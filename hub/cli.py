@@ -781,8 +781,8 @@ def forget(hub, number, destinations, wait, timeout):
 @click.argument("erasure_id", type=int, required=False)
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="How many records.")
 def erasures(hub, erasure_id, limit):
-    """The kept erasure records (newest first), or one, with each destination's erasure: queued,
-    its attempts, and whether it succeeded or is dead. Exits 1 when one shown is dead."""
+    """The kept erasure records (newest first), or one with every attempt, with each destination's
+    erasure: pending, running, erased or dead. With ERASURE_ID, exits 1 when one of its is dead."""
     found = [_operation(lambda: ops.get_erasure(hub, erasure_id))] if erasure_id is not None else \
         _operation(lambda: ops.list_erasures(hub, limit=limit))
     if not found:
@@ -798,7 +798,7 @@ def erasures(hub, erasure_id, limit):
                 for entry in queued[name].attempt_log:
                     click.echo(f"    attempt {entry.number} at {entry.started_at.isoformat(timespec='seconds')}: "
                                f"{entry.outcome}{f' ({entry.error})' if entry.error else ''}")
-    if any(job.status == DEAD for record in found for job in record.queued):
+    if erasure_id is not None and any(job.status == DEAD for job in found[0].queued):
         sys.exit(1)
 
 

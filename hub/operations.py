@@ -496,8 +496,11 @@ def list_erasures(hub: Hub, *, limit: int = 50) -> list[ErasureRecord]:
     return _erasure_records(hub, hub.store.list_erasures(limit))
 
 
-def get_erasure(hub: Hub, erasure_id: int) -> ErasureRecord:
-    found = _erasure_records(hub, hub.store.list_erasures(1, erasure_id=erasure_id))
+def get_erasure(hub: Hub, erasure_id: int | str) -> ErasureRecord:
+    """One erasure record; ``erasure_id`` as a number or its text (the API's path)."""
+    if not str(erasure_id).isdigit() or not 0 < int(erasure_id) < 2**31:  # the column is a 32-bit integer
+        raise NotFound("erasure", str(erasure_id))
+    found = _erasure_records(hub, hub.store.list_erasures(1, erasure_id=int(erasure_id)))
     if not found:
         raise NotFound("erasure", str(erasure_id))
     return found[0]

@@ -149,6 +149,8 @@ def test_a_failing_erasure_retries_on_the_schedule_then_goes_dead_and_says_so(ap
     shown = runner.invoke(["erasures", "1"])
     assert shown.exit_code == 1, "a dead erasure is a failure"
     assert "  crm: dead after 3 attempts: destination 'crm': HTTP 503" in shown.output
+    listed = runner.invoke(["erasures"])
+    assert listed.exit_code == 0 and "  crm: dead after 3 attempts" in listed.output, "a list is not a failure"
     assert queued_rows(app)[0]["subject"] is None
     assert_number_nowhere(app)
 
@@ -303,6 +305,8 @@ def test_the_api_without_destinations_queues_nothing(app, client):
 
 @pytest.mark.parametrize("path, status, code, param", [
     ("/api/erasures/99", 404, "erasure_not_found", None),
+    ("/api/erasures/x", 404, "erasure_not_found", None),
+    ("/api/erasures/99999999999999999999", 404, "erasure_not_found", None),
     ("/api/erasures?limit=0", 400, "invalid_parameter", "limit"),
     ("/api/erasures/1?x=1", 400, "invalid_parameter", "x"),
 ])

@@ -183,8 +183,8 @@ def list_erasures():
     return _answer(schemas.ErasureListSchema, {"erasures": ops.list_erasures(current_app.hub, limit=query["limit"])})
 
 
-@bp.get("/erasures/<int:erasure_id>")
-def get_erasure(erasure_id: int):
+@bp.get("/erasures/<erasure_id>")
+def get_erasure(erasure_id: str):
     _query(schemas.NoQuery)
     return _answer(schemas.ErasureSchema, ops.get_erasure(current_app.hub, erasure_id))
 
