@@ -347,3 +347,74 @@ def test_the_erasures_page_shows_each_destinations_erasure_and_never_the_number(
     assert "HTTP 503" in page and "+316*****789" in page
     for form in NUMBER_FORMS:
         assert form not in page
+
+
+# --- real processes: the worker runs them, and a killed worker's erasure is taken up again ---------
+
+class LocalHubSpot:
+    """HubSpot's contact search and GDPR delete on 127.0.0.1: the first GDPR delete answers 503,
+    the next ones 204; every request is kept (path, JSON body)."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from hub.testing import answer_json
+
+        seen = self.seen = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                seen.append((self.path, body))
+                if self.path.endswith("/contacts/search"):
+                    answer_json(self, 200, {"total": 1, "results": [CONTACT]})
+                elif sum(1 for path, _ in seen if path.endswith("/gdpr-delete")) == 1:
+                    answer_json(self, 503, {"status": "error", "message": "try later"})
+                else:
+                    self.send_response(204)
+                    self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def gdpr_deletes(self) -> list[dict]:
+        return [body for path, body in self.seen if path.endswith("/gdpr-delete")]
+
+
+def test_the_worker_process_runs_the_erasure_and_a_restarted_one_finishes_it(hub_config, runner, tmp_path):
+    from hub.testing import kill_process_group, migrated, start_hub_process, toml_text
+
+    hubspot = LocalHubSpot()
+    hub_config["destinations"]["crm"]["base_url"] = hubspot.url
+    hub_config["dispatch"].update(retry_delays=[1], max_attempts=3)
+    config = tmp_path / "worker.toml"
+    config.write_text(toml_text(hub_config))
+    migrated(hub_config["store"]["url"])
+    assert runner.invoke(["forget", CALLER, "--destinations"]).exit_code == 0
+
+    def state():
+        return runner.invoke(["erasures", "1"]).output
+
+    worker = start_hub_process("worker", config, tmp_path, "worker-1.log")
+    try:
+        assert wait_until(lambda: len(hubspot.gdpr_deletes()) == 1, timeout=60), (tmp_path / "worker-1.log").read_text()
+        assert wait_until(lambda: "crm: pending (1 attempt so far)" in state(), timeout=30), state()
+    finally:
+        kill_process_group(worker)  # killed, not stopped: nothing is handed back
+    worker = start_hub_process("worker", config, tmp_path, "worker-2.log")
+    try:
+        assert wait_until(lambda: "crm: erased (2 attempts)" in state(), timeout=60), (
+            state() + (tmp_path / "worker-2.log").read_text())
+    finally:
+        kill_process_group(worker)
+    assert hubspot.gdpr_deletes() == [{"objectId": "51"}, {"objectId": "51"}]
+    hubspot.server.shutdown()
+    for log, event in (("worker-1.log", '"erasure.retry"'), ("worker-2.log", '"erasure.succeeded"')):
+        text = (tmp_path / log).read_text()
+        assert event in text, text
+        for form in NUMBER_FORMS:
+            assert form not in text, f"{form!r} in {log}"
