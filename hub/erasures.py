@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 BATCH = 8
 
 
-def erasing(hub: Hub) -> list[str]:
+def erasing_destinations(hub: Hub) -> list[str]:
     """The enabled destinations whose type can erase: the only ones a queued erasure runs at."""
     return sorted(name for name, destination in hub.destinations.items() if destination.can_forget())
 
@@ -39,7 +39,7 @@ def run_due(hub: Hub, *, limit: int = 100) -> dict[str, int]:
     """Attempt every queued erasure due now (at most ``limit`` attempts), in this thread; the
     attempts per outcome (succeeded, retry, dead)."""
     done = {SUCCEEDED: 0, "retry": 0, DEAD: 0}
-    names = erasing(hub)
+    names = erasing_destinations(hub)
     while names and sum(done.values()) < limit:
         claimed = hub.store.claim_erasures(hub.dispatcher.owner, hub.dispatcher.lease_seconds,
                                            min(BATCH, limit - sum(done.values())), names)
@@ -115,7 +115,7 @@ class ErasureRunner:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                if self.hub.store.has_due_erasures(erasing(self.hub)):
+                if self.hub.store.has_due_erasures(erasing_destinations(self.hub)):
                     run_due(self.hub)
             except SQLAlchemyError as exc:  # the store is away: look again at the next poll
                 logs.event(log, "erasure.store_unavailable", logging.WARNING, error=redact(str(exc).splitlines()[0]))
@@ -124,4 +124,4 @@ class ErasureRunner:
 
 def runner_for(hub: Hub, *, poll: float = 10.0) -> ErasureRunner | None:
     """The runner of this process; None when no enabled destination can erase."""
-    return ErasureRunner(hub, poll=poll) if erasing(hub) else None
+    return ErasureRunner(hub, poll=poll) if erasing_destinations(hub) else None

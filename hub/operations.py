@@ -479,7 +479,8 @@ def forget(hub: Hub, number: str, *, actor: str, destinations: bool = False) -> 
                 said[name] = QUEUED
                 queue.append(name)
             else:
-                said[name] = f"cannot erase: the {destination.type!r} type has no erasure (what it was sent stays there)"
+                said[name] = (f"cannot erase: the {destination.type!r} type has no erasure "
+                              f"(what it was sent stays there)")
     erasure_id = hub.store.record_erasure(actor, counts, said, subject=e164, queue=queue)
     logs.event(log, "customer.forgotten", actor=actor, erasure_id=erasure_id, destinations=said, **counts)
     return Forgotten(mask_phone(e164), counts, said, get_erasure(hub, erasure_id))

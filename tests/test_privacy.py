@@ -315,7 +315,8 @@ def test_a_destination_whose_forget_breaks_is_its_own_dead_erasure_and_the_erasu
     app = register_plugin(_BrokenPlugin())
     outcome = ops.forget(app.hub, "0623456789", actor="cli", destinations=True)
     assert outcome.destinations["eraser"] == "queued"
-    assert outcome.destinations["hook"] == "cannot erase: the 'webhook' type has no erasure (what it was sent stays there)"
+    assert outcome.destinations["hook"] == \
+        "cannot erase: the 'webhook' type has no erasure (what it was sent stays there)"
     assert app.hub.store.list_erasures()[0]["destinations"] == outcome.destinations
     assert run_due(app.hub) == {"succeeded": 0, "retry": 0, "dead": 1}  # max_attempts = 1
     [job] = ops.get_erasure(app.hub, outcome.erasure.id).queued
