@@ -170,10 +170,54 @@ class ErasureCountsSchema(Schema):
     attempts = _required(fields.Integer(validate=validate.Range(min=0)))
 
 
+class DestinationErasureSchema(Schema):
+    destination = _required(fields.String())
+    status = _required(fields.String(validate=validate.OneOf(STATUSES)))
+    attempts = _required(fields.Integer(validate=validate.Range(min=0)))
+    next_attempt_at = _required(Timestamp(allow_none=True, metadata={
+        "description": "when the next attempt is due; null once it ended"}))
+    held = _required(fields.String(allow_none=True, metadata={
+        "description": "why a pending erasure waits (its destination is paused or not configured)"}))
+    last_error = _required(fields.String(allow_none=True, metadata={"description": "secrets and numbers scrubbed"}))
+    result = _required(fields.String(allow_none=True, metadata={"description": "what the destination erased"}))
+    updated_at = _required(Timestamp())
+    attempt_log = _required(fields.List(fields.Nested(AttemptSchema), metadata={"description": "oldest first"}))
+
+
+class ErasureSchema(Schema):
+    id = _required(fields.Integer())
+    erased_at = _required(Timestamp())
+    actor = _required(fields.String(metadata={"description": "cli, api or dashboard"}))
+    counts = _required(fields.Nested(ErasureCountsSchema, metadata={"description": "rows deleted, per table"}))
+    destinations = _required(fields.Dict(keys=fields.String(), values=fields.String(), metadata={
+        "description": "what each enabled destination said when asked: queued, or cannot erase: ..."}))
+    queued = _required(fields.List(fields.Nested(DestinationErasureSchema), metadata={
+        "description": "the erasures queued at the destinations, run by the hub like deliveries"}))
+    ended = _required(fields.Boolean(metadata={"description": "every queued erasure succeeded or is dead"}))
+
+
+class ErasureListSchema(Schema):
+    erasures = _required(fields.List(fields.Nested(ErasureSchema), metadata={"description": "newest first"}))
+
+
+class ForgetQuery(_Strict):
+    destinations = fields.Boolean(load_default=False, error_messages={"invalid": "must be true or false"},
+                                  metadata={"description": "also queue the erasure at every enabled destination "
+                                                           "whose type can erase"})
+
+
+class ErasureQuery(_Strict):
+    limit = _bounded(1, MAX_LIMIT, load_default=DEFAULT_LIMIT)
+
+
 class ForgetAnswerSchema(Schema):
     status = _required(fields.Constant("erased"))
     number = _required(fields.String(metadata={"description": "masked"}))
     counts = _required(fields.Nested(ErasureCountsSchema, metadata={"description": "rows deleted, per table"}))
+    destinations = _required(fields.Dict(keys=fields.String(), values=fields.String(), metadata={
+        "description": "with destinations=true: queued, or cannot erase: ... per enabled destination"}))
+    erasure = _required(fields.Nested(ErasureSchema, metadata={
+        "description": "the kept record; GET /api/erasures/{id} follows its queued erasures"}))
 
 
 class DeliveryListSchema(Schema):

@@ -29,7 +29,7 @@ from .report import loads_json
 from .samples import NAMES as SAMPLE_NAMES
 from .redaction import in_play, mask_phone, redact, scrub
 from .schema import SchemaError
-from .store import STATUSES
+from .store import DEAD, RUNNING, STATUSES, SUCCEEDED
 
 CONFIG_ENV = "SOVEREIGN_HUB_CONFIG"
 DEFAULT_CONFIG = "hub.toml"
@@ -245,11 +245,12 @@ def worker(config_path, workers, sweeper):
 
 
 def _start_schedules(hub) -> list:
-    """The scheduled reconcile and prune, offered from every dispatcher process; the store's
-    lease makes each run once across all of them."""
-    from . import reconcile, retention
+    """The scheduled reconcile and prune, offered from every dispatcher process (the store's
+    lease makes each run once across all of them), and the queued erasures at the destinations
+    (each row leased to one process)."""
+    from . import erasures, reconcile, retention
 
-    found = [reconcile.scheduler_for(hub), retention.scheduler_for(hub)]
+    found = [reconcile.scheduler_for(hub), retention.scheduler_for(hub), erasures.runner_for(hub)]
     return [scheduler.start() for scheduler in found if scheduler is not None]
 
 
@@ -735,19 +736,84 @@ def prune(hub, dry_run):
 @pass_core_hub
 @click.argument("number")
 @click.option("--destinations", is_flag=True,
-              help="Also erase the person at every enabled destination whose type can (HubSpot: GDPR delete).")
-def forget(hub, number, destinations):
+              help="Also queue the erasure at every enabled destination whose type can (HubSpot: GDPR delete; "
+                   "Salesforce: delete); the running hub (`serve` or `worker`) runs each like a delivery.")
+@click.option("--wait", is_flag=True, help="With --destinations: wait until each queued erasure has succeeded or "
+                                           "is dead, printing each attempt's outcome (Ctrl-C stops waiting only).")
+@click.option("--timeout", type=click.FloatRange(min=0), help="With --wait: stop waiting after this many seconds.")
+def forget(hub, number, destinations, wait, timeout):
     """Erase one caller: every report, event, delivery, attempt and stored state of NUMBER.
 
     NUMBER in any form (+31612345678, 0612345678 with [phone] default_region, 0031612345678).
     A record of the erasure (when, by whom, how many rows) is kept without the number.
     """
+    if (wait or timeout is not None) and not destinations:
+        raise click.UsageError("--wait and --timeout follow the destinations' erasures: add --destinations")
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout limits --wait: add --wait")
     outcome = _operation(lambda: ops.forget(hub, number, actor="cli", destinations=destinations))
-    click.echo(f"erased {outcome.number}: {_counted(outcome.counts)}")
+    click.echo(f"erased {outcome.number}: {_counted(outcome.counts)} (erasure {outcome.erasure.id})")
     for name, said in outcome.destinations.items():
         click.echo(f"  {name}: {said}")
-    if any(said.startswith("failed") for said in outcome.destinations.values()):
+    if not outcome.erasure.queued:
+        return
+    if not wait:
+        click.echo(f"the running hub erases at the destinations; follow them with "
+                   f"`sovereign-hub erasures {outcome.erasure.id}`")
+        return
+    record = ops.wait_for_erasure(hub, outcome.erasure.id, timeout=timeout,
+                                  on_change=lambda job: click.echo(f"  {job.destination}: {_erasure_state(job)}"))
+    _exit_for(record)
+
+
+@cli.command()
+@pass_core_hub
+@click.argument("erasure_id", type=int, required=False)
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="How many records.")
+def erasures(hub, erasure_id, limit):
+    """The kept erasure records (newest first), or one with every attempt, with each destination's
+    erasure: pending, running, erased or dead. With ERASURE_ID, exits 1 when one of its is dead."""
+    found = [_operation(lambda: ops.get_erasure(hub, erasure_id))] if erasure_id is not None else \
+        _operation(lambda: ops.list_erasures(hub, limit=limit))
+    if not found:
+        click.echo("no erasures recorded")
+        return
+    for record in found:
+        click.echo(f"erasure {record.id} at {record.erased_at.isoformat(timespec='seconds')} by {record.actor}: "
+                   f"{_counted(record.counts)}")
+        queued = {job.destination: job for job in record.queued}
+        for name, said in sorted(record.destinations.items()):
+            click.echo(f"  {name}: {_erasure_state(queued[name]) if name in queued else said}")
+            if erasure_id is not None and name in queued:
+                for entry in queued[name].attempt_log:
+                    click.echo(f"    attempt {entry.number} at {entry.started_at.isoformat(timespec='seconds')}: "
+                               f"{entry.outcome}{f' ({entry.error})' if entry.error else ''}")
+    if erasure_id is not None and any(job.status == DEAD for job in found[0].queued):
         sys.exit(1)
+
+
+def _erasure_state(job) -> str:
+    """One line for a queued erasure: what it came to, or when it is next tried."""
+    tried = f"{job.attempts} attempt{'' if job.attempts == 1 else 's'}"
+    if job.status == SUCCEEDED:
+        return f"erased ({tried}): {job.result}"
+    if job.status == DEAD:
+        return f"dead after {tried}: {job.last_error}"
+    if job.held:
+        return f"{job.status}, held: {job.held}"
+    if job.status == RUNNING:
+        return f"running (attempt {job.attempts})"
+    last = f"; last error: {job.last_error}" if job.last_error else ""
+    return f"pending ({tried} so far), next attempt {job.next_attempt_at.isoformat(timespec='seconds')}{last}"
+
+
+def _exit_for(record) -> None:
+    """Exit 1 when a queued erasure is dead, 2 when --timeout ended the wait first."""
+    if any(job.status == DEAD for job in record.queued):
+        sys.exit(1)
+    if not record.ended:
+        click.echo("stopped waiting: the hub goes on with the erasures still pending", err=True)
+        sys.exit(2)
 
 
 @cli.command("export-customer")

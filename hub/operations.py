@@ -18,17 +18,19 @@ from typing import TYPE_CHECKING, Callable
 
 from . import logs
 from .analytics import Analytics, compute as compute_analytics
-from .errors import DeliveryError, Permanent, Retryable
+from .errors import DeliveryError, Retryable
 from .normalize import to_e164
 from .records import AttemptRecord, DeliveryDetail, DeliveryRecord
-from .redaction import in_play, mask_phone, redact, scrub
+from .redaction import mask_phone, redact
 from .report import CallReport
-from .store import DEAD, RUNNING, STATUSES, Delivery, utcnow
+from .store import DEAD, RUNNING, STATUSES, SUCCEEDED, Delivery, utcnow
 
 if TYPE_CHECKING:
     from .core import Hub
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+#: what ``forget`` says of a destination whose erasure it queued
+QUEUED = "queued"
 log = logging.getLogger(__name__)
 #: reports deleted per transaction by prune and forget: SQLite's write lock is held briefly
 ERASE_BATCH = 200
@@ -219,13 +221,53 @@ class Pruned:
 
 
 @dataclass(frozen=True)
+class DestinationErasureRecord:
+    """One queued erasure at one destination, as the operator sees it (never the number):
+    ``pending`` (due at ``next_attempt_at``; ``held`` says why it waits: the destination is
+    paused, or no longer configured), ``running``, ``succeeded`` (``result``) or ``dead``."""
+
+    destination: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    result: str | None
+    attempt_log: tuple[AttemptRecord, ...]
+    updated_at: datetime
+    held: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.status in (SUCCEEDED, DEAD)
+
+
+@dataclass(frozen=True)
+class ErasureRecord:
+    """The kept record of one erasure: when, by whom, rows removed per table, what each enabled
+    destination said at the time (``cannot erase: ...``, ``queued``) and each queued erasure."""
+
+    id: int
+    erased_at: datetime
+    actor: str
+    counts: dict[str, int]
+    destinations: dict[str, str]
+    queued: tuple[DestinationErasureRecord, ...]
+
+    @property
+    def ended(self) -> bool:
+        return all(job.ended for job in self.queued)
+
+
+@dataclass(frozen=True)
 class Forgotten:
-    """One caller erased: ``counts`` per table, and each destination's outcome when asked for
-    (``erased: ...``, ``cannot erase: ...``, ``failed: ...``). ``number`` is masked."""
+    """One caller erased: ``counts`` per table, and with destinations, what each enabled one
+    said (``cannot erase: ...`` or ``queued``); ``erasure`` is the kept record with the queued
+    erasures. ``number`` is masked."""
 
     number: str
     counts: dict[str, int]
     destinations: dict[str, str]
+    erasure: ErasureRecord
 
 
 @dataclass(frozen=True)
@@ -418,56 +460,95 @@ def prune(hub: Hub, *, dry_run: bool = False, now: datetime | None = None) -> Pr
     return Pruned(dry_run, before, counts)
 
 
-def forget(hub: Hub, number: str, *, actor: str, destinations: bool = False,
-           sleep: Callable[[float], None] = time.sleep) -> Forgotten:
+def forget(hub: Hub, number: str, *, actor: str, destinations: bool = False) -> Forgotten:
     """Erase every report, event, delivery (with its state) and attempt of one caller, and keep
     a record of it without the number or any content. A delivery in flight is stopped: its row
-    is gone, so its worker records nothing and nothing resends it. With ``destinations``, each
-    enabled destination whose type can erase is asked to (``Destination.forget``)."""
+    is gone, so its worker records nothing and nothing resends it. With ``destinations``, an
+    erasure is queued at each enabled destination whose type can erase (``Destination.forget``),
+    in the same transaction as the record; the running hub runs it like a delivery
+    (``hub.erasures``), and the queued row holds the number only until it ends."""
     e164 = customer_number(hub, number)
     found = []
     while batch := hub.store.customer_report_ids(e164, ERASE_BATCH):
         found.append(hub.store.delete_reports(batch))
     counts = _total(found)
-    outcomes = _forget_at_destinations(hub, e164, sleep) if destinations else {}
-    hub.store.record_erasure(actor, counts, outcomes)
-    logs.event(log, "customer.forgotten", actor=actor, destinations=outcomes, **counts)
-    return Forgotten(mask_phone(e164), counts, outcomes)
+    said, queue = {}, []
+    if destinations:
+        for name, destination in sorted(hub.destinations.items()):
+            if destination.can_forget():
+                said[name] = QUEUED
+                queue.append(name)
+            else:
+                said[name] = (f"cannot erase: the {destination.type!r} type has no erasure "
+                              f"(what it was sent stays there)")
+    erasure_id = hub.store.record_erasure(actor, counts, said, subject=e164, queue=queue)
+    logs.event(log, "customer.forgotten", actor=actor, erasure_id=erasure_id, destinations=said, **counts)
+    return Forgotten(mask_phone(e164), counts, said, get_erasure(hub, erasure_id))
 
 
 def _total(counts: list[dict[str, int]]) -> dict[str, int]:
     return {table: sum(c[table] for c in counts) for table in ("reports", "deliveries", "attempts")}
 
 
-def _forget_at_destinations(hub: Hub, e164: str, sleep: Callable[[float], None]) -> dict[str, str]:
-    """Each enabled destination's erasure outcome; a ``Retryable`` failure is retried on the
-    dispatcher's schedule (``[dispatch] retry_delays``, ``max_attempts``) like a delivery."""
-    policy = hub.dispatcher.policy
-    outcomes = {}
-    with in_play([e164]):
-        for name, destination in sorted(hub.destinations.items()):
-            if not destination.can_forget():
-                outcomes[name] = f"cannot erase: the {destination.type!r} type has no erasure"
-                continue
-            attempt = 0
-            while True:
-                attempt += 1
-                try:
-                    result = destination.forget(e164, destination.context(delivery_id="forget", attempt=attempt))
-                    outcomes[name] = f"erased: {scrub(result.message or 'done')}"
-                except Retryable as exc:
-                    if not policy.exhausted(attempt):
-                        sleep(policy.delay(attempt, exc.retry_after))
-                        continue
-                    outcomes[name] = f"failed after {attempt} attempts: {scrub(exc.reason)}"
-                except Permanent as exc:
-                    outcomes[name] = f"failed: {scrub(exc.reason)}"
-                except Exception as exc:  # noqa: BLE001 - a plugin's bug: this destination's outcome, not a crash
-                    log.exception("destination forget raised an unexpected error", extra={"fields": {
-                        "destination": name}})
-                    outcomes[name] = f"failed: unexpected {type(exc).__name__}: {scrub(str(exc))[:300]}"
-                break
-    return outcomes
+def list_erasures(hub: Hub, *, limit: int = 50) -> list[ErasureRecord]:
+    """The kept erasure records, newest first, each with its queued erasures."""
+    if not 1 <= limit <= 1000:
+        raise InvalidArgument("limit", f"must be between 1 and 1000, not {limit}")
+    return _erasure_records(hub, hub.store.list_erasures(limit))
+
+
+def get_erasure(hub: Hub, erasure_id: int | str) -> ErasureRecord:
+    """One erasure record; ``erasure_id`` as a number or its text (the API's path)."""
+    if not str(erasure_id).isdigit() or not 0 < int(erasure_id) < 2**31:  # the column is a 32-bit integer
+        raise NotFound("erasure", str(erasure_id))
+    found = _erasure_records(hub, hub.store.list_erasures(1, erasure_id=int(erasure_id)))
+    if not found:
+        raise NotFound("erasure", str(erasure_id))
+    return found[0]
+
+
+def wait_for_erasure(hub: Hub, erasure_id: int, *, timeout: float | None = None, poll: float = 1.0,
+                     on_change: Callable[[DestinationErasureRecord], None] | None = None,
+                     sleep: Callable[[float], None] = time.sleep,
+                     clock: Callable[[], float] = time.monotonic) -> ErasureRecord:
+    """The erasure once every queued erasure of it has ended (or when ``timeout`` seconds have
+    passed: then some have not); ``on_change`` sees each queued erasure whenever its status or
+    attempt count changes. The running hub does the work; this only watches the store."""
+    deadline = None if timeout is None else clock() + timeout
+    seen: dict[str, tuple[str, int]] = {}
+    while True:
+        record = get_erasure(hub, erasure_id)
+        for job in record.queued:
+            if seen.get(job.destination) != (job.status, job.attempts):
+                seen[job.destination] = (job.status, job.attempts)
+                if on_change is not None:
+                    on_change(job)
+        if record.ended or (deadline is not None and clock() >= deadline):
+            return record
+        sleep(poll if deadline is None else max(0.0, min(poll, deadline - clock())))
+
+
+def _erasure_records(hub: Hub, rows: list[dict]) -> list[ErasureRecord]:
+    queued = hub.store.destination_erasures(row["id"] for row in rows)
+    paused = hub.store.paused()
+    return [ErasureRecord(row["id"], row["erased_at"], row["actor"],
+                          {table: row[table] for table in ("reports", "deliveries", "attempts")},
+                          row["destinations"], tuple(_queued(hub, job, paused) for job in queued[row["id"]]))
+            for row in rows]
+
+
+def _queued(hub: Hub, job, paused: dict[str, datetime]) -> DestinationErasureRecord:
+    held = None
+    if job.status not in (SUCCEEDED, DEAD):
+        if job.destination not in hub.destinations:
+            held = "the destination is not configured (any more); add it back and the erasure runs"
+        elif job.destination in paused:
+            held = "the destination is paused; the erasure runs when it is resumed"
+    attempts = tuple(AttemptRecord(a["number"], datetime.fromisoformat(a["started_at"]), a["duration_ms"],
+                                   a["outcome"], a["http_status"], a["error"]) for a in job.attempt_log)
+    return DestinationErasureRecord(job.destination, job.status, job.attempts,
+                                    None if job.status in (SUCCEEDED, DEAD) else job.next_attempt_at,
+                                    job.last_error, job.result, attempts, job.updated_at, held)
 
 
 def export_customer(hub: Hub, number: str) -> CustomerExport:

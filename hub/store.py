@@ -138,6 +138,28 @@ erasures = sa.Table(
     sa.Column("destinations", sa.Text, nullable=False, server_default="{}"),  # JSON {name: outcome}
 )
 
+# One caller's erasure at one destination, queued by ``forget --destinations`` and run by the hub
+# like a delivery (hub.erasures, revision 0008). ``subject`` is the caller's E.164 number while the
+# row is pending or running, and NULL from the moment it ends (succeeded or dead).
+destination_erasures = sa.Table(
+    "destination_erasures", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("erasure_id", sa.Integer, sa.ForeignKey("erasures.id"), nullable=False, index=True),
+    sa.Column("destination", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("subject", sa.String(32)),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("lease_owner", sa.String(100)),
+    sa.Column("lease_until", UTCDateTime),
+    sa.Column("last_error", sa.Text),
+    sa.Column("result", sa.Text),
+    sa.Column("attempt_log", sa.Text, nullable=False, server_default="[]"),  # JSON [{number, started_at, ...}]
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_destination_erasures_due", "status", "next_attempt_at"),
+)
+
 # Destinations an operator paused: their deliveries wait, unclaimed, until resumed (survives restarts).
 paused_destinations = sa.Table(
     "paused_destinations", metadata,
@@ -190,6 +212,32 @@ class Delivery:
             attempts=self.attempts, next_attempt_at=None if self.status == DEAD else self.next_attempt_at,
             lease_until=self.lease_until, last_error=self.last_error, result=self.result, state=self.state,
             created_at=self.created_at, updated_at=self.updated_at)
+
+
+@dataclass(frozen=True)
+class DestinationErasure:
+    """One row of ``destination_erasures``; ``attempt_log`` decoded (one dict per attempt)."""
+
+    id: int
+    erasure_id: int
+    destination: str
+    status: str
+    subject: str | None
+    attempts: int
+    next_attempt_at: datetime
+    lease_owner: str | None
+    lease_until: datetime | None
+    last_error: str | None
+    result: str | None
+    attempt_log: list[dict[str, Any]]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row) -> "DestinationErasure":
+        values = dict(row._mapping)
+        values["attempt_log"] = json.loads(values["attempt_log"] or "[]")
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -628,15 +676,91 @@ class Store:
             conn.execute(reports.update().where(reports.c.id == report_id).values(data=kept.to_json()))
         return True
 
-    def record_erasure(self, actor: str, counts: dict[str, int], destinations: dict[str, str]) -> None:
+    def record_erasure(self, actor: str, counts: dict[str, int], destinations: dict[str, str], *,
+                       subject: str | None = None, queue: Iterable[str] = ()) -> int:
+        """Keep the record of one erasure and, in the same transaction, queue its erasure at each
+        destination in ``queue`` for the caller ``subject`` (E.164); the record's id."""
+        now = utcnow()
+        names = list(queue)
+        if names and not subject:
+            raise ValueError("queued destination erasures need the number they erase")
         with self.write() as conn:
-            conn.execute(erasures.insert().values(erased_at=utcnow(), actor=actor,
-                                                  destinations=json.dumps(destinations, sort_keys=True), **counts))
+            erasure_id = conn.execute(erasures.insert().values(
+                erased_at=now, actor=actor, destinations=json.dumps(destinations, sort_keys=True),
+                **counts).returning(erasures.c.id)).scalar_one()
+            if names:
+                conn.execute(destination_erasures.insert(), [
+                    {"erasure_id": erasure_id, "destination": name, "status": PENDING, "subject": subject,
+                     "attempts": 0, "next_attempt_at": now, "attempt_log": "[]", "created_at": now,
+                     "updated_at": now} for name in names])
+        return erasure_id
 
-    def list_erasures(self, limit: int = 100) -> list[dict[str, Any]]:
+    def list_erasures(self, limit: int = 100, *, erasure_id: int | None = None) -> list[dict[str, Any]]:
+        """The erasure records, newest first (or the one ``erasure_id``)."""
         query = sa.select(erasures).order_by(erasures.c.id.desc()).limit(limit)
+        if erasure_id is not None:
+            query = query.where(erasures.c.id == erasure_id)
         with self.engine.connect() as conn:
             return [{**row._mapping, "destinations": json.loads(row.destinations)} for row in conn.execute(query)]
+
+    def destination_erasures(self, erasure_ids: Iterable[int]) -> dict[int, list[DestinationErasure]]:
+        """``{erasure_id: [its queued erasures by destination]}`` in one query."""
+        ids = list(erasure_ids)
+        found: dict[int, list[DestinationErasure]] = {i: [] for i in ids}
+        if not ids:
+            return found
+        e = destination_erasures.c
+        query = sa.select(destination_erasures).where(e.erasure_id.in_(ids)).order_by(e.erasure_id, e.destination)
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                found[row.erasure_id].append(DestinationErasure.from_row(row))
+        return found
+
+    def _due_erasures(self, now: datetime, destinations: list[str]):
+        """Queued erasures that may be attempted now: pending and due, or leased and the lease run
+        out (a killed process), to one of ``destinations`` and not to a paused one."""
+        e = destination_erasures.c
+        return sa.select(e.id).where(
+            sa.or_(sa.and_(e.status == PENDING, e.next_attempt_at <= now),
+                   sa.and_(e.status == RUNNING, e.lease_until < now)),
+            e.destination.in_(destinations),
+            e.destination.not_in(sa.select(paused_destinations.c.name).scalar_subquery()))
+
+    def has_due_erasures(self, destinations: Iterable[str], now: datetime | None = None) -> bool:
+        """A read-only look, so an idle hub polls without taking SQLite's write lock."""
+        with self.engine.connect() as conn:
+            return conn.execute(self._due_erasures(now or utcnow(), list(destinations)).limit(1)).first() is not None
+
+    def claim_erasures(self, owner: str, lease_seconds: float, limit: int,
+                       destinations: Iterable[str]) -> list[DestinationErasure]:
+        """Atomically lease up to ``limit`` due erasures to ``owner`` (each attempt counted), as
+        ``claim_batch`` does deliveries: one process in all gets each row."""
+        now = utcnow()
+        e = destination_erasures.c
+        pick = self._due_erasures(now, list(destinations)).order_by(e.next_attempt_at).limit(limit)
+        if self.is_postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        with self.write() as conn:
+            rows = conn.execute(destination_erasures.update().where(e.id.in_(pick.scalar_subquery())).values(
+                status=RUNNING, lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds),
+                attempts=e.attempts + 1, updated_at=now).returning(*destination_erasures.c)).all()
+        return sorted((DestinationErasure.from_row(row) for row in rows), key=lambda j: j.next_attempt_at)
+
+    def finish_erasure(self, job: DestinationErasure, owner: str, *, status: str, attempt: dict[str, Any],
+                       next_attempt_at: datetime | None = None, result: str | None = None) -> bool:
+        """Record one attempt of ``job`` if ``owner`` still holds its lease (fenced like ``finish``).
+        An outcome that ends the job (succeeded, dead) drops the number it held in the same UPDATE."""
+        now = utcnow()
+        e = destination_erasures.c
+        ended = status in (SUCCEEDED, DEAD)
+        with self.write() as conn:
+            return bool(conn.execute(destination_erasures.update().where(
+                e.id == job.id, e.lease_owner == owner, e.status == RUNNING, e.attempts == job.attempts,
+                e.lease_until == job.lease_until,
+            ).values(status=status, lease_owner=None, lease_until=None, next_attempt_at=next_attempt_at or now,
+                     last_error=attempt.get("error"), result=result, updated_at=now,
+                     subject=None if ended else e.subject,
+                     attempt_log=json.dumps([*job.attempt_log, attempt], default=str))).rowcount)
 
     # --- reading -------------------------------------------------------------------
 

@@ -192,12 +192,74 @@ def test_the_customer_page_erases_the_caller_after_a_confirmation(app, live_serv
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#forget")
-    page.wait_for_url(f"{live_server}/")
+    page.wait_for_url(f"{live_server}/erasures#erasure-1")
     assert page.locator(".flash-ok").inner_text() == "Erased +316*****789: 1 reports, 1 deliveries, 1 attempts."
     assert app.hub.store.get_report(seeded) is None
     [record] = app.hub.store.list_erasures()
     assert (record["actor"], record["reports"], record["deliveries"], record["attempts"]) == ("dashboard", 1, 1, 1)
     page.context.close()
+
+
+@pytest.fixture
+def with_hubspot(hub_config):
+    """A destination that can erase (HubSpot, mocked with ``responses``), asked for before ``app``."""
+    hub_config["destinations"]["crm"] = {"type": "hubspot", "token": "pat-eu1-browser-0000"}
+    hub_config["dispatch"].update(max_attempts=2, retry_delays=[3600])
+
+
+@pytest.mark.hub_plugins("hubspot")
+def test_an_erasure_at_the_destinations_is_followed_on_the_erasures_page(with_hubspot, app, live_server, browser,
+                                                                         mocked_http):
+    """Ticking "also erase at the destinations" queues HubSpot's erasure; the erasures page shows
+    it pending, then its failed attempt, then its success, and the webhook as unable to erase."""
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    from hub.erasures import run_due
+    from hub.store import destination_erasures, utcnow
+
+    api = "https://api.hubapi.com/crm/objects/2026-03/contacts"
+    mocked_http.post(f"{api}/search", json={"total": 1, "results": [{"id": "51", "properties": {
+        "phone": "+31 6 2345 6789"}}]})
+    mocked_http.post(f"{api}/gdpr-delete", status=503, body="upstream unavailable")
+    mocked_http.post(f"{api}/gdpr-delete", status=204)
+    mocked_http.add_passthru(live_server)
+    body = json.dumps(load_sample("end-of-call-report-full")).encode()  # its deliveries left pending
+    assert requests.post(f"{live_server}/webhooks/hms", data=body, headers=signed_headers(body),
+                         timeout=10).status_code == 202
+    context, page, problems, _ = watched_page(browser)
+    page.goto(f"{live_server}/login")
+    page.fill("#token", TOKEN)
+    page.click("form.login button[type=submit]")
+    page.wait_for_url(f"{live_server}/")
+    page.goto(f"{live_server}/customers/+31623456789")
+    page.check("#forget-destinations")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#forget")
+    page.wait_for_url(f"{live_server}/erasures#erasure-1")
+    assert page.locator(".flash-ok").inner_text().endswith("Erasure queued at 1 destination.")
+    crm = page.locator("#erasure-1 tr[data-destination='crm']")
+    assert crm.get_attribute("data-status") == "pending" and crm.locator("td").nth(2).inner_text() == "0"
+    hook = page.locator("#erasure-1 tr[data-destination='crm_hook']")
+    assert hook.get_attribute("data-status") == "cannot-erase" and "what it was sent stays there" in hook.inner_text()
+
+    assert run_due(app.hub)["retry"] == 1
+    page.reload()
+    assert crm.get_attribute("data-status") == "pending" and crm.locator("td").nth(2).inner_text() == "1"
+    assert "HTTP 503" in crm.inner_text() and "next attempt" in crm.inner_text()
+
+    with app.hub.store.engine.begin() as conn:  # the retry's delay has passed
+        conn.execute(destination_erasures.update().values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+    assert run_due(app.hub)["succeeded"] == 1
+    page.click("nav >> text=Erasures")
+    page.wait_for_url(f"{live_server}/erasures")
+    assert crm.get_attribute("data-status") == "succeeded"
+    assert crm.locator(".badge").inner_text() == "succeeded" and "GDPR-deleted 1 contact(s): 51" in crm.inner_text()
+    text = page.content()
+    assert "623456789" not in text and "2345 6789" not in text
+    assert problems == []
+    context.close()
 
 
 def test_pause_and_resume_a_destination_from_the_reports_page(app, live_server, seeded, browser):

@@ -671,3 +671,44 @@ def test_a_database_one_revision_behind_gains_the_sessions_table_with_its_rows_i
         assert not sessions.is_live(store, session_id)
     finally:
         store.close()
+
+
+# --- 0008: erasures queued at the destinations -----------------------------------------------------
+
+def test_a_database_of_the_revision_before_0008_gains_the_destination_erasures_with_its_rows_intact(
+        empty_url, tmp_path):
+    """A database as the revision before 0008 left it (a report, a delivery, an attempt, an erasure
+    record) gains the queue of destination erasures; every row is as it was, and an erasure
+    queued there is claimed, finished, and then holds no number."""
+    import importlib
+
+    from hub.store import SUCCEEDED, Store
+
+    previous = importlib.import_module("hub.migrations.versions.0008_destination_erasures").down_revision
+    schema.upgrade(empty_url, to=previous)
+    insert_one_of_each(empty_url, status="succeeded", attempts=1)
+    engine = sa.create_engine(empty_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO erasures (erased_at, actor, reports, deliveries, attempts, destinations) "
+                             "VALUES ('2026-11-30 10:00:00', 'cli', 1, 1, 1, '{\"slack\": \"cannot erase\"}')"))
+    engine.dispose()
+    assert f"upgraded to schema revision {HEAD}" in upgrade_keeping_every_row(empty_url, tmp_path)
+    assert [c[0] for c in shape(empty_url)["destination_erasures"]["columns"]] == [
+        "id", "erasure_id", "destination", "status", "subject", "attempts", "next_attempt_at", "lease_owner",
+        "lease_until", "last_error", "result", "attempt_log", "created_at", "updated_at"]
+
+    store = Store(empty_url)
+    try:
+        erasure_id = store.record_erasure("api", {"reports": 0, "deliveries": 0, "attempts": 0}, {"crm": "queued"},
+                                          subject="+31612345678", queue=["crm"])
+        assert erasure_id == 2 and [e["id"] for e in store.list_erasures()] == [2, 1]
+        [job] = store.claim_erasures("node-a", 60, 10, ["crm"])
+        assert (job.erasure_id, job.subject, job.attempts) == (2, "+31612345678", 1)
+        assert store.finish_erasure(job, "node-a", status=SUCCEEDED, result="erased",
+                                    attempt={"number": 1, "started_at": "2026-12-02T00:00:00+00:00",
+                                             "duration_ms": 1.0, "outcome": "succeeded", "http_status": 204,
+                                             "error": None})
+        [done] = store.destination_erasures([2])[2]
+        assert (done.status, done.subject, len(done.attempt_log)) == ("succeeded", None, 1)
+    finally:
+        store.close()

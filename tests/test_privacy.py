@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from hub import Destination, Result, hookimpl, jobs, retention, sessions
 from hub import operations as ops
+from hub.erasures import run_due
 from hub.store import attempts, deliveries, erasures, reports, scheduled_jobs, utcnow
 from hub.testing import WebhookReceiver, load_sample, wait_until
 
@@ -68,8 +69,11 @@ def test_forget_over_the_api_erases_every_row_of_the_caller_whatever_the_format(
 
     answer = client.delete(f"/api/customers/{given}", headers=AUTH)
     assert answer.status_code == 200
-    assert answer.get_json() == {"status": "erased", "number": "+316*****789",
-                                 "counts": {"reports": 2, "deliveries": 4, "attempts": 4}}
+    body = answer.get_json()
+    assert {k: body[k] for k in ("status", "number", "counts", "destinations")} == {
+        "status": "erased", "number": "+316*****789", "counts": {"reports": 2, "deliveries": 4, "attempts": 4},
+        "destinations": {}}
+    assert body["erasure"]["counts"] == body["counts"] and body["erasure"]["queued"] == []
     assert all(app.hub.store.get_report(r) is None for r in mine)
     assert app.hub.store.get_report(other) is not None
     assert counts(app) == {"reports": 1, "deliveries": 2, "attempts": 2, "erasures": 1}
@@ -97,13 +101,13 @@ def test_forget_from_the_cli_prints_the_counts_and_says_which_destinations_canno
     result = runner.invoke(["forget", "0623456789", "--destinations"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "erased +316*****789: 1 reports, 2 deliveries, 2 attempts",
-        "  archive: cannot erase: the 'jsonl' type has no erasure",
-        "  hook: cannot erase: the 'webhook' type has no erasure"]
+        "erased +316*****789: 1 reports, 2 deliveries, 2 attempts (erasure 1)",
+        "  archive: cannot erase: the 'jsonl' type has no erasure (what it was sent stays there)",
+        "  hook: cannot erase: the 'webhook' type has no erasure (what it was sent stays there)"]
     [record] = app.hub.store.list_erasures()
     assert record["actor"] == "cli" and record["destinations"] == {
-        "archive": "cannot erase: the 'jsonl' type has no erasure",
-        "hook": "cannot erase: the 'webhook' type has no erasure"}
+        "archive": "cannot erase: the 'jsonl' type has no erasure (what it was sent stays there)",
+        "hook": "cannot erase: the 'webhook' type has no erasure (what it was sent stays there)"}
 
 
 def test_the_dashboard_button_erases_the_caller(app, signed_post):
@@ -112,7 +116,7 @@ def test_the_dashboard_button_erases_the_caller(app, signed_post):
     page = client.get(f"/customers/{CALLER}").get_data(as_text=True)
     assert 'id="forget"' in page and f'action="/customers/{CALLER}/forget"' in page.replace("%2B", "+")
     answer = client.post(f"/customers/{CALLER}/forget", data={"csrf_token": "csrf-token"})
-    assert answer.status_code == 303
+    assert answer.status_code == 303 and answer.headers["Location"].endswith("/erasures#erasure-1")
     with client.session_transaction() as session:
         assert session["_flashes"] == [("ok", "Erased +316*****789: 1 reports, 2 deliveries, 0 attempts.")]
     assert counts(app)["reports"] == 0 and app.hub.store.list_erasures()[0]["actor"] == "dashboard"
@@ -305,11 +309,15 @@ class _BrokenPlugin:
         register(_Broken)
 
 
-def test_a_destination_whose_forget_breaks_is_its_own_failed_outcome_and_the_erasure_is_recorded(
+def test_a_destination_whose_forget_breaks_is_its_own_dead_erasure_and_the_erasure_is_recorded(
         hub_config, register_plugin):
     hub_config["destinations"]["eraser"] = {"type": "broken_eraser"}
     app = register_plugin(_BrokenPlugin())
     outcome = ops.forget(app.hub, "0623456789", actor="cli", destinations=True)
-    assert outcome.destinations["eraser"] == "failed: unexpected RuntimeError: no such table for +316*****789"
-    assert outcome.destinations["hook"] == "cannot erase: the 'webhook' type has no erasure"
+    assert outcome.destinations["eraser"] == "queued"
+    assert outcome.destinations["hook"] == \
+        "cannot erase: the 'webhook' type has no erasure (what it was sent stays there)"
     assert app.hub.store.list_erasures()[0]["destinations"] == outcome.destinations
+    assert run_due(app.hub) == {"succeeded": 0, "retry": 0, "dead": 1}  # max_attempts = 1
+    [job] = ops.get_erasure(app.hub, outcome.erasure.id).queued
+    assert job.status == "dead" and job.last_error == "unexpected RuntimeError: no such table for +316*****789"

@@ -171,9 +171,22 @@ def retry_dead():
 
 @bp.delete("/customers/<path:number>")
 def forget_customer(number: str):
-    """Erase one caller: every report, event, delivery and attempt (the destinations: the CLI)."""
+    """Erase one caller; with ``?destinations=true`` also queue the erasure at the destinations."""
+    query = _query(schemas.ForgetQuery)
+    return _answer(schemas.ForgetAnswerSchema, ops.forget(current_app.hub, number, actor="api",
+                                                          destinations=query["destinations"]))
+
+
+@bp.get("/erasures")
+def list_erasures():
+    query = _query(schemas.ErasureQuery)
+    return _answer(schemas.ErasureListSchema, {"erasures": ops.list_erasures(current_app.hub, limit=query["limit"])})
+
+
+@bp.get("/erasures/<erasure_id>")
+def get_erasure(erasure_id: str):
     _query(schemas.NoQuery)
-    return _answer(schemas.ForgetAnswerSchema, ops.forget(current_app.hub, number, actor="api"))
+    return _answer(schemas.ErasureSchema, ops.get_erasure(current_app.hub, erasure_id))
 
 
 @bp.get("/customers/<path:number>/export")

@@ -393,10 +393,26 @@ def replay(report_id: str):
 @bp.post("/customers/<customer>/forget")
 @login_required
 def forget(customer: str):
-    _flash_outcome(lambda: ops.forget(current_app.hub, customer, actor="dashboard"),
-                   lambda outcome: f"Erased {outcome.number}: " + ", ".join(
-                       f"{n} {table}" for table, n in outcome.counts.items()) + ".")
-    return redirect(url_for("dashboard.index"), code=303)
+    """Erase the caller; with the form's ``destinations`` box ticked, queue the erasure at the
+    destinations too. Then the erasure's page, which shows each queued erasure as it runs."""
+    at_destinations = request.form.get("destinations") == "yes"
+    try:
+        outcome = ops.forget(current_app.hub, customer, actor="dashboard", destinations=at_destinations)
+    except ops.OperationError as exc:
+        flash(exc.message, "error")
+        return redirect(url_for("dashboard.index"), code=303)
+    queued = len(outcome.erasure.queued)
+    flash(f"Erased {outcome.number}: " + ", ".join(f"{n} {table}" for table, n in outcome.counts.items()) + "."
+          + (f" Erasure queued at {queued} destination{'' if queued == 1 else 's'}." if queued else ""), "ok")
+    return redirect(url_for("dashboard.erasures", _anchor=f"erasure-{outcome.erasure.id}"), code=303)
+
+
+@bp.get("/erasures")
+@login_required
+def erasures():
+    """The kept erasure records, newest first, with each destination's erasure as it stands."""
+    return render_template("dashboard_erasures.html", title="Erasures",
+                           erasures=ops.list_erasures(current_app.hub, limit=min(_int_arg("limit", 50, 1), 1000)))
 
 
 @bp.post("/destinations/<name>/test")

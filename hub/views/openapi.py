@@ -142,8 +142,19 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
             "operationId": "forgetCustomer",
             "summary": "Erase one caller: every report, event, delivery and attempt; the erasure is recorded "
                        "without the number",
-            "parameters": [number],
-            "responses": {**_answer("Erased", s.ForgetAnswerSchema), **_errors(400, 401, 503)}}},
+            "parameters": [number, *_query(s.ForgetQuery)],
+            "responses": {**_answer("Erased (the destinations' erasures queued)", s.ForgetAnswerSchema),
+                          **_errors(400, 401, 503)}}},
+        "/api/erasures": {"get": {
+            "operationId": "listErasures",
+            "summary": "The kept erasure records, newest first, each with its erasures queued at the destinations",
+            "parameters": _query(s.ErasureQuery),
+            "responses": {**_answer("Erasure records", s.ErasureListSchema), **_errors(400, 401, 503)}}},
+        "/api/erasures/{erasure_id}": {"get": {
+            "operationId": "getErasure",
+            "summary": "One erasure record and the state of each erasure queued at a destination",
+            "parameters": [_path_param("erasure_id", "the erasure record's id (forget's answer names it)")],
+            "responses": {**_answer("The erasure record", s.ErasureSchema), **_errors(400, 401, 404, 503)}}},
         "/api/customers/{number}/export": {"get": {
             "operationId": "exportCustomer",
             "summary": "Everything the hub holds about one caller: reports, events, deliveries, attempts",

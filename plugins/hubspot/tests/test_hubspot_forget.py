@@ -88,6 +88,24 @@ def test_a_rate_limit_is_retryable_and_a_missing_scope_permanent_naming_it(hubsp
         hubspot.forget(NUMBER, hubspot.context())
 
 
+def test_the_gdpr_delete_request_is_hubspots_reference_field_by_field(hubspot, mocked_http):
+    """HubSpot's reference: POST, JSON body with the required string ``objectId`` (the contact's
+    id) and no ``idProperty`` (which would make ``objectId`` an email address); bearer token;
+    answered 204 with no body. A 404 (deleted already) counts as erased."""
+    mocked_http.post(SEARCH, json={"total": 1, "results": [HITS["results"][0]]})
+    mocked_http.post(GDPR, status=204)
+    hubspot.forget(NUMBER, hubspot.context())
+    request = mocked_http.calls[1].request
+    assert request.method == "POST" and request.url == GDPR
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+    body = json.loads(request.body)
+    assert list(body) == ["objectId"] and isinstance(body["objectId"], str) and body["objectId"] == "51"
+
+    mocked_http.replace(responses.POST, GDPR, status=404, json={"status": "error", "category": "OBJECT_NOT_FOUND"})
+    assert hubspot.forget(NUMBER, hubspot.context()).message == "no HubSpot contact has this number"
+
+
 @pytest.fixture
 def hub_config(hub_config):
     hub_config["dispatch"].update(retry_delays=[0], max_attempts=3)
@@ -97,15 +115,22 @@ def hub_config(hub_config):
 
 
 @pytest.mark.hub_plugins("hubspot")
-def test_forget_destinations_retries_like_a_delivery_and_records_each_outcome(app, runner, mocked_http):
+def test_forget_destinations_queues_the_gdpr_delete_and_the_hub_retries_it_like_a_delivery(app, runner, mocked_http):
+    from hub import erasures
+    from hub import operations as ops
+
     mocked_http.post(SEARCH, json={"total": 1, "results": [HITS["results"][0]]})
     mocked_http.post(GDPR, status=503, body="upstream unavailable")
     mocked_http.post(GDPR, status=204)
     result = runner.invoke(["forget", "0623456789", "--destinations"])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines() == ["erased +316*****789: 0 reports, 0 deliveries, 0 attempts",
-                                          "  archive: cannot erase: the 'jsonl' type has no erasure",
-                                          "  crm: erased: GDPR-deleted 1 contact(s): 51"]
+    assert result.output.splitlines()[:3] == [
+        "erased +316*****789: 0 reports, 0 deliveries, 0 attempts (erasure 1)",
+        "  archive: cannot erase: the 'jsonl' type has no erasure (what it was sent stays there)",
+        "  crm: queued"]
+    assert len(mocked_http.calls) == 0
+    assert erasures.run_due(app.hub) == {"succeeded": 1, "retry": 1, "dead": 0}  # retry_delays = [0]
     assert [c.request.url for c in mocked_http.calls] == [SEARCH, GDPR, SEARCH, GDPR]
-    [record] = app.hub.store.list_erasures()
-    assert record["destinations"]["crm"] == "erased: GDPR-deleted 1 contact(s): 51"
+    [job] = ops.get_erasure(app.hub, 1).queued
+    assert (job.status, job.attempts, job.result) == ("succeeded", 2, "GDPR-deleted 1 contact(s): 51")
+    assert [a.outcome for a in job.attempt_log] == ["retry", "succeeded"]

@@ -31,7 +31,7 @@ from .auth import TokenCache
 from .client import SalesforceClient
 from .config import SALESFORCE_ID, SalesforceConfig
 from .lookup import look_up
-from .matching import build_sosl, choose, soql_string
+from .matching import build_sosl, choose, confirmed, soql_string
 
 ID_PREFIXES = {"003": "Contact", "00Q": "Lead"}
 #: the record kinds an answer's ``assistant.metadata`` names (``crm_<kind>_id``), by key prefix
@@ -76,6 +76,35 @@ class SalesforceDestination(Destination):
             raise Permanent(f"destination {self.name!r}: the integration user may not create Tasks; grant it "
                             f"Create on Task (its profile or a permission set)")
         return f"logged in to {client.token.instance_url}; the user may create Tasks"
+
+    def forget(self, number, ctx) -> Result:
+        """Delete the caller at Salesforce: the Contacts and Leads the deliveries would match for
+        ``number`` (the same SOSL search, each hit confirmed by its E.164 form), and first the Call
+        tasks the hub logged on them (``TaskSubtype = 'Call'`` with a ``CallObject``). Each record
+        with ``DELETE .../sobjects/<type>/<id>``; Salesforce keeps deleted records in its Recycle
+        Bin for 15 days before it purges them (README). A record deleted already counts as gone,
+        so a retry after a partial attempt finishes the rest. Needs Delete on Task, Contact, Lead."""
+        client = SalesforceClient(self, self.tokens, ctx)
+        objects = self.config["search_objects"]
+        people = [record for record, _ in confirmed(client.search(build_sosl(number, objects)), number, objects,
+                                                    self.settings.default_region)]
+        if not people:
+            return Result("no Salesforce Contact or Lead has this number")
+        ids = ", ".join(soql_string(person["Id"]) for person in people)
+        tasks = client.query(f"SELECT Id FROM Task WHERE WhoId IN ({ids}) AND TaskSubtype = 'Call' "
+                             f"AND CallObject != null", what="the caller's call tasks")
+        deleted = [self._delete(client, "Task", task["Id"]) for task in tasks]
+        deleted += [self._delete(client, person["attributes"]["type"], person["Id"]) for person in people]
+        counts = ", ".join(f"{sum(1 for kind, _ in deleted if kind == sobject)} {sobject}(s)"
+                           for sobject in ("Contact", "Lead", "Task"))
+        return Result(f"deleted {counts}: {', '.join(record_id for _, record_id in deleted)}")
+
+    @staticmethod
+    def _delete(client: SalesforceClient, sobject: str, record_id: str) -> tuple[str, str]:
+        """DELETE .../sobjects/<sobject>/<id>: 204 deleted, 404 gone already (both are done)."""
+        client.request("DELETE", f"sobjects/{sobject}/{quote(record_id, safe='')}", ok=(204,), allow=(404,),
+                       what=f"the delete of {sobject} {record_id}")
+        return sobject, record_id
 
     def deliver(self, report, ctx) -> Result:
         client = SalesforceClient(self, self.tokens, ctx)

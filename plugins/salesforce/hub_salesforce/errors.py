@@ -26,7 +26,8 @@ PERMISSION_ERRORS = {
 }
 PERMISSION_FIX = ("give the integration user (the client credentials 'Run As' user, or the JWT username) "
                   "API Enabled and create access to Task, Contact, Lead and Opportunity and read access to "
-                  "their phone fields (profile or permission set)")
+                  "their phone fields (profile or permission set); to erase callers (forget --destinations), "
+                  "also delete access to Task, Contact and Lead")
 TOKEN_FIX = {
     "invalid_client_id": "client_id is not the consumer key of a connected/external client app in this org",
     "invalid_client": "client_id/client_secret are wrong, or the app does not allow this flow "

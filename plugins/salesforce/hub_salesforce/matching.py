@@ -79,22 +79,29 @@ def build_sosl(e164: str, objects: list[str], fields: dict[str, list[str]] = EXT
     return f"FIND {{{terms}}} IN PHONE FIELDS RETURNING {', '.join(returning)}"
 
 
-def choose(records: list[dict], e164: str, objects: list[str], region: str | None) -> Match | None:
-    """The record whose phone field is the caller's number, by the documented order; None if none is."""
-    confirmed: list[tuple[int, str, dict, str]] = []
+def confirmed(records: list[dict], e164: str, objects: list[str],
+              region: str | None) -> list[tuple[dict, str]]:
+    """Every record one of whose phone fields is the caller's number, with that field, by the
+    documented order (object order, then the most recently modified first)."""
+    found: list[tuple[int, str, dict, str]] = []
     for record in records:
         sobject = (record.get("attributes") or {}).get("type")
         if sobject not in objects or not record.get("Id"):
             continue
         for field in PHONE_FIELDS[sobject]:
             if hub.to_e164(record.get(field), region) == e164:
-                confirmed.append((objects.index(sobject), record.get("LastModifiedDate") or "", record, field))
+                found.append((objects.index(sobject), record.get("LastModifiedDate") or "", record, field))
                 break
-    if not confirmed:
-        return None
     # object order ascending, then LastModifiedDate descending (ISO 8601 strings sort as times)
-    confirmed.sort(key=lambda c: c[1], reverse=True)
-    confirmed.sort(key=lambda c: c[0])
-    _, _, record, field = confirmed[0]
-    sobject = record["attributes"]["type"]
-    return Match(record["Id"], sobject, record.get("AccountId"), field, len(confirmed), record)
+    found.sort(key=lambda c: c[1], reverse=True)
+    found.sort(key=lambda c: c[0])
+    return [(record, field) for _, _, record, field in found]
+
+
+def choose(records: list[dict], e164: str, objects: list[str], region: str | None) -> Match | None:
+    """The record whose phone field is the caller's number, by the documented order; None if none is."""
+    found = confirmed(records, e164, objects, region)
+    if not found:
+        return None
+    record, field = found[0]
+    return Match(record["Id"], record["attributes"]["type"], record.get("AccountId"), field, len(found), record)
