@@ -22,7 +22,7 @@ from .errors import DeliveryError, Permanent, Retryable
 from .normalize import to_e164
 from .records import AttemptRecord, DeliveryDetail, DeliveryRecord
 from .redaction import in_play, mask_phone, redact, scrub
-from .report import CallReport
+from .report import Call, CallReport, PhoneNumber
 from .store import DEAD, RUNNING, STATUSES, Delivery, utcnow
 
 if TYPE_CHECKING:
@@ -93,6 +93,12 @@ class InvalidArgument(OperationError):
     def __init__(self, param: str, message: str):
         super().__init__(f"{param}: {message}", {"param": param})
         self.param = param
+
+
+class AnswersNotConfigured(OperationError):
+    """A live-answer action on a hub whose ``[answers]`` table does not set it up."""
+
+    code = "answers_not_configured"
 
 
 class RetentionNotSet(OperationError):
@@ -383,6 +389,45 @@ def retry_dead(hub: Hub, destination: str | None = None) -> RetriedDead:
         hub.dispatcher.wake(ids)
     skipped = {name: n for name, n in sorted(dead.items()) if name not in hub.destinations}
     return RetriedDead(ids, skipped)
+
+
+# --- live answers (docs/answers.md) --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AnswerTried:
+    """``answers test``: the assistant-request answer the hub would give now, and why."""
+
+    answer: dict
+    outcome: str
+    lookup: str | None
+    detail: str | None
+    latency_ms: float
+
+
+def export_tools(hub: Hub) -> list[dict]:
+    """The hub's tools as the platform's ``llm_config.tools[]`` entries, by name, each pointing at
+    ``[server] public_url``'s webhook."""
+    if hub.config.server.public_url is None:
+        raise AnswersNotConfigured("[server] public_url is not set: the platform needs the address it "
+                                   "reaches this hub at (e.g. public_url = \"https://hub.example.com\")")
+    url = f"{hub.settings.public_url.rstrip('/')}/webhooks/hms"
+    return [tool.definition(url) for _, tool in sorted(hub.answers.tools.tools.items())]
+
+
+def try_answer(hub: Hub, number: str) -> AnswerTried:
+    """The assistant-request answer for a call from ``number`` (any written form), through the real
+    lookup and templates, within the real budget; nothing is stored."""
+    if hub.config.answers.assistant_request is None:
+        raise AnswersNotConfigured("no [answers.assistant_request] table in the configuration: set crm and "
+                                   "first_message there (docs/answers.md)")
+    e164 = customer_number(hub, number)
+    now = utcnow()
+    report = CallReport(id="dry-run", source="hms", event="assistant-request",
+                        call=Call(id="dry-run", type="inbound_phone_call", direction="inbound", status="ringing"),
+                        occurred_at=now, received_at=now, phone_number=PhoneNumber(None),
+                        customer=PhoneNumber(e164, raw=number, region=None))
+    answered = hub.answers.dry_run(report)
+    return AnswerTried(answered.answer, answered.outcome, answered.lookup, answered.detail, answered.latency_ms)
 
 
 # --- personal data: retention, erasure, access ----------------------------------------------
