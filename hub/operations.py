@@ -23,7 +23,7 @@ from .normalize import to_e164
 from .records import AttemptRecord, DeliveryDetail, DeliveryRecord
 from .redaction import in_play, mask_phone, redact, scrub
 from .report import Call, CallReport, PhoneNumber
-from .store import DEAD, RUNNING, STATUSES, Delivery, utcnow
+from .store import DEAD, RUNNING, STATUSES, Answer, Delivery, utcnow
 
 if TYPE_CHECKING:
     from .core import Hub
@@ -201,12 +201,35 @@ class ReportPage:
 
 
 @dataclass(frozen=True)
+class CallEvent:
+    """One stored event of a call, with what the hub answered to it and its deliveries."""
+
+    report: CallReport
+    answer: Answer | None
+    deliveries: list[DeliveryRecord]
+
+    @property
+    def tool_calls(self) -> list[dict]:
+        """A tool-calls event's entries beside their results: ``{"id", "name", "arguments",
+        "result" or "error"}`` (names and arguments only while the raw payload is kept)."""
+        sent = ((self.report.raw or {}).get("message") or {}).get("tool_call_list") or []
+        asked = {str(e.get("id")): e.get("function") or {} for e in sent if isinstance(e, dict)}
+        results = (self.answer.answer.get("results") if self.answer and isinstance(self.answer.answer, dict)
+                   else None) or [{"tool_call_id": i} for i in asked]
+        return [{"id": r.get("tool_call_id"), "name": asked.get(str(r.get("tool_call_id")), {}).get("name"),
+                 "arguments": asked.get(str(r.get("tool_call_id")), {}).get("arguments"),
+                 **{k: r[k] for k in ("result", "error") if k in r}} for r in results]
+
+
+@dataclass(frozen=True)
 class ReportDetail:
-    """One report, its deliveries with their attempts (by destination), and the enabled destinations."""
+    """One report, its deliveries with their attempts (by destination), and the enabled destinations;
+    ``story``: every event of its call in order, this one included."""
 
     report: CallReport
     deliveries: list[DeliveryDetail]
     configured: list[str]
+    story: list[CallEvent] = field(default_factory=list)
 
     @property
     def undelivered(self) -> list[str]:
@@ -268,7 +291,18 @@ def get_report(hub: Hub, report_id: str) -> ReportDetail:
     if report is None:
         raise NotFound("report", report_id)
     rows = sorted(hub.store.list_deliveries(report_id=report_id, limit=None), key=lambda d: d.destination)
-    return ReportDetail(report, [_detail(hub, d) for d in rows], configured(hub))
+    return ReportDetail(report, [_detail(hub, d) for d in rows], configured(hub), call_story(hub, report))
+
+
+def call_story(hub: Hub, report: CallReport) -> list[CallEvent]:
+    """Every stored event of ``report``'s call in the order they happened: the assistant-request and
+    its answer, each tool-calls event and its results, the status updates, the end-of-call report,
+    the follow-ups, each with its deliveries."""
+    events = hub.store.call_reports(report.source, report.call.id)
+    ids = [r.id for r in events]
+    answers = hub.store.answers_of(ids)
+    deliveries = hub.store.deliveries_by_report(ids)
+    return [CallEvent(r, answers.get(r.id), [d.record() for d in deliveries.get(r.id, [])]) for r in events]
 
 
 def list_deliveries(hub: Hub, *, status: str | None = None, destination: str | None = None,
