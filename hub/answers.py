@@ -37,6 +37,9 @@ ANSWERED, FALLBACK, ERROR = "answered", "fallback", "error"
 ASSISTANT_REQUEST, TOOL_CALLS = "assistant-request", "tool-calls"
 #: the hub-made event of a follow-up task that ``create_followup`` queued
 FOLLOWUP = "followup"
+#: kept back from an assistant-request's budget to render, write and send the answer (a loaded
+#: machine wakes a waiting thread late): the lookup is waited for until budget - this
+SEND_MARGIN = 0.1
 #: how often a repeated event polls for the answer its first copy is still computing
 _DUPLICATE_POLL = 0.05
 
@@ -92,21 +95,26 @@ class Answers:
     # --- the request path ---------------------------------------------------------------------
 
     def respond(self, report: CallReport, report_id: str, duplicate: bool, started: float) -> Answered:
-        """The answer to a stored event that arrived at ``started`` (``time.monotonic()``)."""
+        """The answer to a stored event that arrived at ``started`` (``time.monotonic()``); ``keep``
+        it once it is sent."""
         deadline = started + self.budget(report.event)
         if duplicate:
             return self._repeat(report, report_id, deadline, started)
         if report.event == ASSISTANT_REQUEST:
-            answered = self.assistant_request(report, deadline, started)
-        else:
-            answered = self.tool_calls(dataclasses.replace(report, id=report_id), deadline, started)
-        try:
-            self.core.store.record_answer(Answer(report_id, report.event, answered.outcome, answered.answer,
-                                                 answered.latency_ms, utcnow(), answered.detail))
-        except SQLAlchemyError:  # the answer still goes: the platform needs it more than the record
-            log.exception("the answer to report %s could not be stored", report_id)
+            return self.assistant_request(report, deadline, started)
+        return self.tool_calls(dataclasses.replace(report, id=report_id), deadline, started)
+
+    def keep(self, report: CallReport, report_id: str, answered: Answered) -> None:
+        """Store a first answer beside its report, and count it. The receiver calls it when the
+        answer has gone out (the write is not part of the platform's wait); a repeated event's
+        stored answer is only counted."""
+        if not answered.repeated:
+            try:
+                self.core.store.record_answer(Answer(report_id, report.event, answered.outcome, answered.answer,
+                                                     answered.latency_ms, utcnow(), answered.detail))
+            except SQLAlchemyError:  # the answer went out: the platform needed it more than the record
+                log.exception("the answer to report %s could not be stored", report_id)
         self._count(report, answered, report_id)
-        return answered
 
     def _repeat(self, report: CallReport, report_id: str, deadline: float, started: float) -> Answered:
         """The stored answer of the first copy; if that copy is still being answered, wait for it
@@ -120,7 +128,6 @@ class Answers:
                 answered = self._still_running(report, started)
                 break
             time.sleep(_DUPLICATE_POLL)
-        self._count(report, answered, report_id)
         return answered
 
     def _still_running(self, report: CallReport, started: float) -> Answered:
@@ -149,7 +156,7 @@ class Answers:
         else:
             pending = self.lookups.start(self.core.destination(config.crm), number)
             last = self.core.store.last_calls(number, 1)  # read while the CRM is asked
-            lookup = pending.wait(deadline - time.monotonic())
+            lookup = pending.wait(deadline - min(SEND_MARGIN, self.budget(ASSISTANT_REQUEST) / 10) - time.monotonic())
         history = call_fields(last[0]) if number is not None and last else None
         try:
             if lookup.status == FOUND:

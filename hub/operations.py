@@ -508,6 +508,7 @@ def forget(hub: Hub, number: str, *, actor: str, destinations: bool = False,
     while batch := hub.store.customer_report_ids(e164, ERASE_BATCH):
         found.append(hub.store.delete_reports(batch))
     counts = _total(found)
+    hub.answers.lookups.forget(e164)  # this process's cache of who the caller is (others' expire)
     outcomes = _forget_at_destinations(hub, e164, sleep) if destinations else {}
     hub.store.record_erasure(actor, counts, outcomes)
     logs.event(log, "customer.forgotten", actor=actor, destinations=outcomes, **counts)

@@ -105,7 +105,7 @@ def test_without_an_unknown_template_an_unknown_caller_gets_the_default_assistan
     configure(hub_config, crm, unknown_first_message=None)
     client = register_plugin().test_client()
     body = json.dumps(event("assistant-request", number="+31687654321")).encode()
-    response = client.post("/webhooks/hms", data=body, headers=signed_headers(body, event="assistant-request"))
+    response = client.post("/webhooks/hms", data=body, headers=signed_headers(body, event="assistant-request"), buffered=True)
     assert response.status_code == 200 and response.get_json() == {}
 
 
@@ -118,7 +118,7 @@ def test_a_slow_crm_is_abandoned_within_the_budget_and_its_late_answer_fills_the
         def post(call_id):
             body = json.dumps(event("assistant-request", call_id=call_id)).encode()
             began = time.monotonic()
-            response = client.post("/webhooks/hms", data=body, headers=signed_headers(body, event="assistant-request"))
+            response = client.post("/webhooks/hms", data=body, headers=signed_headers(body, event="assistant-request"), buffered=True)
             return response, time.monotonic() - began
 
         response, took = post("call-slow-1")
@@ -142,7 +142,7 @@ def test_a_failing_crm_gets_the_fallback_and_is_asked_again_next_time(hub_config
         client = application.test_client()
         for call_id in ("call-f-1", "call-f-2"):
             body = json.dumps(event("assistant-request", call_id=call_id)).encode()
-            answer = client.post("/webhooks/hms", data=body, headers=signed_headers(body, event="assistant-request"))
+            answer = client.post("/webhooks/hms", data=body, headers=signed_headers(body, event="assistant-request"), buffered=True)
             assert "metadata" not in answer.get_json()["assistant"]
         assert failing.hits == [CALLER, CALLER], "a failed lookup is not cached as unknown"
         outcomes = {a.outcome for a in application.hub.store.answers_of(
@@ -161,7 +161,7 @@ def test_two_requests_for_one_number_at_once_share_one_lookup(hub_config, regist
         def post(call_id):
             body = json.dumps(event("assistant-request", call_id=call_id)).encode()
             answers.append(application.test_client().post(
-                "/webhooks/hms", data=body, headers=signed_headers(body, event="assistant-request")).get_json())
+                "/webhooks/hms", data=body, headers=signed_headers(body, event="assistant-request"), buffered=True).get_json())
 
         threads = [threading.Thread(target=post, args=(f"call-s-{i}",)) for i in range(3)]
         for t in threads:
@@ -191,7 +191,7 @@ def test_a_template_that_cannot_render_answers_the_default_assistant_and_says_wh
     application = register_plugin()
     body = json.dumps(event("assistant-request")).encode()
     answer = application.test_client().post("/webhooks/hms", data=body,
-                                             headers=signed_headers(body, event="assistant-request"))
+                                             headers=signed_headers(body, event="assistant-request"), buffered=True)
     assert answer.status_code == 200 and answer.get_json() == {}
     [stored] = application.hub.store.answers_of(r.id for r in application.hub.store.list_reports()).values()
     assert stored.outcome == "error" and "template could not be rendered" in stored.detail
@@ -202,7 +202,7 @@ def test_a_system_message_goes_into_llm_config(hub_config, crm, register_plugin)
               system_message="The caller is {{ caller.name }} of {{ caller.company }}; owner {{ caller.owner }}.")
     body = json.dumps(event("assistant-request")).encode()
     answer = register_plugin().test_client().post("/webhooks/hms", data=body,
-                                                  headers=signed_headers(body, event="assistant-request")).get_json()
+                                                  headers=signed_headers(body, event="assistant-request"), buffered=True).get_json()
     assert answer["assistant"]["llm_config"] == {
         "provider": "openai", "model": "gpt-4o",
         "messages": [{"role": "system", "content": "The caller is Alice de Vries of Acme BV; owner Bram."}]}
@@ -226,7 +226,7 @@ class FlakyTools:
 
 def post_tool_calls(client, entries, call_id="call-tools-1"):
     body = json.dumps(event("tool-calls", call_id=call_id, tool_call_list=entries)).encode()
-    return client.post("/webhooks/hms", data=body, headers=signed_headers(body, event="tool-calls"))
+    return client.post("/webhooks/hms", data=body, headers=signed_headers(body, event="tool-calls"), buffered=True)
 
 
 def test_each_tool_call_gets_its_own_result_and_a_broken_one_does_not_stop_the_others(
@@ -238,7 +238,7 @@ def test_each_tool_call_gets_its_own_result_and_a_broken_one_does_not_stop_the_o
     payload = load_sample("end-of-call-report")
     payload["message"].update(customer={"number": CALLER}, summary="Wanted a quote.", analysis={"sentiment": 4})
     body = json.dumps(payload).encode()
-    assert signed("/webhooks/hms", data=body, headers=signed_headers(body)).status_code == 202
+    assert signed("/webhooks/hms", data=body, headers=signed_headers(body), buffered=True).status_code == 202
 
     entries = [tool_call("t1", "lookup_customer"), tool_call("t2", "no_such_tool"),
                tool_call("t3", "create_followup", {"title": 7}), tool_call("t4", "explode"),

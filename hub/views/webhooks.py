@@ -74,7 +74,9 @@ def receive(source_name: str):
     if hub.answers.handles(result.report.event):
         # assistant-request, tool-calls: the platform acts on the answer (hub.answers)
         answered = hub.answers.respond(result.report, result.report_id, result.status == "duplicate", started)
-        return jsonify(answered.answer), 200
+        response = jsonify(answered.answer)
+        response.call_on_close(lambda: hub.answers.keep(result.report, result.report_id, answered))
+        return response, 200
     answer = {"status": result.status, "report_id": result.report_id}
     if result.status == "accepted":
         answer["deliveries"] = [{"destination": name, "status": status} for name, status in result.deliveries]
