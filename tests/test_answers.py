@@ -368,3 +368,39 @@ def test_defaults(registry):
     assert (answers.assistant_request.budget_ms, answers.assistant_request.cache_seconds) == (2000, 300)
     assert (answers.tools.timeout_seconds, answers.tools.followup, answers.lookup_workers) == (8.0, None, 16)
     assert answers.crm == "crm"
+
+
+class SlowCounter:
+    """A tool that takes 0.5 s and counts its runs."""
+
+    def __init__(self):
+        self.runs = 0
+
+    @hub.hookimpl
+    def register_tools(self, register):
+        def slow(arguments, call):
+            self.runs += 1
+            time.sleep(0.5)
+            return {"run": self.runs}
+
+        register(name="slow", description="takes half a second", parameters={"type": "object"}, function=slow)
+
+
+def test_the_same_event_twice_at_once_runs_its_tools_once_and_both_get_the_answer(hub_config, crm, register_plugin):
+    import threading
+
+    configure(hub_config, crm)
+    counter = SlowCounter()
+    application = register_plugin(counter)
+    answers = []
+
+    def post():
+        answers.append(post_tool_calls(application.test_client(), [tool_call("same-1", "slow")]).get_json())
+
+    threads = [threading.Thread(target=post) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert counter.runs == 1
+    assert answers == [{"results": [{"tool_call_id": "same-1", "result": {"run": 1}}]}] * 2
