@@ -124,7 +124,7 @@ class Answers:
             if stored is not None:
                 answered = Answered(stored.answer, stored.outcome, _since(started), stored.detail, repeated=True)
                 break
-            if time.monotonic() + _DUPLICATE_POLL >= deadline:
+            if time.monotonic() + _DUPLICATE_POLL >= deadline - SEND_MARGIN:
                 answered = self._still_running(report, started)
                 break
             time.sleep(_DUPLICATE_POLL)
@@ -134,7 +134,8 @@ class Answers:
         detail = "the first copy of this event is still being answered"
         if report.event == ASSISTANT_REQUEST:
             return Answered(self._fallback_answer(report, None), FALLBACK, _since(started), detail, repeated=True)
-        results = [{"tool_call_id": str(entry.get("id", "")), "error": detail} for entry in _tool_calls(report)]
+        results = [{"tool_call_id": str(entry.get("id", "")) if isinstance(entry, dict) else "", "error": detail}
+                   for entry in _tool_calls(report)]
         return Answered({"results": results}, ERROR, _since(started), detail, repeated=True)
 
     def _count(self, report: CallReport, answered: Answered, report_id: str) -> None:
