@@ -19,6 +19,7 @@ from .rules import Mapping, Rule
 from .redaction import mask_phone, redact, register_secret
 from .sources import SignatureError, Source, SourceConfig
 from .templates import Template, format_duration, format_phone
+from .tools import Tool, ToolCall, ToolError
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,7 @@ __all__ = [
     "AttemptRecord", "Call", "CallReport", "Caller", "ConfigError", "DeliveryContext", "DeliveryError", "DeliveryRecord", "Destination",
     "EmptyConfig", "HubSettings", "Mapping", "MappingField", "Message", "Permanent", "PhoneNumber", "PluginHub",
     "Result", "Retryable", "Rule", "RuleField", "SignatureError", "Source", "SourceConfig", "Template", "TemplateField",
+    "Tool", "ToolCall", "ToolError",
     "WindowLimiter", "credential_key", "due_date", "format_duration", "format_phone", "hookimpl", "mask_phone",
     "parse_datetime", "parse_rate", "pass_hub", "raise_for_exception", "raise_for_response", "redact", "register_secret",
     "retry_after_seconds", "to_e164",

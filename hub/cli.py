@@ -473,6 +473,34 @@ def destinations_list(hub):
         click.echo(_destination_line(state))
 
 
+@cli.group()
+def tools():
+    """The tools the platform's LLM can call (tool-calls events, docs/answers.md)."""
+
+
+@tools.command("export")
+@pass_core_hub
+def tools_export(hub):
+    """Print the tool definitions to paste into the assistant's llm_config.tools (JSON)."""
+    click.echo(json.dumps(_operation(lambda: ops.export_tools(hub)), indent=2))
+
+
+@cli.group()
+def answers():
+    """Live answers to assistant-request (docs/answers.md)."""
+
+
+@answers.command("test")
+@pass_core_hub
+@click.argument("number")
+def answers_test(hub, number):
+    """Print the assistant-request answer the hub would give a call from NUMBER now (a dry run
+    through the real CRM lookup; nothing stored)."""
+    tried = _operation(lambda: ops.try_answer(hub, number))
+    click.echo(json.dumps({"answer": tried.answer, "outcome": tried.outcome, "lookup": tried.lookup,
+                           "detail": tried.detail, "latency_ms": round(tried.latency_ms, 1)}, indent=2))
+
+
 @destinations.command("pause")
 @pass_core_hub
 @click.argument("name")

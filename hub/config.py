@@ -19,10 +19,12 @@ import jsonschema
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from .destinations import Destination, HubSettings
+from .fields import TemplateField
 from .plugins import Registry
 from .ratelimit import parse_rate
 from .rules import Rule
 from .redaction import redact, register_secret
+from .templates import Template
 
 DEFAULT_RETRY_DELAYS = [5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200, 86400]
 COMMON_DESTINATION_KEYS = {"type", "enabled", "when", "events", "ordering", "max_in_flight"}
@@ -223,6 +225,44 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class AssistantRequestConfig:
+    """``[answers.assistant_request]``: how the hub answers an assistant-request (docs/answers.md)."""
+
+    crm: str
+    first_message: Template
+    unknown_first_message: Template | None
+    system_message: Template | None
+    llm_config: dict | None
+    max_duration_seconds: int | None
+    budget_ms: int
+    cache_seconds: int
+
+
+@dataclass(frozen=True)
+class ToolsConfig:
+    """``[answers.tools]``: tool-calls are answered; ``followup`` is where ``create_followup`` goes."""
+
+    followup: str | None
+    timeout_seconds: float
+    crm: str | None
+
+
+@dataclass(frozen=True)
+class AnswersConfig:
+    assistant_request: AssistantRequestConfig | None
+    tools: ToolsConfig | None
+    #: threads that run CRM lookups (per process); a lookup beyond them waits its turn, within the budget
+    lookup_workers: int
+
+    @property
+    def crm(self) -> str | None:
+        """The destination callers are looked up in: the assistant-request's, else the tools' own."""
+        if self.assistant_request is not None:
+            return self.assistant_request.crm
+        return self.tools.crm if self.tools is not None else None
+
+
+@dataclass(frozen=True)
 class RateLimitConfig:
     storage: str  # "memory://" (this process only) or a Redis URL (shared by every process and node)
 
@@ -344,6 +384,51 @@ class RateLimitSchema(_Section):
     storage = fields.String(load_default="memory://", validate=_limit_storage)
 
 
+#: the platform waits 5 s for an assistant-request's answer: the hub answers well before
+MAX_BUDGET_MS = 4500
+#: synchronous tools are answered within 10 s
+MAX_TOOLS_SECONDS = 9.5
+
+
+class AssistantRequestSchema(_Section):
+    into = AssistantRequestConfig
+    crm = fields.String(required=True, validate=validate.Length(min=1))
+    first_message = TemplateField(required=True)
+    unknown_first_message = TemplateField(load_default=None, allow_none=True)
+    system_message = TemplateField(load_default=None, allow_none=True)
+    llm_config = fields.Dict(load_default=None, allow_none=True)
+    max_duration_seconds = fields.Integer(load_default=None, allow_none=True, strict=True,
+                                          validate=validate.Range(min=10, max=86400))
+    budget_ms = fields.Integer(load_default=2000, strict=True, validate=validate.Range(
+        100, MAX_BUDGET_MS, error=f"must be between 100 and {MAX_BUDGET_MS} (the platform waits 5000 ms)"))
+    cache_seconds = fields.Integer(load_default=300, strict=True, validate=validate.Range(0, 86400))
+
+    @validates_schema
+    def _system_message_needs_a_model(self, data, **_):
+        llm = data.get("llm_config")
+        if data.get("system_message") is not None and not (isinstance(llm, dict) and llm.get("provider")
+                                                           and llm.get("model")):
+            raise ValidationError('needs llm_config with provider and model, e.g. llm_config = '
+                                  '{ provider = "openai", model = "gpt-4o" }', "system_message")
+        if isinstance(llm, dict) and "messages" in llm:
+            raise ValidationError("leave messages out: the hub writes them from system_message", "llm_config")
+
+
+class ToolsSchema(_Section):
+    into = ToolsConfig
+    followup = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1))
+    timeout_seconds = fields.Float(load_default=8.0, validate=validate.Range(
+        0.5, MAX_TOOLS_SECONDS, error=f"must be between 0.5 and {MAX_TOOLS_SECONDS} (the platform waits 10 s)"))
+    crm = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1))
+
+
+class AnswersSchema(_Section):
+    into = AnswersConfig
+    assistant_request = fields.Nested(AssistantRequestSchema, load_default=None, allow_none=True)
+    tools = fields.Nested(ToolsSchema, load_default=None, allow_none=True)
+    lookup_workers = fields.Integer(load_default=16, strict=True, validate=validate.Range(1, 256))
+
+
 #: the keys that hold secrets: redacted everywhere, and a warning when written literally
 SECTION_SECRETS = {"admin": ("token",), "server": ("metrics_token",)}
 SOURCE_SECRETS = ("secret", "api_key")
@@ -352,7 +437,7 @@ URLS_WITH_PASSWORDS = (("store", "url"), ("dispatch", "broker_url"), ("ratelimit
 SECTIONS: dict[str, type[Schema]] = {
     "server": ServerSchema, "store": StoreSchema, "dispatch": DispatchSchema, "admin": AdminSchema,
     "analysis": AnalysisSchema, "phone": PhoneSchema, "logging": LoggingSchema, "privacy": PrivacySchema,
-    "ratelimit": RateLimitSchema,
+    "ratelimit": RateLimitSchema, "answers": AnswersSchema,
 }
 
 
@@ -383,6 +468,7 @@ class HubConfig:
     logging: LoggingConfig
     privacy: PrivacyConfig
     ratelimit: RateLimitConfig
+    answers: AnswersConfig
     sources: dict[str, dict[str, Any]]
     destinations: dict[str, DestinationConfig] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -534,6 +620,7 @@ def load_config(path: str | os.PathLike | None, registry: Registry, *, data: dic
     warnings = _backend_warnings(sections) + _check_signing(sources_table, registry, problems) + literal
     _check_analysis_schema(sections["analysis"].schema, problems)
     destinations = _load_destinations(data.get("destinations", {}) or {}, registry, problems, base_dir)
+    _check_answers(sections["answers"], destinations, problems)
     _register_literal_secrets(sections, sources)
     if problems:
         raise ConfigProblems(_once_per_secret(problems, unresolved), label)
@@ -694,6 +781,28 @@ def _load_destinations(dest_table: Any, registry: Registry, problems: list[str],
         if dest is not None:
             destinations[name] = dest
     return destinations
+
+
+def _check_answers(answers: AnswersConfig, destinations: dict[str, DestinationConfig], problems: list[str]) -> None:
+    """The destinations ``[answers]`` names exist, are enabled and can do what is asked of them."""
+    wanted = []
+    if answers.assistant_request is not None:
+        wanted.append(("answers.assistant_request.crm", answers.assistant_request.crm, "look callers up",
+                       lambda cls: cls.can_look_up()))
+    if answers.tools is not None and answers.tools.crm is not None:
+        wanted.append(("answers.tools.crm", answers.tools.crm, "look callers up", lambda cls: cls.can_look_up()))
+    if answers.tools is not None and answers.tools.followup is not None:
+        wanted.append(("answers.tools.followup", answers.tools.followup, "take follow-up tasks",
+                       lambda cls: cls.accepts_followups))
+    for key, name, ability, able in wanted:
+        dest = destinations.get(name)
+        if dest is None or not dest.enabled:
+            problems.append(f"{key}: no enabled destination named {name!r}"
+                            f"{did_you_mean(name, destinations)} (configured: {', '.join(sorted(destinations)) or 'none'})")
+        elif not able(dest.cls):
+            fitting = sorted(n for n, d in destinations.items() if d.enabled and able(d.cls))
+            problems.append(f"{key}: destination {name!r} (type {dest.type!r}) cannot {ability}; "
+                            f"destinations that can: {', '.join(fitting) or 'none configured'}")
 
 
 def _register_literal_secrets(sections: dict[str, Any], sources: dict[str, dict]) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from . import logs
+from .answers import Answers
 from .config import ConfigProblems, DestinationConfig, HubConfig, load_config
 from .destinations import Destination
 from .dispatch import Dispatcher, RetryPolicy
@@ -22,6 +23,7 @@ from .report import CallReport
 from .redaction import mask_phone
 from .schema import require_current
 from .store import Accepted, Delivery, Store, utcnow, without
+from .tools import collect_tools
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ class Ingested:
     status: str
     report_id: str
     deliveries: list[tuple[str, str]]
+    #: the report as normalized from this request (a duplicate's too: the same event again)
+    report: CallReport | None = None
 
 
 class UnusablePayload(Exception):
@@ -68,6 +72,7 @@ class Hub:
             lease_seconds=config.dispatch.lease_seconds, poll_interval=config.dispatch.poll_interval,
             on_finished=self._delivery_finished, on_due=self.enqueuer,
             max_in_flight={d.name: d.max_in_flight for d in config.enabled_destinations()})
+        self.answers = Answers(self, collect_tools(self.pm))
         self.plugin_hub = PluginHub(self)  # what hooks and plugins' commands get: the public surface
         for warning in config.warnings:
             logs.event(log, "config.warning", logging.WARNING, message=warning)
@@ -133,7 +138,7 @@ class Hub:
             notify(self.pm, "report_received", {"report_id": accepted.report_id}, report=report, hub=self.plugin_hub)
             if targets:
                 self.dispatcher.wake(list(accepted.delivery_ids))
-        return Ingested(status, accepted.report_id, accepted.deliveries)
+        return Ingested(status, accepted.report_id, accepted.deliveries, report)
 
     def _delivery_finished(self, delivery: Delivery, report: CallReport) -> None:
         if self.config.privacy.not_kept:
@@ -142,6 +147,7 @@ class Hub:
                delivery=delivery.record(), report=report, hub=self.plugin_hub)
 
     def close(self) -> None:
+        self.answers.close()
         for destination in (self._destinations or {}).values():
             destination.close()
         if self.enqueuer is not None:

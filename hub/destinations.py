@@ -98,6 +98,10 @@ class Destination:
     auth_hint: ClassVar[str] = ""
     #: option names whose values are secrets even when written literally (redacted everywhere)
     secret_options: ClassVar[tuple[str, ...]] = ()
+    #: True for a type that creates a task from a follow-up delivery: a delivery whose
+    #: ``ctx.state["followup"]`` holds ``{"title", "notes", "tool_call_id"}`` (the ``create_followup``
+    #: tool queues one; its report is the tool-calls event of that call, event ``followup``)
+    accepts_followups: ClassVar[bool] = False
 
     def __init__(self, name: str, config: dict[str, Any], settings: HubSettings | None = None):
         self.name = name

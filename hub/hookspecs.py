@@ -41,3 +41,11 @@ def register_commands(cli):
 @hookspec
 def startup(hub):
     """Run once in each web process, when the app is built over a loaded configuration."""
+
+
+@hookspec
+def register_tools(register):
+    """Register tools the platform's LLM can call (tool-calls events): ``register(hub.Tool(...))``,
+    or ``register(name=..., description=..., parameters={JSON Schema}, function=f, is_async=False)``.
+    ``function(arguments, call)`` gets the checked arguments and a ``hub.ToolCall``; it may be a
+    coroutine function. docs/plugin_hooks.md, "register_tools"."""

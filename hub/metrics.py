@@ -17,6 +17,12 @@ DELIVERIES = Counter("sovereign_hub_deliveries_total", "Delivery attempts by des
 ATTEMPT_SECONDS = Histogram("sovereign_hub_delivery_attempt_seconds", "Time one delivery attempt took",
                             ["destination"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 
+ANSWERS = Counter("sovereign_hub_answers_total",
+                  "Answers to assistant-request and tool-calls events by event type and outcome "
+                  "(answered, fallback, error)", ["event", "outcome"])
+ANSWER_SECONDS = Histogram("sovereign_hub_answer_seconds", "Time from a request's arrival to its answer",
+                           ["event"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 4, 4.5, 5, 8, 10))
+
 
 class QueueDepthCollector:
     def __init__(self, store):

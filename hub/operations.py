@@ -21,9 +21,9 @@ from .analytics import Analytics, compute as compute_analytics
 from .errors import DeliveryError, Retryable
 from .normalize import to_e164
 from .records import AttemptRecord, DeliveryDetail, DeliveryRecord
-from .redaction import mask_phone, redact
-from .report import CallReport
-from .store import DEAD, RUNNING, STATUSES, SUCCEEDED, Delivery, utcnow
+from .redaction import in_play, mask_phone, redact, scrub
+from .report import Call, CallReport, PhoneNumber
+from .store import DEAD, RUNNING, STATUSES, SUCCEEDED, Answer, Delivery, utcnow
 
 if TYPE_CHECKING:
     from .core import Hub
@@ -95,6 +95,12 @@ class InvalidArgument(OperationError):
     def __init__(self, param: str, message: str):
         super().__init__(f"{param}: {message}", {"param": param})
         self.param = param
+
+
+class AnswersNotConfigured(OperationError):
+    """A live-answer action on a hub whose ``[answers]`` table does not set it up."""
+
+    code = "answers_not_configured"
 
 
 class RetentionNotSet(OperationError):
@@ -197,12 +203,35 @@ class ReportPage:
 
 
 @dataclass(frozen=True)
+class CallEvent:
+    """One stored event of a call, with what the hub answered to it and its deliveries."""
+
+    report: CallReport
+    answer: Answer | None
+    deliveries: list[DeliveryRecord]
+
+    @property
+    def tool_calls(self) -> list[dict]:
+        """A tool-calls event's entries beside their results: ``{"id", "name", "arguments",
+        "result" or "error"}`` (names and arguments only while the raw payload is kept)."""
+        sent = ((self.report.raw or {}).get("message") or {}).get("tool_call_list") or []
+        asked = {str(e.get("id")): e.get("function") or {} for e in sent if isinstance(e, dict)}
+        results = (self.answer.answer.get("results") if self.answer and isinstance(self.answer.answer, dict)
+                   else None) or [{"tool_call_id": i} for i in asked]
+        return [{"id": r.get("tool_call_id"), "name": asked.get(str(r.get("tool_call_id")), {}).get("name"),
+                 "arguments": asked.get(str(r.get("tool_call_id")), {}).get("arguments"),
+                 **{k: r[k] for k in ("result", "error") if k in r}} for r in results]
+
+
+@dataclass(frozen=True)
 class ReportDetail:
-    """One report, its deliveries with their attempts (by destination), and the enabled destinations."""
+    """One report, its deliveries with their attempts (by destination), and the enabled destinations;
+    ``story``: every event of its call in order, this one included."""
 
     report: CallReport
     deliveries: list[DeliveryDetail]
     configured: list[str]
+    story: list[CallEvent] = field(default_factory=list)
 
     @property
     def undelivered(self) -> list[str]:
@@ -304,7 +333,18 @@ def get_report(hub: Hub, report_id: str) -> ReportDetail:
     if report is None:
         raise NotFound("report", report_id)
     rows = sorted(hub.store.list_deliveries(report_id=report_id, limit=None), key=lambda d: d.destination)
-    return ReportDetail(report, [_detail(hub, d) for d in rows], configured(hub))
+    return ReportDetail(report, [_detail(hub, d) for d in rows], configured(hub), call_story(hub, report))
+
+
+def call_story(hub: Hub, report: CallReport) -> list[CallEvent]:
+    """Every stored event of ``report``'s call in the order they happened: the assistant-request and
+    its answer, each tool-calls event and its results, the status updates, the end-of-call report,
+    the follow-ups, each with its deliveries."""
+    events = hub.store.call_reports(report.source, report.call.id)
+    ids = [r.id for r in events]
+    answers = hub.store.answers_of(ids)
+    deliveries = hub.store.deliveries_by_report(ids)
+    return [CallEvent(r, answers.get(r.id), [d.record() for d in deliveries.get(r.id, [])]) for r in events]
 
 
 def list_deliveries(hub: Hub, *, status: str | None = None, destination: str | None = None,
@@ -427,6 +467,45 @@ def retry_dead(hub: Hub, destination: str | None = None) -> RetriedDead:
     return RetriedDead(ids, skipped)
 
 
+# --- live answers (docs/answers.md) --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AnswerTried:
+    """``answers test``: the assistant-request answer the hub would give now, and why."""
+
+    answer: dict
+    outcome: str
+    lookup: str | None
+    detail: str | None
+    latency_ms: float
+
+
+def export_tools(hub: Hub) -> list[dict]:
+    """The hub's tools as the platform's ``llm_config.tools[]`` entries, by name, each pointing at
+    ``[server] public_url``'s webhook."""
+    if hub.config.server.public_url is None:
+        raise AnswersNotConfigured("[server] public_url is not set: the platform needs the address it "
+                                   "reaches this hub at (e.g. public_url = \"https://hub.example.com\")")
+    url = f"{hub.settings.public_url.rstrip('/')}/webhooks/hms"
+    return [tool.definition(url) for _, tool in sorted(hub.answers.tools.tools.items())]
+
+
+def try_answer(hub: Hub, number: str) -> AnswerTried:
+    """The assistant-request answer for a call from ``number`` (any written form), through the real
+    lookup and templates, within the real budget; nothing is stored."""
+    if hub.config.answers.assistant_request is None:
+        raise AnswersNotConfigured("no [answers.assistant_request] table in the configuration: set crm and "
+                                   "first_message there (docs/answers.md)")
+    e164 = customer_number(hub, number)
+    now = utcnow()
+    report = CallReport(id="dry-run", source="hms", event="assistant-request",
+                        call=Call(id="dry-run", type="inbound_phone_call", direction="inbound", status="ringing"),
+                        occurred_at=now, received_at=now, phone_number=PhoneNumber(None),
+                        customer=PhoneNumber(e164, raw=number, region=None))
+    answered = hub.answers.dry_run(report)
+    return AnswerTried(answered.answer, answered.outcome, answered.lookup, answered.detail, answered.latency_ms)
+
+
 # --- personal data: retention, erasure, access ----------------------------------------------
 
 def customer_number(hub: Hub, number: str) -> str:
@@ -481,6 +560,7 @@ def forget(hub: Hub, number: str, *, actor: str, destinations: bool = False) -> 
             else:
                 said[name] = (f"cannot erase: the {destination.type!r} type has no erasure "
                               f"(what it was sent stays there)")
+    hub.answers.lookups.forget(e164)  # this process's cache of who the caller is (others' expire)
     erasure_id = hub.store.record_erasure(actor, counts, said, subject=e164, queue=queue)
     logs.event(log, "customer.forgotten", actor=actor, erasure_id=erasure_id, destinations=said, **counts)
     return Forgotten(mask_phone(e164), counts, said, get_erasure(hub, erasure_id))

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:  # for annotations only: importing them would load SQLAlchemy with ``import hub``
     from .destinations import Destination, HubSettings
+    from .lookup import Lookup
+    from .tools import ToolCall
     from .records import DeliveryRecord
     from .report import CallReport
 
@@ -56,3 +58,25 @@ class PluginHub:
 
         return operations.list_deliveries(self._core, status=status, since=since, destination=destination,
                                           report_id=report_id, limit=limit)
+
+    # --- for tools (register_tools) -------------------------------------------------------
+
+    def lookup_caller(self, number: str, timeout: float) -> Lookup:
+        """Who the caller ``number`` (E.164) is in the CRM of ``[answers]``, waiting at most
+        ``timeout`` seconds: a ``Lookup`` (``status`` found / unknown / timeout / failed / busy,
+        ``caller``), from the cache the assistant-request answers share. ``LookupError`` when no
+        CRM is configured for lookups."""
+        name = self._core.config.answers.crm
+        if name is None:
+            raise LookupError("no CRM is configured for lookups ([answers.assistant_request] crm or [answers.tools] crm)")
+        return self._core.answers.lookups.lookup(self._core.destination(name), number, timeout)
+
+    def recent_calls(self, number: str, limit: int = 5) -> list[CallReport]:
+        """The caller's end-of-call reports stored here, most recent call first."""
+        return self._core.store.last_calls(number, limit)
+
+    def queue_followup(self, call: ToolCall, title: str, notes: str | None = None) -> dict[str, Any]:
+        """Queue a follow-up task (a durable delivery to ``[answers.tools] followup``) for the call
+        ``call`` belongs to; once per tool call id. Returns what will happen, for the LLM to say.
+        ``LookupError`` when no follow-up destination is configured."""
+        return self._core.answers.queue_followup(call.report, call.id, title, notes)

@@ -17,6 +17,7 @@ DEFAULT_PLUGINS = (
     "hub.default_plugins.hms_source",
     "hub.default_plugins.webhook",
     "hub.default_plugins.jsonl",
+    "hub.default_plugins.answer_tools",
 )
 
 

@@ -219,7 +219,7 @@ REPORT_JSON_SCHEMA: dict[str, Any] = {
         "id": {"type": "string", "description": "the hub's id for this report"},
         "source": {"type": "string", "description": "the payload adapter, e.g. hms"},
         "event": {"type": "string",
-                  "description": "end-of-call-report | status-update | tool-calls | assistant-request"},
+                  "description": "end-of-call-report | status-update | tool-calls | assistant-request | followup (hub-made)"},
         "call": {
             "type": "object",
             "required": ["id", "type", "direction", "status"],

@@ -176,6 +176,19 @@ admin_sessions = sa.Table(
     sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
 )
 
+# What the hub answered to an event the platform acts on (assistant-request, tool-calls), and how
+# long the answer took from the request's arrival (revision 0007). Deleted with its report.
+answers = sa.Table(
+    "answers", metadata,
+    sa.Column("report_id", sa.String(36), sa.ForeignKey("reports.id"), primary_key=True),
+    sa.Column("event", sa.String(50), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),  # answered | fallback | error
+    sa.Column("answer", sa.Text, nullable=False),  # the JSON sent back
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("answered_at", UTCDateTime, nullable=False),
+    sa.Column("detail", sa.Text),  # why a fallback (the lookup timed out, ...), in a line
+)
+
 # Built once: executing the same statement object reuses SQLAlchemy's compiled form (the ack path).
 _INSERT_REPORT = reports.insert()
 _INSERT_DELIVERY = deliveries.insert()
@@ -237,6 +250,25 @@ class DestinationErasure:
     def from_row(cls, row) -> "DestinationErasure":
         values = dict(row._mapping)
         values["attempt_log"] = json.loads(values["attempt_log"] or "[]")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One stored answer (``answers`` row)."""
+
+    report_id: str
+    event: str
+    outcome: str
+    answer: Any
+    latency_ms: float
+    answered_at: datetime
+    detail: str | None = None
+
+    @classmethod
+    def from_row(cls, row) -> "Answer":
+        values = dict(row._mapping)
+        values["answer"] = json.loads(values["answer"])
         return cls(**values)
 
 
@@ -349,18 +381,18 @@ class Store:
     # --- the ack path ------------------------------------------------------------------
 
     def insert_report(self, report: CallReport, destinations: Iterable[str], *, event_key: str = "",
-                      ordered: Iterable[str] = ()) -> Accepted:
+                      ordered: Iterable[str] = (), states: dict[str, dict] | None = None) -> Accepted:
         """Store the report and one pending delivery per destination in ONE transaction.
 
         Deliveries to the ``ordered`` destinations carry ``order_key(customer number)`` (a web
-        call has none). The same (source, call id, event, event key) a second time
+        call has none); ``states`` gives a delivery its first ``ctx.state`` (a follow-up's). The same (source, call id, event, event key) a second time
         changes nothing and answers with the first report's id.
         """
         now = utcnow()
         names = list(destinations)
         by_customer = set(ordered) if report.customer.number else set()
         rows = [{"id": str(uuid.uuid4()), "report_id": report.id, "destination": name, "status": PENDING,
-                 "attempts": 0, "next_attempt_at": now, "state": "{}", "created_at": now, "updated_at": now,
+                 "attempts": 0, "next_attempt_at": now, "state": json.dumps((states or {}).get(name, {})), "created_at": now, "updated_at": now,
                  "order_key": order_key(report.customer.number) if name in by_customer else None,
                  "order_at": report.occurred_at if name in by_customer else None}
                 for name in names]
@@ -381,6 +413,46 @@ class Store:
                 raise
             return Accepted(existing, True, [])
         return Accepted(report.id, False, [(name, PENDING) for name in names], tuple(row["id"] for row in rows))
+
+    # --- answers (assistant-request, tool-calls) ------------------------------------------
+
+    def record_answer(self, answer: Answer) -> bool:
+        """Keep what was answered to a report; False if it already had an answer (kept as it was)."""
+        values = {**dataclasses.asdict(answer), "answer": json.dumps(answer.answer, separators=(",", ":"))}
+        try:
+            with self.write() as conn:
+                conn.execute(answers.insert().values(**values))
+        except IntegrityError:
+            return False
+        return True
+
+    def get_answer(self, report_id: str) -> Answer | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(answers).where(answers.c.report_id == report_id)).first()
+        return Answer.from_row(row) if row else None
+
+    def answers_of(self, report_ids: Iterable[str]) -> dict[str, Answer]:
+        ids = list(report_ids)
+        if not ids:
+            return {}
+        with self.engine.connect() as conn:
+            return {row.report_id: Answer.from_row(row)
+                    for row in conn.execute(sa.select(answers).where(answers.c.report_id.in_(ids)))}
+
+    def call_reports(self, source: str, call_id: str, limit: int = 500) -> list[CallReport]:
+        """Every stored event of one call, in the order they happened (the report page's story)."""
+        query = (sa.select(reports.c.data).where(reports.c.source == source, reports.c.call_id == call_id)
+                 .order_by(reports.c.occurred_at, reports.c.received_at, reports.c.id).limit(limit))
+        with self.engine.connect() as conn:
+            return [CallReport.from_json(data) for data in conn.execute(query).scalars()]
+
+    def last_calls(self, number: str, limit: int = 5) -> list[CallReport]:
+        """The end-of-call reports of the caller ``number`` (E.164), most recent call first."""
+        query = (sa.select(reports.c.data).where(reports.c.customer_number == number,
+                                                 reports.c.event == "end-of-call-report")
+                 .order_by(reports.c.occurred_at.desc(), reports.c.id).limit(limit))
+        with self.engine.connect() as conn:
+            return [CallReport.from_json(data) for data in conn.execute(query).scalars()]
 
     def received_call_ids(self, source: str, event: str, call_ids: Iterable[str]) -> set[str]:
         """Which of ``call_ids`` already have a ``source`` report of type ``event``."""
@@ -645,7 +717,7 @@ class Store:
                         attempts.c.delivery_id.in_(delivery_ids))).scalar()}
 
     def delete_reports(self, report_ids: Iterable[str]) -> dict[str, int]:
-        """Delete the reports with their deliveries (and so their state) and attempts, in one
+        """Delete the reports with their answers, deliveries (and so their state) and attempts, in one
         transaction; ``{"reports": n, "deliveries": n, "attempts": n}``.
 
         A delivery being attempted goes too: its worker's ``finish`` then finds no row, so the
@@ -658,6 +730,7 @@ class Store:
         delivery_ids = sa.select(deliveries.c.id).where(deliveries.c.report_id.in_(ids))
         with self.write() as conn:
             counts["attempts"] = conn.execute(attempts.delete().where(attempts.c.delivery_id.in_(delivery_ids))).rowcount
+            conn.execute(answers.delete().where(answers.c.report_id.in_(ids)))  # part of its report
             counts["deliveries"] = conn.execute(deliveries.delete().where(deliveries.c.report_id.in_(ids))).rowcount
             counts["reports"] = conn.execute(reports.delete().where(reports.c.id.in_(ids))).rowcount
         return counts

@@ -268,7 +268,8 @@ def runner(hub_config, hub_plugins, tmp_path):
 
 @pytest.fixture
 def signed_post(client):
-    """``signed_post(payload_or_bytes)``: POST /webhooks/hms with a valid signature."""
+    """``signed_post(payload_or_bytes)``: POST /webhooks/hms with a valid signature; the answer is
+    read whole and closed, as a real server does (what the hub does once an answer is sent runs)."""
 
     def post(payload: dict | bytes, *, secret: str = TEST_SECRET, timestamp: int | None = None,
              headers: dict | None = None):
@@ -276,7 +277,7 @@ def signed_post(client):
         event = payload.get("message", {}).get("type") if isinstance(payload, dict) else None
         all_headers = signed_headers(body, secret, timestamp, event or "end-of-call-report")
         all_headers.update(headers or {})
-        return client.post("/webhooks/hms", data=body, headers=all_headers)
+        return client.post("/webhooks/hms", data=body, headers=all_headers, buffered=True)
 
     return post
 

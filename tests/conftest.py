@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
+
+# the answer tests' CRM (a local server and a destination type), importable as ``answers_crm``
+sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "answers"))
 
 PG_HOST = os.environ.get("HUB_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("HUB_TEST_PG_PORT", "5432"))

@@ -244,7 +244,7 @@ def test_a_bad_url_is_quoted_with_what_is_expected_and_names_get_a_did_you_mean(
         type = "hubspt"
     """)
     assert problems(path, registry) == [
-        "dispatcher: unknown section; did you mean 'dispatch'? (known: admin, analysis, dispatch, logging, phone, "
+        "dispatcher: unknown section; did you mean 'dispatch'? (known: admin, analysis, answers, dispatch, logging, phone, "
         "privacy, ratelimit, server, store, sources, destinations)",
         'sources.hms.api_url: "htps//api.example.com" is not an absolute http(s) URL such as https://example.com/path',
         "destinations.crm.type: unknown destination type 'hubspt'; did you mean 'hubspot'? (installed: "

@@ -369,3 +369,96 @@ def test_every_analytics_chart_draws(with_archive, app, live_server, browser, da
                                         for i in range(days)) == n
     archive = page.locator("#block-success-rate tbody tr", has_text="archive")
     assert archive.locator("td").nth(4).inner_text() == "100.0%"
+
+
+# --- one call's whole story on the report page ---------------------------------------------------------
+
+@pytest.fixture
+def crm():
+    from answers_crm import LocalCrm
+
+    with LocalCrm({"+31623456789": {"id": "501", "name": "Alice de Vries", "company": "Acme BV"}}) as server:
+        yield server
+
+
+@pytest.fixture
+def answering(hub_config, crm):
+    hub_config["destinations"]["crm"] = {"type": "localcrm", "base_url": crm.url}
+    hub_config["answers"] = {"assistant_request": {"crm": "crm", "first_message": "Hello {{ caller.name }}!"},
+                             "tools": {"followup": "crm"}}
+    return hub_config
+
+
+def post_event(live_server, payload):
+    body = json.dumps(payload).encode()
+    answer = requests.post(f"{live_server}/webhooks/hms", data=body, timeout=10,
+                           headers=signed_headers(body, event=payload["message"]["type"]))
+    assert answer.status_code in (200, 202), answer.text
+    return answer.json()
+
+
+def call_event(kind, status, **fields):
+    payload = load_sample("end-of-call-report-full")
+    message = payload["message"]
+    if kind != "end-of-call-report":
+        message = {key: message[key] for key in ("timestamp", "call", "phone_number", "customer")}
+        payload["message"] = message
+    message.update(type=kind, **fields)
+    message["call"] = {**message["call"], "status": status}
+    return payload
+
+
+@pytest.fixture
+def hub_plugins():
+    from answers_crm import PLUGIN
+
+    return (PLUGIN,)
+
+
+def test_the_report_page_tells_the_whole_call(answering, app, live_server, browser, crm):
+    """The assistant-request and its answer, a status update, the tool calls with their results,
+    the end-of-call report and the follow-up, each with its deliveries, on every report page of the call."""
+    greeting = post_event(live_server, call_event("assistant-request", "ringing", timestamp="2026-03-02T09:08:00.000Z"))
+    assert greeting["assistant"]["first_message"] == "Hello Alice de Vries!"
+    post_event(live_server, call_event("status-update", "in-progress", timestamp="2026-03-02T09:08:30.000Z"))
+    tools = post_event(live_server, call_event("tool-calls", "in-progress", timestamp="2026-03-02T09:10:00.000Z",
+                                               tool_call_list=[
+        {"id": "tc1", "type": "function", "function": {"name": "lookup_customer", "arguments": {}}},
+        {"id": "tc2", "type": "function", "function": {"name": "create_followup",
+                                                       "arguments": {"title": "Send the quote"}}}]))
+    assert [r["tool_call_id"] for r in tools["results"]] == ["tc1", "tc2"]
+    ended = post_event(live_server, call_event("end-of-call-report", "ended",
+                                               assistant={"metadata": greeting["assistant"]["metadata"]}))
+    app.hub.dispatcher.run_due()
+    assert crm.tasks and crm.tasks[0]["title"] == "Send the quote"
+
+    context, page, problems, _ = watched_page(browser)
+    page.goto(f"{live_server}/login")
+    page.fill("#token", TOKEN)
+    page.click("form.login button[type=submit]")
+    page.wait_for_url(f"{live_server}/")
+    page.goto(f"{live_server}/reports/{ended['report_id']}")
+    events = page.locator("#story li.story-event")
+    assert [events.nth(i).get_attribute("data-event") for i in range(events.count())] == [
+        "assistant-request", "status-update", "tool-calls", "followup", "end-of-call-report"]
+    request = page.locator("#story li[data-event='assistant-request']")
+    assert request.locator(".answer-outcome").inner_text() == "answered"
+    assert request.locator(".answer-latency").inner_text().endswith(" ms")
+    assert json.loads(request.locator(".answer-json").inner_text())["assistant"]["metadata"] == {
+        "crm_destination": "crm", "crm_contact_id": "501"}
+    assert page.locator("#story li[data-event='status-update'] .call-status").inner_text() == "in-progress"
+    calls = page.locator("#story li[data-event='tool-calls'] li.tool-call")
+    assert calls.count() == 2
+    assert "lookup_customer" in calls.nth(0).inner_text() and '"name": "Alice de Vries"' in calls.nth(0).inner_text()
+    assert "create_followup" in calls.nth(1).inner_text() and '"status": "queued"' in calls.nth(1).inner_text()
+    followup = page.locator("#story li[data-event='followup']")
+    assert followup.locator(".followup-title").inner_text() == "Send the quote"
+    assert "crm: succeeded" in followup.inner_text()
+    assert "current" in page.locator("#story li[data-event='end-of-call-report']").get_attribute("class")
+
+    # the same story from the assistant-request's own page
+    page.click("#story li[data-event='assistant-request'] a")
+    page.wait_for_selector("#story li.story-event.current[data-event='assistant-request']")
+    assert page.locator("#story li.story-event").count() == 5
+    assert problems == []
+    context.close()

@@ -673,6 +673,37 @@ def test_a_database_one_revision_behind_gains_the_sessions_table_with_its_rows_i
         store.close()
 
 
+# --- 0007: the answers to assistant-request and tool-calls ---------------------------------------------
+
+def test_a_database_one_revision_behind_gains_the_answers_table_with_its_rows_intact(empty_url, tmp_path):
+    """A database as the revision before 0007 left it (an assistant-request report with a delivery
+    and an attempt) gains the answers table; every row is as it was, an answer is kept beside its
+    report, and erasing the caller takes the answer with the report."""
+    import importlib
+    from datetime import datetime, timezone
+
+    from hub.store import Answer, Store
+
+    previous = importlib.import_module("hub.migrations.versions.0007_answers").down_revision
+    schema.upgrade(empty_url, to=previous)
+    insert_one_of_each(empty_url, "assistant-request", "")
+    assert f"upgraded to schema revision {HEAD}" in upgrade_keeping_every_row(empty_url, tmp_path)
+    assert [c[0] for c in shape(empty_url)["answers"]["columns"]] == [
+        "report_id", "event", "outcome", "answer", "latency_ms", "answered_at", "detail"]
+
+    store = Store(empty_url)
+    try:
+        answer = Answer("r1", "assistant-request", "answered", {"assistant": {"first_message": "Hi"}}, 12.5,
+                        datetime(2026, 3, 2, 9, 15, tzinfo=timezone.utc))
+        assert store.record_answer(answer) and not store.record_answer(answer)
+        assert store.get_answer("r1") == answer
+        assert store.delete_reports(store.customer_report_ids("+31612345678")) == {
+            "reports": 1, "deliveries": 1, "attempts": 1}
+        assert store.get_answer("r1") is None
+    finally:
+        store.close()
+
+
 # --- 0008: erasures queued at the destinations -----------------------------------------------------
 
 def test_a_database_of_the_revision_before_0008_gains_the_destination_erasures_with_its_rows_intact(

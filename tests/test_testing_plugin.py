@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_app_loads_the_built_in_plugins_only_by_default(app):
     assert sorted(app.hub.registry.destinations) == ["jsonl", "webhook"]
     assert sorted(name for name, _ in app.hub.pm.list_name_plugin()) == [
-        "hub.default_plugins.hms_source", "hub.default_plugins.jsonl", "hub.default_plugins.webhook"]
+        "hub.default_plugins.answer_tools", "hub.default_plugins.hms_source", "hub.default_plugins.jsonl",
+        "hub.default_plugins.webhook"]
 
 
 @pytest.mark.hub_plugins("slack")

@@ -258,7 +258,7 @@ def report(report_id: str):
                 for d in detail.deliveries]
     recording = found.recording_url if (found.recording_url or "").startswith(("https://", "http://")) else None
     return render_template("dashboard_report.html", title=f"Report {found.id}", report=found,
-                           timeline=timeline, missing=detail.undelivered, recording=recording)
+                           timeline=timeline, missing=detail.undelivered, recording=recording, story=detail.story)
 
 
 #: the deliveries page's time windows: label -> how far back (None: ever)

@@ -1,4 +1,5 @@
-"""``POST /webhooks/<source>``: limits, signature, parse, validate, store, answer. Nothing slower."""
+"""``POST /webhooks/<source>``: limits, signature, parse, validate, store, answer. Nothing slower
+(an assistant-request or tool-calls answer waits for its lookups and tools within its budget only)."""
 from __future__ import annotations
 
 import logging
@@ -26,6 +27,7 @@ def _reject(source: str, status: int, code: str, message: str, details: dict | N
 
 @bp.post("/webhooks/<source_name>")
 def receive(source_name: str):
+    started = time.monotonic()  # an answer's budget counts from here
     hub = current_app.hub
     source = hub.sources.get(source_name)
     if source is None:
@@ -69,6 +71,12 @@ def receive(source_name: str):
         metrics.REPORTS.labels(source_name, "error").inc()
         return error_response(503, "store_unavailable", "The report could not be stored; send it again later.")
     metrics.REPORTS.labels(source_name, result.status).inc()
+    if hub.answers.handles(result.report.event):
+        # assistant-request, tool-calls: the platform acts on the answer (hub.answers)
+        answered = hub.answers.respond(result.report, result.report_id, result.status == "duplicate", started)
+        response = jsonify(answered.answer)
+        response.call_on_close(lambda: hub.answers.keep(result.report, result.report_id, answered))
+        return response, 200
     answer = {"status": result.status, "report_id": result.report_id}
     if result.status == "accepted":
         answer["deliveries"] = [{"destination": name, "status": status} for name, status in result.deliveries]

@@ -9,14 +9,14 @@ UPDATE. ``attempt_log`` is JSON, one entry per attempt: when, how long, outcome 
 scrubbed error. A new table: the rows already stored are not touched.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-02
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

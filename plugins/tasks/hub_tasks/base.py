@@ -54,6 +54,8 @@ class TrackerDestination(hub.Destination):
     #: how call text is made inert in the tracker's description (Markdown trackers set one)
     escape_call_text: ClassVar[Callable[[str], str] | None] = None
     default_when = "analysis.follow_up_needed"
+    #: also creates the follow-ups the ``create_followup`` tool queues (``ctx.state["followup"]``)
+    accepts_followups = True
     #: the options whose values the tracker counts its rate limits by (the credential)
     limit_options: ClassVar[tuple[str, ...]] = ()
 
@@ -69,7 +71,8 @@ class TrackerDestination(hub.Destination):
             return hub.Result(f"{self.vendor} task {self._label(state)} already exists; nothing created",
                               dict(state))
         try:
-            follow_up = build_follow_up(report, self.config, self.settings, type(self).escape_call_text)
+            follow_up = build_follow_up(report, self.config, self.settings, type(self).escape_call_text,
+                                        followup=state.get("followup"))
             extra = self.extra_fields(report)
         except hub.Permanent as exc:
             raise hub.Permanent(f"destination {self.name!r}: {exc.reason}") from None

@@ -21,21 +21,22 @@ def escape_markdown(text: str) -> str:
     return _MARKUP.sub(lambda m: "\\" + m.group(0), text)
 
 
-def _escaped(value: Any, escape: Callable[[str], str]) -> Any:
+def escaped(value: Any, escape: Callable[[str], str]) -> Any:
+    """``value`` with every string in it (lists and dicts too) through ``escape``."""
     if isinstance(value, str):
         return escape(value)
     if isinstance(value, list):
-        return [_escaped(v, escape) for v in value]
+        return [escaped(v, escape) for v in value]
     if isinstance(value, dict):
-        return {k: _escaped(v, escape) for k, v in value.items()}
+        return {k: escaped(v, escape) for k, v in value.items()}
     return value
 
 
-def with_call_text_escaped(data: dict[str, Any], escape: Callable[[str], str]) -> dict[str, Any]:
+def with_call_textescaped(data: dict[str, Any], escape: Callable[[str], str]) -> dict[str, Any]:
     """A copy of a report's JSON form whose caller-influenced text went through ``escape``."""
     copy = dict(data)
     for key in ("summary", "analysis", "analysis_errors"):
-        copy[key] = _escaped(data.get(key), escape)
-    copy["messages"] = [{**m, "content": _escaped(m.get("content"), escape)} if isinstance(m, dict) else m
+        copy[key] = escaped(data.get(key), escape)
+    copy["messages"] = [{**m, "content": escaped(m.get("content"), escape)} if isinstance(m, dict) else m
                         for m in data.get("messages") or []]
     return copy

@@ -14,21 +14,28 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 import hub
 
-from .call_text import with_call_text_escaped
+from .call_text import escaped, with_call_textescaped
 
 #: the priority levels of the shared model, most pressing first; each tracker maps them
 PRIORITY_LEVELS = ("urgent", "high", "medium", "low", "none")
 
 DEFAULT_TITLE = (
+    "{% if followup %}{{ followup.title }}{% else %}"
     "{% if customer.number %}Call back {{ customer.number | phone }}"
     "{% else %}Follow up on a web call{% endif %}"
     "{% if analysis and analysis.intent %} ({{ analysis.intent }}){% endif %}"
+    "{% endif %}"
 )
 
 DEFAULT_DESCRIPTION = """\
+{% if followup %}
+Asked for during the call{% if customer.number %} with {{ customer.number | phone }}{% endif %}, due {{ due }}\
+{% if followup.notes %}: {{ followup.notes }}{% else %}.{% endif +%}
+{% else %}
 {% if customer.number %}Call back {{ customer.number | phone }}{% else %}Follow up with the web caller{% endif %}\
  by {{ due }}: {% if analysis and analysis.resolved == false %}the issue was not resolved on the call.\
 {% else %}the call asked for a follow-up.{% endif +%}
+{% endif %}
 
 {{ summary or "No summary." }}
 
@@ -135,23 +142,27 @@ def render(config: dict[str, Any], key: str, report: hub.CallReport | dict, extr
 
 
 def build_follow_up(report: hub.CallReport, config: dict[str, Any], settings: hub.HubSettings,
-                    escape: Callable[[str], str] | None = None) -> FollowUp:
+                    escape: Callable[[str], str] | None = None, followup: dict[str, Any] | None = None) -> FollowUp:
     """The follow-up for one report; a template that cannot render raises ``Permanent``.
 
     ``escape`` (a tracker whose descriptions are Markdown) is applied to the call text the
     description template reads; the title is plain text everywhere and is rendered as is.
+    ``followup`` is what the ``create_followup`` tool asked for during the call (``title``,
+    ``notes``): the templates see it as ``followup`` (None for a report's own follow-up).
     """
     due = hub.due_date(report.occurred_at, config["due_in_days"], business_days=config["business_days"])
     level = priority_level(report, config)
     report_url = settings.report_url(report.id)
-    extra = {"report_url": report_url, "due": due.isoformat(), "priority": level}
+    extra = {"report_url": report_url, "due": due.isoformat(), "priority": level, "followup": followup}
     title = render(config, "title", report, extra)
     if not title:
         raise hub.Permanent("the title template rendered an empty string; fix the 'title' key")
-    described = with_call_text_escaped(report.data, escape) if escape else report
+    described = with_call_textescaped(report.data, escape) if escape else report
+    # the follow-up's title and notes are the LLM's words, steered by the caller: call text too
+    described_extra = {**extra, "followup": escaped(followup, escape)} if escape and followup else extra
     return FollowUp(
         title=shorten(" ".join(title.split()), 255),
-        description=shorten(render(config, "description", described, extra), MAX_DESCRIPTION),
+        description=shorten(render(config, "description", described, described_extra), MAX_DESCRIPTION),
         due=due,
         priority=level,
         assignee=config["assignee"],

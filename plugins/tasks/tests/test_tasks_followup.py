@@ -158,3 +158,26 @@ def test_every_tracker_by_default_acts_on_calls_that_need_a_follow_up(destinatio
     assert rule.matches(make_report(analysis={"follow_up_needed": True, "sentiment": 7}))
     assert not rule.matches(make_report(analysis={"follow_up_needed": False, "sentiment": 2}))
     assert not rule.matches(make_report(analysis=None))
+
+
+def test_a_followup_the_create_followup_tool_queued_gives_its_title_and_notes(make_report):
+    report = make_report("end-of-call-report-full")
+    destination = make_destination("jira", JIRA)
+    asked = {"title": "Send the renewal quote", "notes": "Before Friday, by email.", "tool_call_id": "t1"}
+    item = build_follow_up(report, destination.config, destination.settings, followup=asked)
+    assert item.title == "Send the renewal quote"
+    assert item.description.splitlines()[0] == (
+        "Asked for during the call with +31 6 23456789, due 2026-03-03: Before Friday, by email.")
+    assert report.summary in item.description.splitlines()
+    assert destination.accepts_followups
+
+
+def test_a_followups_notes_are_call_text_in_a_markdown_tracker(make_report):
+    from hub_tasks.call_text import escape_markdown
+
+    destination = make_destination("linear", {"api_key": "lin_api_0123456789abcdef",
+                                              "team_id": "9cfb482a-81e3-4154-b5b9-2c805e70a02d"})
+    asked = {"title": "Call back", "notes": "See [this](https://evil.example)", "tool_call_id": "t2"}
+    item = build_follow_up(make_report(), destination.config, destination.settings, escape_markdown, followup=asked)
+    assert "[this](https://evil.example)" not in item.description
+    assert "\\[this\\]" in item.description
