@@ -125,15 +125,20 @@ def api_call(ctx, api_url: str, token: str, method: str, params: dict[str, Any],
     return api_result(response, destination)
 
 
-def check_token(ctx, api_url: str, token: str, channel: str, destination: str) -> str:
-    """``auth.test`` and ``conversations.info``: who the token is, and whether ``channel`` (an ID) exists."""
+def check_token(ctx, api_url: str, token: str, destination: str) -> str:
+    """``auth.test``: who the token is (it needs no scope)."""
     me = api_call(ctx, api_url, token, "auth.test", {}, destination, bucket="default")
-    who = f"authenticated as {me.get('user')} in {me.get('team')}"
+    return f"authenticated as {me.get('user')} in {me.get('team')}"
+
+
+def check_channel(ctx, api_url: str, token: str, channel: str, destination: str) -> str:
+    """``conversations.info``: whether ``channel`` (an ID) exists; it needs channels:read, which
+    delivery does not, so without that scope the channel is left unchecked."""
     found = api_call(ctx, api_url, token, "conversations.info", {"channel": channel}, destination, bucket="default",
                      tolerate={"missing_scope"})
     if found.get("error") == "missing_scope":
-        return f"{who}; channel {channel} not checked (that needs the channels:read scope, delivery does not)"
-    return f"{who}; channel #{(found.get('channel') or {}).get('name', channel)}"
+        return f"channel {channel} not checked (that needs the channels:read scope, delivery does not)"
+    return f"channel #{(found.get('channel') or {}).get('name', channel)}"
 
 
 def check_webhook(ctx, url: str, destination: str) -> str:

@@ -9,8 +9,9 @@ from marshmallow import Schema, ValidationError, fields, validate, post_load, va
 from hub import Destination, MappingField, Permanent, Result, Retryable, TemplateField, credential_key
 
 from . import lookup
-from .client import API_URL, TOKEN_FIX, WEBHOOK_FIX, Refused, check_token, check_webhook, post_message, post_webhook
-from .lookup import POST, MessageLookup, earlier_post_window, message_metadata, record_attempt
+from .client import (API_URL, TOKEN_FIX, WEBHOOK_FIX, Refused, check_channel, check_token, check_webhook, post_message,
+                     post_webhook)
+from .lookup import POST, MessageLookup, Unavailable, earlier_post_window, message_metadata, record_attempt
 from .message import build_message
 
 # <!here>, <!channel>, <!everyone>, <!subteam^S0123ABC>, <@U0123ABC>; "@here" is shorthand.
@@ -103,17 +104,24 @@ class SlackDestination(Destination):
         return post_webhook(ctx, self.config["webhook_url"], message, self.name)
 
     def test_connection(self, ctx) -> str:
-        """Bot token: ``auth.test``, then ``conversations.info`` for the channel (it needs
-        channels:read, which delivery does not: without it the channel is left unchecked), then
+        """Bot token: ``auth.test``; a channel given by name resolved to its ID
+        (``conversations.list``); ``conversations.info`` for the channel (it needs
+        channels:read, which delivery does not: without it the channel is left unchecked); then
         whether a lost post can be looked up (``conversations.history``, channels:history).
         Webhook: an empty message, which Slack refuses without posting (``no_text``) when the
         webhook is live, and answers ``no_service``/``invalid_token`` when it is not."""
         if not self.config["token"]:
             return (check_webhook(ctx, self.config["webhook_url"], self.name)
                     + "; an incoming webhook cannot look up a post whose answer was lost (use a bot token for that)")
-        channel = self.message_lookup.channel_id or self.config["channel"].strip().lstrip("#")
-        reached = check_token(ctx, self.config["api_url"], self.config["token"], channel, self.name)
-        return f"{reached}; {self.message_lookup.probe(ctx)}"
+        api_url, token, finder = self.config["api_url"], self.config["token"], self.message_lookup
+        who = check_token(ctx, api_url, token, self.name)
+        channel = finder.channel_id
+        if channel is None:
+            try:
+                channel = finder.resolve_channel(ctx)
+            except Unavailable:  # the look-up's words below say what is missing
+                channel = finder.channel_name
+        return f"{who}; {check_channel(ctx, api_url, token, channel, self.name)}; {finder.probe(ctx)}"
 
     def deliver(self, report, ctx) -> Result:
         if ctx.state.get("posted"):

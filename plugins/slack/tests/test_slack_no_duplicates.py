@@ -356,6 +356,7 @@ def test_a_channel_name_is_resolved_with_conversations_list(sample_report, slack
     # resolved once: the next look-up goes straight to the history
     deliver(destination, sample_report, state=dict(state), attempt=2)
     assert len(calls(mocked_http, "conversations.list")) == 1
+    assert [check_read_method(c.request) for c in mocked_http.calls] == [[]] * 4
 
 
 def test_a_posts_answer_teaches_the_channel_id(sample_report, slack, mocked_http, clock):
@@ -420,3 +421,46 @@ def test_through_the_dispatcher_a_lost_answer_is_posted_once(hub_config, request
     assert done.status == "succeeded" and done.state["found"] is True
     assert done.result.startswith("found the message an earlier attempt posted to channel")
     assert len(calls(mocked_http, "chat.postMessage")) == 1 and len(slack.messages) == 1
+
+
+def test_connection_resolves_a_channel_name_first(mocked_http, check_read_method):
+    mocked_http.add(responses.GET, f"{API}/auth.test", json=WHO)
+    mocked_http.add(responses.GET, LIST, json=CHANNELS)
+    mocked_http.add(responses.GET, f"{API}/conversations.info", json={"ok": True, "channel": {"id": CHANNEL,
+                                                                                               "name": "calls"}})
+    mocked_http.add(responses.GET, f"{API}/conversations.history", json={"ok": True, "messages": [],
+                                                                         "has_more": False})
+    said = probe_connection(make_destination("slack", {"token": TOKEN, "channel": "#calls"}))
+    assert said == ("authenticated as hub in Acme; channel #calls; no-duplicate look-up available "
+                    "(conversations.history with message metadata)")
+    info, history = calls(mocked_http, "conversations.info"), calls(mocked_http, "conversations.history")
+    assert [dict(parse_qsl(urlsplit(r.url).query))["channel"] for r in info + history] == [CHANNEL, CHANNEL]
+    assert len(calls(mocked_http, "conversations.list")) == 1
+
+
+def test_connection_with_a_name_and_no_channels_read_says_the_look_up_needs_the_id(mocked_http):
+    mocked_http.add(responses.GET, f"{API}/auth.test", json=WHO)
+    mocked_http.add(responses.GET, LIST, json={"ok": False, "error": "missing_scope", "needed": "channels:read"})
+    mocked_http.add(responses.GET, f"{API}/conversations.info", json={"ok": False, "error": "missing_scope"})
+    said = probe_connection(make_destination("slack", {"token": TOKEN, "channel": "calls"}))
+    assert "channel calls not checked" in said
+    assert said.endswith("no-duplicate look-up NOT available (missing_scope): add channels:read (groups:read for a "
+                         "private channel), or set `channel` to the channel ID (Slack: needed channels:read); until "
+                         "then a retry after a lost answer may post twice")
+
+
+def test_the_read_method_check_rejects_an_invalid_request(check_read_method):
+    class Sent:  # token in the URL, a channel name, a misspelt and a mistyped argument, limit too high
+        method = "POST"
+        url = (f"{API}/conversations.history?token=xoxb-1&channel=calls&oldest=yesterday&limit=5000"
+               "&include_all_metadata=yes&incluce=true")
+        headers = {}
+
+    joined = "\n".join(check_read_method(Sent))
+    for expected in ("method POST, expected GET", "token: send it as Authorization: Bearer", "token: in the URL",
+                     "channel: 'calls' is not a conversation ID", "oldest: must be a Unix timestamp",
+                     "limit: 5000 not in 1..999", "include_all_metadata: must be a boolean",
+                     "incluce: not an argument of conversations.history"):
+        assert expected in joined, joined
+    Sent.url = f"{API}/conversations.history?oldest=1.5"
+    assert "channel: required, missing" in "\n".join(check_read_method(Sent))
