@@ -356,7 +356,6 @@ def test_a_channel_name_is_resolved_with_conversations_list(sample_report, slack
     # resolved once: the next look-up goes straight to the history
     deliver(destination, sample_report, state=dict(state), attempt=2)
     assert len(calls(mocked_http, "conversations.list")) == 1
-    assert [check_read_method(c.request) for c in mocked_http.calls] == [[]] * 4
 
 
 def test_a_posts_answer_teaches_the_channel_id(sample_report, slack, mocked_http, clock):
@@ -436,6 +435,7 @@ def test_connection_resolves_a_channel_name_first(mocked_http, check_read_method
     info, history = calls(mocked_http, "conversations.info"), calls(mocked_http, "conversations.history")
     assert [dict(parse_qsl(urlsplit(r.url).query))["channel"] for r in info + history] == [CHANNEL, CHANNEL]
     assert len(calls(mocked_http, "conversations.list")) == 1
+    assert [check_read_method(c.request) for c in mocked_http.calls] == [[]] * 4
 
 
 def test_connection_with_a_name_and_no_channels_read_says_the_look_up_needs_the_id(mocked_http):
