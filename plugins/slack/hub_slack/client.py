@@ -1,4 +1,5 @@
-"""Thin Slack HTTP: an incoming webhook or ``chat.postMessage``, and their error shapes.
+"""Thin Slack HTTP: an incoming webhook or ``chat.postMessage``, the Web API's read methods
+(``api_call``: the look-up and ``test_connection``), and their error shapes.
 
 Incoming webhooks answer ``200 ok`` or an HTTP error with a plain-text code in the body
 (400 invalid_payload, 403 action_prohibited, 404 channel_not_found, 410 channel_is_archived,
@@ -22,6 +23,7 @@ WEBHOOK_FIX = ("check `webhook_url`: create a new one under the Slack app's Inco
                "and put it in the secret the configuration names")
 MESSAGE_FIX = ("Slack rejected the message itself: check the `header`, `summary` and `text` templates "
                "(mrkdwn must escape &, < and >; mentions look like <!here> or <!subteam^S0123>)")
+
 
 class Refused(Retryable):
     """Slack refused the call without acting on it (rate limited): retry, nothing was done."""
@@ -179,6 +181,7 @@ def api_result(response: requests.Response, destination: str) -> dict[str, Any]:
     reason = f"destination {destination!r}: Slack error {code}: {fix}" + (f" ({details})" if details else "")
     if retry:
         wait = retry_after_seconds(response.headers.get("Retry-After"))
-        raise (Refused if "rate" in code else Retryable)(reason, retry_after=wait if wait is not None else (1.0 if "rate" in code else None),
-                        http_status=200)
+        limited = "rate" in code
+        raise (Refused if limited else Retryable)(
+            reason, retry_after=wait if wait is not None else (1.0 if limited else None), http_status=200)
     raise Permanent(reason, http_status=200)
