@@ -1,4 +1,5 @@
-"""Thin Slack HTTP: an incoming webhook or ``chat.postMessage``, and their error shapes.
+"""Thin Slack HTTP: an incoming webhook or ``chat.postMessage``, the Web API's read methods
+(``api_call``: the look-up and ``test_connection``), and their error shapes.
 
 Incoming webhooks answer ``200 ok`` or an HTTP error with a plain-text code in the body
 (400 invalid_payload, 403 action_prohibited, 404 channel_not_found, 410 channel_is_archived,
@@ -22,6 +23,11 @@ WEBHOOK_FIX = ("check `webhook_url`: create a new one under the Slack app's Inco
                "and put it in the secret the configuration names")
 MESSAGE_FIX = ("Slack rejected the message itself: check the `header`, `summary` and `text` templates "
                "(mrkdwn must escape &, < and >; mentions look like <!here> or <!subteam^S0123>)")
+
+
+class Refused(Retryable):
+    """Slack refused the call without acting on it (rate limited): retry, nothing was done."""
+
 
 # Web API error code -> (retry?, fix). Codes not listed are permanent with Slack's own code.
 API_ERRORS: dict[str, tuple[bool, str]] = {
@@ -85,10 +91,15 @@ def post_webhook(ctx, url: str, message: dict[str, Any], destination: str) -> di
     post_webhook_failed(response, words[0] if words else "", destination)
 
 
-def post_message(ctx, api_url: str, token: str, channel: str, message: dict[str, Any],
-                 destination: str) -> dict[str, Any]:
-    """``chat.postMessage`` at ``api_url`` with a bot token (JSON body, Bearer header); return state to keep."""
+def post_message(ctx, api_url: str, token: str, channel: str, message: dict[str, Any], destination: str,
+                 metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``chat.postMessage`` at ``api_url`` with a bot token (JSON body, Bearer header); return state to keep.
+
+    ``metadata`` (``event_type`` + ``event_payload``) is attached to the message, invisible to
+    readers; ``conversations.history`` with ``include_all_metadata`` returns it."""
     body = {"channel": channel, **message, "unfurl_links": False, "unfurl_media": False}
+    if metadata is not None:
+        body["metadata"] = metadata
     fake = {"ok": True, "channel": channel, "ts": "0000000000.000000",
             "message": {"type": "message", "text": message["text"], "ts": "0000000000.000000"}}
     response = ctx.send("POST", f"{api_url.rstrip('/')}/chat.postMessage", json=body, check=False, dry_run_response=fake,
@@ -99,19 +110,37 @@ def post_message(ctx, api_url: str, token: str, channel: str, message: dict[str,
             "ts": data.get("ts")}
 
 
-def check_token(ctx, api_url: str, token: str, channel: str, destination: str) -> str:
-    """``auth.test`` and ``conversations.info``: who the token is, and whether ``channel`` exists."""
-    headers = {"Authorization": f"Bearer {token}"}
-    base = api_url.rstrip("/")
-    me = api_result(ctx.send("GET", f"{base}/auth.test", headers=headers, check=False), destination)
-    who = f"authenticated as {me.get('user')} in {me.get('team')}"
-    answer = ctx.send("GET", f"{base}/conversations.info", params={"channel": channel.lstrip("#")}, headers=headers,
-                      check=False)
-    data = answer.json() if answer.status_code == 200 else {}
-    if data.get("error") == "missing_scope":
-        return f"{who}; channel {channel} not checked (that needs the channels:read scope, delivery does not)"
-    found = api_result(answer, destination)
-    return f"{who}; channel #{(found.get('channel') or {}).get('name', channel)}"
+def api_call(ctx, api_url: str, token: str, method: str, params: dict[str, Any], destination: str, *,
+             bucket: str = "lookup", tolerate: set[str] = frozenset()) -> dict[str, Any]:
+    """A read method of the Web API (GET, query arguments, Bearer header): its JSON answer. An
+    ``ok: false`` answer whose code is in ``tolerate`` is returned for the caller to handle;
+    any other error is raised as ``api_result`` maps it."""
+    response = ctx.send("GET", f"{api_url.rstrip('/')}/{method}", params=params, bucket=bucket, check=False,
+                        headers={"Authorization": f"Bearer {token}"})
+    if response.status_code == 200:
+        try:
+            data = response.json()
+        except ValueError:
+            data = {}
+        if isinstance(data, dict) and data.get("ok") is False and data.get("error") in tolerate:
+            return data
+    return api_result(response, destination)
+
+
+def check_token(ctx, api_url: str, token: str, destination: str) -> str:
+    """``auth.test``: who the token is (it needs no scope)."""
+    me = api_call(ctx, api_url, token, "auth.test", {}, destination, bucket="default")
+    return f"authenticated as {me.get('user')} in {me.get('team')}"
+
+
+def check_channel(ctx, api_url: str, token: str, channel: str, destination: str) -> str:
+    """``conversations.info``: whether ``channel`` (an ID) exists; it needs channels:read, which
+    delivery does not, so without that scope the channel is left unchecked."""
+    found = api_call(ctx, api_url, token, "conversations.info", {"channel": channel}, destination, bucket="default",
+                     tolerate={"missing_scope"})
+    if found.get("error") == "missing_scope":
+        return f"channel {channel} not checked (that needs the channels:read scope, delivery does not)"
+    return f"channel #{(found.get('channel') or {}).get('name', channel)}"
 
 
 def check_webhook(ctx, url: str, destination: str) -> str:
@@ -152,6 +181,7 @@ def api_result(response: requests.Response, destination: str) -> dict[str, Any]:
     reason = f"destination {destination!r}: Slack error {code}: {fix}" + (f" ({details})" if details else "")
     if retry:
         wait = retry_after_seconds(response.headers.get("Retry-After"))
-        raise Retryable(reason, retry_after=wait if wait is not None else (1.0 if "rate" in code else None),
-                        http_status=200)
+        limited = "rate" in code
+        raise (Refused if limited else Retryable)(
+            reason, retry_after=wait if wait is not None else (1.0 if limited else None), http_status=200)
     raise Permanent(reason, http_status=200)
