@@ -45,6 +45,7 @@ ROOT = BENCH_DIR.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from footprint import memory_mb  # noqa: E402
 from hub.ratelimit import parse_rate  # noqa: E402
 from hub.samples import load_sample  # noqa: E402
 from hub.sources.hms import sign  # noqa: E402
@@ -168,35 +169,6 @@ def wait_ready(port: int, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.2)
     raise SystemExit(f"the hub did not answer on port {port} (its log is in the run's temp dir)")
-
-
-def tree(pids: list[int]) -> list[int]:
-    """The pids and every descendant."""
-    found, todo = [], list(pids)
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        try:
-            for task in os.listdir(f"/proc/{pid}/task"):
-                todo += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-        except OSError:
-            pass
-    return found
-
-
-def memory_mb(pids: list[int]) -> tuple[float, float]:
-    """(total RSS, total PSS) in MB of the processes and their descendants."""
-    rss = pss = 0
-    for pid in tree(pids):
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Rss:"):
-                    rss += int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss += int(line.split()[1])
-        except OSError:
-            pass
-    return rss / 1024, pss / 1024
 
 
 class PeakMemory:
