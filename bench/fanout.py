@@ -45,7 +45,7 @@ ROOT = BENCH_DIR.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from footprint import memory_mb  # noqa: E402
+from footprint import PeakMemory, memory_mb  # noqa: E402
 from hub.ratelimit import parse_rate  # noqa: E402
 from hub.samples import load_sample  # noqa: E402
 from hub.sources.hms import sign  # noqa: E402
@@ -169,23 +169,6 @@ def wait_ready(port: int, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.2)
     raise SystemExit(f"the hub did not answer on port {port} (its log is in the run's temp dir)")
-
-
-class PeakMemory:
-    def __init__(self, pids):
-        self.pids, self.peak, self._stop = pids, (0.0, 0.0), threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.wait(0.2):
-            rss, pss = memory_mb(self.pids)
-            self.peak = (max(self.peak[0], rss), max(self.peak[1], pss))
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join()
-        return self.peak
 
 
 def post_report(port: int, n: int, tag: str) -> tuple[str, float]:

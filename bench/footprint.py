@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -81,6 +82,26 @@ def processes(pids: list[int]) -> list[tuple[int, str, float, float]]:
         rss, pss = _rollup(pid)
         rows.append((pid, cmd, rss / 1024, pss / 1024))
     return rows
+
+
+class PeakMemory:
+    """Samples the total RSS and PSS of ``pids`` and their descendants every 0.2 s; ``stop()``
+    gives the peaks (MB)."""
+
+    def __init__(self, pids):
+        self.pids, self.peak, self._stop = pids, (0.0, 0.0), threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(0.2):
+            rss, pss = memory_mb(self.pids)
+            self.peak = (max(self.peak[0], rss), max(self.peak[1], pss))
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        return self.peak
 
 
 def role(cmd: str) -> str:
