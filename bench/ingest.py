@@ -1,19 +1,25 @@
-"""Ingest benchmark: `sovereign-hub serve` against a bare Flask app, same gunicorn settings, same load.
+"""Ingest benchmark: `sovereign-hub serve` against a bare Flask app, same load; each server model in one run.
 
-One run starts a real hub (``python -m hub serve``: 2 gunicorn sync workers + the dispatcher
-process, SQLite in a temp dir, a jsonl destination so deliveries happen) and ``bench/bare_app.py``
-under gunicorn with 2 sync workers, then drives each with concurrent signed end-of-call reports
-(distinct call ids, a fresh signature per request) and prints requests/s, p50 and p99 latency,
-errors and the hub/bare ratio. Loopback only; bounded by --duration and --requests.
+One run starts ``bench/bare_app.py`` under gunicorn with 2 sync workers, then a real hub
+(``python -m hub serve``: gunicorn + the dispatcher process, SQLite in a temp dir, a jsonl
+destination so deliveries happen) once per server model of ``--servers`` (``CLASS:WORKERS``,
+default ``sync:2 gevent:1 gevent:2``: the former default first, as the baseline, then the new
+one), and drives each with concurrent signed end-of-call reports (distinct call ids, a fresh
+signature per request). It prints requests/s, p50 and p99 latency, errors, the hub/bare ratio and
+each model's throughput against the baseline's; for each hub pass the total PSS of serve's
+processes idle and at the peak under load; and a slow-client scenario: 8 connections sending
+their headers one byte a second, the time until a signed report POSTed meanwhile is answered,
+and when the server cut the slow connections. Loopback only; bounded by --duration and --requests.
 
 Load generator: ``wrk`` (``apt-get install -y wrk``) with a Lua script that replays a pool of
 requests signed in Python beforehand (wrk cannot compute HMACs fast enough itself); without wrk,
 a Python generator (multiprocessing, one http.client connection per concurrent client).
 
-    /work/venv/bin/python bench/ingest.py --duration 10 --concurrency 8 32 --synchronous NORMAL FULL
+    .venv/bin/python bench/ingest.py --duration 10 --concurrency 8 32
 
 This is a benchmark, not a test: it prints figures and judges them against the targets of the
-issue (hub >= half the bare throughput, hub p99 < 50 ms at c=8); it exits 0 either way.
+issues (hub >= half the bare throughput, hub p99 < 50 ms at c=8, a report behind slow clients
+answered within 1 s, idle PSS < 200 MB); it exits 0 either way.
 """
 from __future__ import annotations
 

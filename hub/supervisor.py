@@ -51,12 +51,8 @@ def remove_orphaned_metrics_dirs(parent: str) -> None:
 
 def supervise(spec: dict) -> int:
     metrics_dir = spec["metrics_dir"]
-    os.makedirs(metrics_dir, mode=0o700, exist_ok=True)
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
-    children = [subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent) for cmd in spec["commands"]]
-    names = ", ".join(f"{name} pid {child.pid}" for name, child in zip(spec["names"], children))
-    print(f"sovereign-hub listening on {spec['url']} ({spec['note']}{names})", file=sys.stderr, flush=True)
     stopping = threading.Event()
+    children: list[subprocess.Popen] = []
 
     def forward(_signum, _frame):
         stopping.set()
@@ -64,8 +60,16 @@ def supervise(spec: dict) -> int:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
 
+    # first of all: a SIGTERM from here on is a graceful stop, whenever it comes
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    os.makedirs(metrics_dir, mode=0o700, exist_ok=True)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    for cmd in spec["commands"]:
+        if not stopping.is_set():
+            children.append(subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent))
+    names = ", ".join(f"{name} pid {child.pid}" for name, child in zip(spec["names"], children))
+    print(f"sovereign-hub listening on {spec['url']} ({spec['note']}{names})", file=sys.stderr, flush=True)
     code = 0
     try:
         while not stopping.is_set():
