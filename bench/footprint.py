@@ -158,8 +158,8 @@ def idle_footprint(tmp: Path, name: str, label: str, server_lines: list[str], se
         time.sleep(settle)
         rows = processes([proc.pid])
         print(f"{label}:")
-        for pid, cmd, rss, pss in rows:
-            print(f"  {role(cmd):<26} pid {pid:<7} RSS {rss:6.1f} MB   PSS {pss:6.1f} MB")
+        for pid, what, rss, pss in rows:
+            print(f"  {what:<26} pid {pid:<7} RSS {rss:6.1f} MB   PSS {pss:6.1f} MB")
         total_rss, total_pss = sum(r[2] for r in rows), sum(r[3] for r in rows)
         print(f"  {'total':<26} {len(rows)} processes  RSS {total_rss:6.1f} MB   PSS {total_pss:6.1f} MB")
         return total_pss
