@@ -1,7 +1,7 @@
 """The baseline for bench/ingest.py: a Flask app that reads the body and answers 200, nothing else.
 
-Run under gunicorn with the same settings as ``sovereign-hub serve`` (2 sync workers), so the
-difference in throughput is the hub's own work on the ack path.
+Run under gunicorn with 2 sync workers (the hub's former server model; bench/ingest.py runs the hub
+with each model beside it), so the difference in throughput is the hub's own work on the ack path.
 """
 from flask import Flask, request
 

@@ -45,6 +45,7 @@ ROOT = BENCH_DIR.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from footprint import PeakMemory, memory_mb  # noqa: E402
 from hub.ratelimit import parse_rate  # noqa: E402
 from hub.samples import load_sample  # noqa: E402
 from hub.sources.hms import sign  # noqa: E402
@@ -168,52 +169,6 @@ def wait_ready(port: int, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.2)
     raise SystemExit(f"the hub did not answer on port {port} (its log is in the run's temp dir)")
-
-
-def tree(pids: list[int]) -> list[int]:
-    """The pids and every descendant."""
-    found, todo = [], list(pids)
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        try:
-            for task in os.listdir(f"/proc/{pid}/task"):
-                todo += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-        except OSError:
-            pass
-    return found
-
-
-def memory_mb(pids: list[int]) -> tuple[float, float]:
-    """(total RSS, total PSS) in MB of the processes and their descendants."""
-    rss = pss = 0
-    for pid in tree(pids):
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Rss:"):
-                    rss += int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss += int(line.split()[1])
-        except OSError:
-            pass
-    return rss / 1024, pss / 1024
-
-
-class PeakMemory:
-    def __init__(self, pids):
-        self.pids, self.peak, self._stop = pids, (0.0, 0.0), threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.wait(0.2):
-            rss, pss = memory_mb(self.pids)
-            self.peak = (max(self.peak[0], rss), max(self.peak[1], pss))
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join()
-        return self.peak
 
 
 def post_report(port: int, n: int, tag: str) -> tuple[str, float]:

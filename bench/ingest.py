@@ -1,19 +1,25 @@
-"""Ingest benchmark: `sovereign-hub serve` against a bare Flask app, same gunicorn settings, same load.
+"""Ingest benchmark: `sovereign-hub serve` against a bare Flask app, same load; each server model in one run.
 
-One run starts a real hub (``python -m hub serve``: 2 gunicorn sync workers + the dispatcher
-process, SQLite in a temp dir, a jsonl destination so deliveries happen) and ``bench/bare_app.py``
-under gunicorn with 2 sync workers, then drives each with concurrent signed end-of-call reports
-(distinct call ids, a fresh signature per request) and prints requests/s, p50 and p99 latency,
-errors and the hub/bare ratio. Loopback only; bounded by --duration and --requests.
+One run starts ``bench/bare_app.py`` under gunicorn with 2 sync workers, then a real hub
+(``python -m hub serve``: gunicorn + the dispatcher process, SQLite in a temp dir, a jsonl
+destination so deliveries happen) once per server model of ``--servers`` (``CLASS:WORKERS``,
+default ``sync:2 gevent:1 gevent:2``: the former default first, as the baseline, then the new
+one), and drives each with concurrent signed end-of-call reports (distinct call ids, a fresh
+signature per request). It prints requests/s, p50 and p99 latency, errors, the hub/bare ratio and
+each model's throughput against the baseline's; for each hub pass the total PSS of serve's
+processes idle and at the peak under load; and a slow-client scenario: 8 connections sending
+their headers one byte a second, the time until a signed report POSTed meanwhile is answered,
+and when the server cut the slow connections. Loopback only; bounded by --duration and --requests.
 
 Load generator: ``wrk`` (``apt-get install -y wrk``) with a Lua script that replays a pool of
 requests signed in Python beforehand (wrk cannot compute HMACs fast enough itself); without wrk,
 a Python generator (multiprocessing, one http.client connection per concurrent client).
 
-    /work/venv/bin/python bench/ingest.py --duration 10 --concurrency 8 32 --synchronous NORMAL FULL
+    .venv/bin/python bench/ingest.py --duration 10 --concurrency 8 32
 
 This is a benchmark, not a test: it prints figures and judges them against the targets of the
-issue (hub >= half the bare throughput, hub p99 < 50 ms at c=8); it exits 0 either way.
+issues (hub >= half the bare throughput, hub p99 < 50 ms at c=8, a report behind slow clients
+answered within 1 s, idle PSS < 200 MB); it exits 0 either way.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +45,7 @@ ROOT = BENCH_DIR.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from footprint import PeakMemory, memory_mb, tree  # noqa: E402
 from hub.samples import analysis_schema, load_sample  # noqa: E402
 from hub.sources.hms import sign  # noqa: E402
 
@@ -46,6 +54,9 @@ PATH = "/webhooks/hms"
 EVENT = "end-of-call-report"
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
+TARGET_SLOW_ACK_S = 1.0
+GOAL_PSS_MB = 200.0
+SLOW_HEADER_TIMEOUT = 2  # [server] header_timeout_seconds of the hub passes
 
 WRK_LUA = r"""
 -- Replays pre-signed requests: thread i reads <prefix>.<i>, one request per record
@@ -117,13 +128,14 @@ def toml_value(value) -> str:
     return json.dumps(value)  # JSON strings, numbers, booleans and arrays are valid TOML
 
 
-def write_hub_config(directory: Path, port: int, workers: int, synchronous: str, log_level: str,
+def write_hub_config(directory: Path, port: int, server: "Server", synchronous: str, log_level: str,
                      destination: str = "jsonl") -> Path:
     """The example configuration, trimmed: SQLite in ``directory``, one jsonl destination
     (or none: ``destination="none"`` measures the receiver alone, the dispatcher idle)."""
     schema = analysis_schema()
     lines = [
-        "[server]", 'host = "127.0.0.1"', f"port = {port}", f"workers = {workers}", "",
+        "[server]", 'host = "127.0.0.1"', f"port = {port}", f"workers = {server.workers}",
+        f"worker_class = {toml_value(server.worker_class)}", f"header_timeout_seconds = {SLOW_HEADER_TIMEOUT}", "",
         "[store]", f"url = {toml_value('sqlite:///' + str(directory / 'hub.db'))}",
         f"sqlite_synchronous = {toml_value(synchronous)}", "",
         "[dispatch]", "workers = 4", "poll_interval = 0.5", "shutdown_grace_seconds = 5", "",
@@ -155,7 +167,7 @@ class Target:
         self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -175,20 +187,18 @@ class Target:
     def cpu_seconds(self) -> float:
         """CPU (user + system) used so far by the live processes of this target (Linux /proc; else 0)."""
         tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        total, todo = 0.0, [self.proc.pid]
-        while todo:
-            pid = todo.pop()
+        total = 0.0
+        for pid in tree([self.proc.pid]):
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 total += (int(fields[11]) + int(fields[12])) / tick
-                for task in Path(f"/proc/{pid}/task").iterdir():
-                    todo.extend(int(c) for c in (task / "children").read_text().split())
             except (OSError, ValueError, IndexError):
                 continue
         return total
 
     def tail(self, lines: int = 30) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
@@ -203,12 +213,25 @@ class Target:
         self.log.close()
 
 
-def start_hub(directory: Path, workers: int, synchronous: str, log_level: str,
+class Server:
+    """A hub pass's server model: ``CLASS:WORKERS`` as given to --servers, e.g. ``gevent:1``."""
+
+    def __init__(self, text: str):
+        worker_class, _, workers = text.partition(":")
+        if worker_class not in ("sync", "gevent") or not workers.isdigit() or int(workers) < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: use CLASS:WORKERS, CLASS sync or gevent, e.g. gevent:1")
+        self.worker_class, self.workers = worker_class, int(workers)
+
+    def __str__(self) -> str:
+        return f"{self.worker_class}x{self.workers}"
+
+
+def start_hub(directory: Path, server: Server, synchronous: str, log_level: str,
               destination: str) -> tuple[Target, Path]:
     port = free_port()
-    cfg = write_hub_config(directory, port, workers, synchronous, log_level, destination)
+    cfg = write_hub_config(directory, port, server, synchronous, log_level, destination)
     env = {**os.environ, "HMS_WEBHOOK_SECRET": SECRET}
-    target = Target(f"hub ({synchronous})", [sys.executable, "-m", "hub", "serve", "-c", str(cfg)], port,
+    target = Target(f"hub {server} ({synchronous})", [sys.executable, "-m", "hub", "serve", "-c", str(cfg)], port,
                     directory / "hub.log", env, cwd=ROOT)
     target.wait_ready()
     return target, directory / "hub.db"
@@ -351,6 +374,70 @@ def fmt(r: dict) -> str:
             f"server CPU {r['cpu_ms']:.2f} ms/req   load before {r['load_before']:.1f}{note}")
 
 
+def slow_client_ack(port: int, clients: int, limit: float) -> dict:
+    """``clients`` connections send a request's headers one byte a second; a second later one
+    signed report is POSTed. The seconds until its answer (None: none within ``limit``), and the
+    seconds from connect until the server cut each slow connection."""
+    head = b"POST /webhooks/hms HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"s" * 200 + b"\r\n"
+    stop, cut, lock = threading.Event(), [], threading.Lock()
+
+    def trickle():
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.settimeout(1.0)
+        started = time.monotonic()
+        try:
+            for byte in head:
+                if stop.is_set():
+                    return
+                sock.sendall(bytes([byte]))
+                try:
+                    if not sock.recv(4096):
+                        break
+                except TimeoutError:
+                    continue
+            else:
+                return
+        except OSError:
+            pass  # reset by the server
+        finally:
+            sock.close()
+        with lock:
+            cut.append(time.monotonic() - started)
+
+    threads = [threading.Thread(target=trickle, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    began = time.monotonic()
+    time.sleep(1.0)
+    body, headers = next(signed_requests(1, f"slow-{time.time_ns()}"))
+    sent = time.monotonic()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=limit)
+        conn.request("POST", PATH, body=body, headers=headers)
+        answer = conn.getresponse()
+        answer.read()
+        ack, status = time.monotonic() - sent, answer.status
+    except (OSError, http.client.HTTPException):
+        ack, status = None, None
+    while len(cut) < clients and time.monotonic() - began < limit:
+        time.sleep(0.2)
+    stop.set()
+    for thread in threads:
+        thread.join(2)
+    return {"ack_s": ack, "status": status, "cut": sorted(cut)}
+
+
+def fmt_slow(name: str, clients: int, limit: float, r: dict) -> str:
+    if r["ack_s"] is None:
+        ack = f"no answer within {limit:g} s (the platform does not retry: a lost report)"
+    else:
+        verdict = "met" if r["status"] == 202 and r["ack_s"] < TARGET_SLOW_ACK_S else "NOT met"
+        ack = f"answered {r['status']} in {r['ack_s'] * 1000:.0f} ms [goal < {TARGET_SLOW_ACK_S:g} s: {verdict}]"
+    cut = (f"{len(r['cut'])}/{clients} slow connections cut, after {r['cut'][0]:.1f}-{r['cut'][-1]:.1f} s"
+           if r["cut"] else f"0/{clients} slow connections cut within {limit:g} s")
+    return f"  {name:<24} {clients} slow-header clients: report {ack}; {cut}"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -363,7 +450,15 @@ def main(argv=None) -> int:
                              "none: the receiver alone (jsonl)")
     parser.add_argument("--synchronous", nargs="+", choices=["NORMAL", "FULL"], default=["NORMAL"],
                         help="[store] sqlite_synchronous for each hub pass (NORMAL); e.g. NORMAL FULL")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers for both targets (2)")
+    parser.add_argument("--servers", type=Server, nargs="+",
+                        default=[Server("sync:2"), Server("gevent:1"), Server("gevent:2")],
+                        help="the hub's server model of each pass, CLASS:WORKERS ([server] worker_class and "
+                             "workers); the first is the baseline (sync:2 gevent:1 gevent:2)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers of the bare app (2)")
+    parser.add_argument("--slow-clients", type=int, default=8,
+                        help="slow-header connections of each hub pass's slow-client scenario; 0: none (8)")
+    parser.add_argument("--slow-limit", type=float, default=45,
+                        help="seconds the slow-client scenario waits for the report's answer (45)")
     parser.add_argument("--generator", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python",
                         help="load generator (wrk if installed)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -378,9 +473,11 @@ def main(argv=None) -> int:
           f"{platform.system()} {platform.release()}; generator: {args.generator} on the same machine")
     print(f"load average now {os.getloadavg()[0]:.2f} (other work on the machine skews every figure; "
           f"'server CPU ms/req' is the steadiest one)")
-    print(f"both targets: gunicorn, {args.workers} sync workers, 127.0.0.1; {args.duration:g} s per level, "
-          f"at most {args.requests} requests; payload: end-of-call-report-full, distinct call ids, signed\n")
-    results: dict[tuple[str, int], dict] = {}
+    print(f"bare app: gunicorn, {args.workers} sync workers; hub passes: {' '.join(map(str, args.servers))} "
+          f"(worker class x workers, header timeout {SLOW_HEADER_TIMEOUT} s); 127.0.0.1; {args.duration:g} s "
+          f"per level, at most {args.requests} requests; payload: end-of-call-report-full, distinct call ids, "
+          f"signed\n")
+    results: dict[tuple, dict] = {}
     try:
         bare = start_bare(workdir, args.workers)
         try:
@@ -389,36 +486,52 @@ def main(argv=None) -> int:
                 print(fmt(r), flush=True)
         finally:
             bare.stop()
-        for sync in args.synchronous:
-            directory = workdir / f"hub-{sync}"
+        passes = [(sync, server) for sync in args.synchronous for server in args.servers]
+        for sync, server in passes:
+            name = f"hub {server} {sync}"
+            directory = workdir / f"hub-{server}-{sync}"
             directory.mkdir()
-            hub, db = start_hub(directory, args.workers, sync, args.log_level, args.destination)
+            hub, db = start_hub(directory, server, sync, args.log_level, args.destination)
             try:
+                time.sleep(2)
+                idle_rss, idle_pss = memory_mb([hub.proc.pid])
+                peak = PeakMemory([hub.proc.pid])
                 accepted = 0
                 for c in args.concurrency:
-                    results[(sync, c)] = r = measure(f"hub {sync}", hub, 202, args, c, workdir, run)
+                    results[(sync, str(server), c)] = r = measure(name, hub, 202, args, c, workdir, run)
                     accepted += r["statuses"].get(202, 0)
                     print(fmt(r), flush=True)
+                peak_rss, peak_pss = peak.stop()
                 counts = store_counts(db, settle=20)
+                if args.slow_clients:
+                    slow = slow_client_ack(hub.port, args.slow_clients, args.slow_limit)
+                    print(fmt_slow(name, args.slow_clients, args.slow_limit, slow), flush=True)
             finally:
                 hub.stop()
-            print(f"  hub {sync}: [store] sqlite_synchronous = \"{sync}\"; {accepted} answered 202, "
+            print(f"  {name}: [store] sqlite_synchronous = \"{sync}\"; {accepted} answered 202, "
                   f"{counts['reports']} reports stored, deliveries {counts['deliveries']}")
+            print(f"  {name}: total PSS of serve's processes idle {idle_pss:.0f} MB (RSS {idle_rss:.0f}), "
+                  f"peak under load {peak_pss:.0f} MB (RSS {peak_rss:.0f}) [goal idle < {GOAL_PSS_MB:g} MB: "
+                  f"{'met' if idle_pss < GOAL_PSS_MB else 'NOT met'}]")
             if counts["reports"] < accepted:
                 print(f"  !! fewer reports stored than acknowledged: {counts['reports']} < {accepted}")
-        print("\nsummary (hub / bare):")
-        for sync in args.synchronous:
+        print("\nsummary (hub / bare, and against the first server model):")
+        for sync, server in passes:
             for c in args.concurrency:
-                h, b = results[(sync, c)], results[("bare", c)]
+                h, b = results[(sync, str(server), c)], results[("bare", c)]
+                base = results[(sync, str(args.servers[0]), c)]
                 ratio = h["rps"] / b["rps"] if b["rps"] else 0.0
+                cost = h["rps"] / base["rps"] if base["rps"] else 0.0
                 verdict = []
                 if ratio < TARGET_RATIO:
                     verdict.append(f"below {TARGET_RATIO:.0%} of bare")
                 if c <= 8 and h["p99_ms"] >= TARGET_P99_MS:
                     verdict.append(f"p99 >= {TARGET_P99_MS:g} ms")
-                print(f"  sqlite_synchronous={sync:<6} c={c:<3} throughput ratio {ratio:5.2f}  "
+                print(f"  {str(server):<9} sqlite_synchronous={sync:<6} c={c:<3} throughput ratio {ratio:5.2f}  "
                       f"(hub {h['rps']:.0f} vs bare {b['rps']:.0f} req/s; p99 {h['p99_ms']:.1f} vs "
-                      f"{b['p99_ms']:.1f} ms; server CPU {h['cpu_ms']:.2f} vs {b['cpu_ms']:.2f} ms/req)  {'MISSES TARGET: ' + ', '.join(verdict) if verdict else 'meets target'}")
+                      f"{b['p99_ms']:.1f} ms; server CPU {h['cpu_ms']:.2f} vs {b['cpu_ms']:.2f} ms/req)  "
+                      f"{cost:4.2f}x {args.servers[0]}'s req/s  "
+                      f"{'MISSES TARGET: ' + ', '.join(verdict) if verdict else 'meets target'}")
     finally:
         if args.keep:
             print(f"\nkept {workdir}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -141,16 +140,6 @@ def cli():
 
 # --- running ----------------------------------------------------------------------------
 
-def _die_with_parent():
-    """In a child: get SIGTERM when ``serve`` dies, even by SIGKILL (Linux prctl)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 @cli.command()
 @config_option
 @click.option("--host", help="Listen address (default: [server] host).")
@@ -173,47 +162,21 @@ def serve(config_path, host, port, workers, web_only):
         sys.exit(migrated.returncode)
     server, grace = config.server, config.dispatch.shutdown_grace_seconds
     host, port, workers = host or server.host, port or server.port, workers or server.workers
-    metrics_dir = tempfile.mkdtemp(prefix="sovereign-hub-metrics-")
-    env = {**os.environ, "SOVEREIGN_HUB_CONFIG": str(Path(config_path).resolve()),
-           "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    resolved = str(Path(config_path).resolve())
     web_cmd = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
-               "--worker-class", "sync", "--graceful-timeout", str(int(grace)), "--timeout", "30",
-               "--log-level", "warning", "--config", "python:hub.gunicorn_signals", "hub.wsgi:app"]
-    worker_cmd = [sys.executable, "-m", "hub", "worker", "-c", str(Path(config_path).resolve())]
-    commands = [web_cmd] if web_only else [worker_cmd, web_cmd]
-    children = [subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent) for cmd in commands]
-    dispatcher = "no dispatcher" if web_only else f"dispatcher pid {children[0].pid}"
-    click.echo(f"sovereign-hub listening on http://{host}:{port} ({dispatcher}, web pid {children[-1].pid})",
-               err=True)
-    stopping = threading.Event()
-
-    def forward(signum, _frame):
-        stopping.set()
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    code = 0
-    try:
-        while not stopping.is_set():
-            exited = [c for c in children if c.poll() is not None]
-            if exited:
-                code = exited[0].returncode or 1
-                click.secho(f"error: a hub process exited (code {exited[0].returncode}); stopping", err=True, fg="red")
-                forward(signal.SIGTERM, None)
-                break
-            stopping.wait(0.5)
-        for child in children:
-            try:
-                child.wait(timeout=grace + 10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-    finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-    click.echo(f"sovereign-hub stopped{'' if code == 0 else f' (exit code {code})'}", err=True)
-    sys.exit(code)
+               "--worker-class", server.worker_class, "--keep-alive", str(server.header_timeout_seconds),
+               "--graceful-timeout", str(int(grace)), "--timeout", "30", "--log-level", "warning",
+               "--config", str(Path(__file__).with_name("gunicorn_config.py")), "hub.wsgi:app"]
+    worker_cmd = [sys.executable, "-m", "hub", "worker", "-c", resolved]
+    spec = {"commands": [web_cmd] if web_only else [worker_cmd, web_cmd],
+            "names": ["web"] if web_only else ["dispatcher", "web"],
+            "note": "no dispatcher, " if web_only else "", "url": f"http://{host}:{port}", "grace": grace,
+            "metrics_dir": os.path.join(tempfile.gettempdir(), f"sovereign-hub-metrics-{os.getpid()}")}
+    # From here on this process only watches: it becomes the lean supervisor (same pid, a few MB).
+    os.environ[CONFIG_ENV] = resolved
+    supervisor = str(Path(__file__).with_name("supervisor.py"))
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-I", "-S", supervisor, json.dumps(spec)])
 
 
 @cli.command()

@@ -162,6 +162,8 @@ class ServerConfig:
     max_body_bytes: int
     public_url: str | None
     workers: int
+    worker_class: str
+    header_timeout_seconds: int
     metrics_token: str | None
     trusted_proxies: int
 
@@ -283,7 +285,13 @@ class ServerSchema(_Section):
     port = fields.Integer(load_default=8080, validate=validate.Range(1, 65535))
     max_body_bytes = fields.Integer(load_default=1_048_576, validate=validate.Range(min=1024))
     public_url = fields.String(load_default=None, allow_none=True)
-    workers = fields.Integer(load_default=2, validate=validate.Range(1, 64))
+    workers = fields.Integer(load_default=1, validate=validate.Range(1, 64))
+    # gevent: one worker reads many connections, a slow client holds a greenlet, never the worker;
+    # sync: one request per worker at a time, only behind a proxy that buffers whole requests
+    worker_class = fields.String(load_default="gevent", validate=validate.OneOf(["gevent", "sync"]))
+    # a connection whose request line and headers take longer is closed (gunicorn's keep-alive,
+    # which the gevent worker applies to every request's headers, the first one included)
+    header_timeout_seconds = fields.Integer(load_default=10, strict=True, validate=validate.Range(1, 300))
     metrics_token = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=16))
     # how many proxies in front set X-Forwarded-For/-Proto/-Host (0: none, the headers are ignored)
     trusted_proxies = fields.Integer(load_default=0, validate=validate.Range(0, 5))

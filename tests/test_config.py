@@ -63,12 +63,23 @@ def test_example_config_shows_every_built_in_option(registry):
     assert missing == []
 
 
+@pytest.mark.parametrize("text, expected", [
+    ('worker_class = "eventlet"', "server.worker_class: Must be one of: gevent, sync."),
+    ("header_timeout_seconds = 0", "server.header_timeout_seconds: Must be greater than or equal to 1"),
+    ("header_timeout_seconds = 2.5", "server.header_timeout_seconds: 2.5 is not a whole number such as 30"),
+])
+def test_server_model_keys_are_checked(tmp_path, registry, text, expected):
+    found = problems(write(tmp_path, signed=True, text=f"[server]\n{text}\n"), registry)
+    assert any(line.startswith(expected) for line in found), found
+
+
 def test_defaults_with_a_minimal_file(tmp_path, registry):
     path = write(tmp_path, signed=True, text="""
     """)
     config = load_config(path, registry)
     assert config.server == ServerConfig(host="127.0.0.1", port=8080, max_body_bytes=1048576, metrics_token=None,
-                                         public_url=None, workers=2, trusted_proxies=0)
+                                         public_url=None, workers=1, worker_class="gevent",
+                                         header_timeout_seconds=10, trusted_proxies=0)
     assert config.dispatch.backend == "embedded" and config.dispatch.workers == 4
     assert config.sources["hms"]["tolerance_seconds"] == 300
     assert config.settings.public_url == "http://127.0.0.1:8080"
@@ -155,7 +166,7 @@ def test_every_problem_is_listed_with_its_key(tmp_path, registry):
     joined = "\n".join(found)
     for expected in [
         'server.port: "eighty" is not a whole number such as 30',
-        "server.colour: unknown key (known: host, max_body_bytes, metrics_token, port, public_url, trusted_proxies, workers)",
+        "server.colour: unknown key (known: header_timeout_seconds, host, max_body_bytes, metrics_token, port, public_url, trusted_proxies, worker_class, workers)",
         'dispatch.backend: must be "embedded" (delivery threads beside the receiver) or "celery"',
         "sources.hms.tolerance_seconds:",
         "sources.hms.secret: no webhook secret is set",

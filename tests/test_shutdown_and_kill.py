@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -133,7 +134,7 @@ def test_ctrl_c_on_serve_finishes_the_request_and_the_delivery_under_way_and_say
                 except requests.RequestException:
                     return False
 
-            assert wait_until(healthy, timeout=20, interval=0.1), log_tail(tmp_path, "serve.log")
+            assert wait_until(healthy, timeout=60, interval=0.1), log_tail(tmp_path, "serve.log")
             queued_ids = queued(db, 1)
             assert wait_until(lambda: receiver.snapshot()[0], timeout=20), log_tail(tmp_path, "serve.log")
             # a report whose body is half sent when the signal comes
@@ -355,6 +356,33 @@ def test_serve_killed_again_and_again_loses_no_acknowledged_report(tmp_path):
             assert webhook_id == by_report[body["id"]]["hook"].id
     finally:
         store.close()
+
+
+def test_the_metrics_directory_of_a_killed_serve_is_removed_by_the_next_start(tmp_path):
+    """serve's Prometheus directory (tmp/sovereign-hub-metrics-<pid>) outlives a SIGKILL; the
+    next serve removes it, and its own goes with it at a clean stop."""
+    config = write_config(tmp_path / "hub.toml", db=tmp_path / "hub.db", port=free_port(),
+                          hook_url="http://127.0.0.1:9/hook", grace=1)
+
+    def metrics_dir(proc: subprocess.Popen) -> Path:
+        return Path(tempfile.gettempdir()) / f"sovereign-hub-metrics-{proc.pid}"
+
+    killed = start_hub_process("serve", config, tmp_path, "serve.log")
+    try:
+        assert wait_until(lambda: metrics_dir(killed).is_dir(), timeout=60), log_tail(tmp_path, "serve.log")
+    finally:
+        kill_process_group(killed)
+    assert metrics_dir(killed).is_dir(), "left behind by the kill"
+
+    again = start_hub_process("serve", config, tmp_path, "serve.log")
+    try:
+        assert wait_until(lambda: metrics_dir(again).is_dir(), timeout=60), log_tail(tmp_path, "serve.log")
+        assert not metrics_dir(killed).exists()
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(30) == 0, log_tail(tmp_path, "serve.log")
+    finally:
+        kill_process_group(again)
+    assert not metrics_dir(again).exists()
 
 
 def test_a_jsonl_line_torn_by_a_kill_does_not_swallow_the_next_one(tmp_path):
