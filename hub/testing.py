@@ -292,11 +292,15 @@ def answer_json(handler: BaseHTTPRequestHandler, status: int, body: Any) -> None
     handler.wfile.write(data)
 
 
-def closed_port() -> int:
-    """A 127.0.0.1 port nothing listens on (bound for a moment, then let go): a connection is refused."""
+def free_port() -> int:
+    """A 127.0.0.1 port nothing listens on (bound for a moment, then let go): one to start a server
+    on, or, left alone, one where a connection is refused (``closed_port``)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+closed_port = free_port
 
 
 def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05) -> bool:
@@ -315,6 +319,27 @@ def start_hub_process(command: str, config: Path, cwd: Path, log_name: str) -> s
         return subprocess.Popen([sys.executable, "-m", "hub", command, "-c", str(config)], cwd=cwd,
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a hub process's log, for an assertion's message."""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def wait_for_health(proc: subprocess.Popen, base_url: str, log: Path, timeout: float = 60.0) -> None:
+    """Wait until a hub started by ``start_hub_process`` answers ``GET /healthz``; fail with the
+    tail of its log if it exits first or is not up in ``timeout`` seconds (generous: a loaded
+    machine has taken 30-60 s to start ``serve``)."""
+    import requests  # noqa: PLC0415 - only the tests that start processes need it
+
+    def healthy() -> bool:
+        assert proc.poll() is None, f"the hub exited ({proc.returncode}):\n{log_tail(log)}"
+        try:
+            return requests.get(f"{base_url}/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    assert wait_until(healthy, timeout=timeout, interval=0.1), f"the hub did not come up:\n{log_tail(log)}"
 
 
 def kill_process_group(proc: subprocess.Popen) -> None:

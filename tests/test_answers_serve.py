@@ -17,7 +17,8 @@ import pytest
 import requests
 
 from hub.store import Store
-from hub.testing import TEST_SECRET, kill_process_group, load_sample, migrated, signed_headers, start_hub_process, wait_until
+from hub.testing import (TEST_SECRET, free_port, kill_process_group, load_sample, migrated, signed_headers,
+                         start_hub_process, wait_for_health, wait_until)
 
 from answers_crm import LocalCrm
 
@@ -55,11 +56,7 @@ def test_eight_calls_at_once_with_a_crm_taking_6_s_each_get_an_answer_inside_the
     monkeypatch.setenv("PYTHONPATH", f"{site}:{FIXTURES}")
     with LocalCrm({f"+3161234{5600 + n}": {"id": str(n), "name": f"Caller {n}"} for n in range(CALLS)},
                   delay=6.0) as crm:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         db = tmp_path / "hub.db"
         config = tmp_path / "hub.toml"
         config.write_text("\n".join([
@@ -74,13 +71,7 @@ def test_eight_calls_at_once_with_a_crm_taking_6_s_each_get_an_answer_inside_the
         proc = start_hub_process("serve", config, tmp_path, "serve.log")
         base = f"http://127.0.0.1:{port}"
         try:
-            def up():
-                try:
-                    return requests.get(f"{base}/healthz", timeout=0.5).status_code == 200
-                except requests.RequestException:
-                    return False
-
-            assert wait_until(up, 60), (tmp_path / "serve.log").read_text()
+            wait_for_health(proc, base, tmp_path / "serve.log")
             answers: dict[int, tuple[float, dict]] = {}
             start = threading.Barrier(CALLS)
 

@@ -17,6 +17,8 @@ from werkzeug.serving import make_server
 
 from hub.testing import closed_port, load_sample, signed_headers
 
+import answers_crm
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -375,9 +377,7 @@ def test_every_analytics_chart_draws(with_archive, app, live_server, browser, da
 
 @pytest.fixture
 def crm():
-    from answers_crm import LocalCrm
-
-    with LocalCrm({"+31623456789": {"id": "501", "name": "Alice de Vries", "company": "Acme BV"}}) as server:
+    with answers_crm.LocalCrm({"+31623456789": {"id": "501", "name": "Alice de Vries", "company": "Acme BV"}}) as server:
         yield server
 
 
@@ -408,13 +408,7 @@ def call_event(kind, status, **fields):
     return payload
 
 
-@pytest.fixture
-def hub_plugins():
-    from answers_crm import PLUGIN
-
-    return (PLUGIN,)
-
-
+@pytest.mark.hub_plugins(answers_crm.PLUGIN)
 def test_the_report_page_tells_the_whole_call(answering, app, live_server, browser, crm):
     """The assistant-request and its answer, a status update, the tool calls with their results,
     the end-of-call report and the follow-up, each with its deliveries, on every report page of the call."""

@@ -10,7 +10,6 @@ separate ``worker`` each, all on the same 2 cores): the load the race needed to 
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -18,16 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from hub.testing import TEST_SECRET, kill_process_group, load_sample, signed_headers, start_hub_process
+from hub.testing import TEST_SECRET, free_port, kill_process_group, load_sample, signed_headers, start_hub_process
 
 SQLITE_ROUNDS, SQLITE_AT_ONCE = 4, 5  # 20 starts
 POSTGRES_AT_ONCE = 5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def answer(url: str, body: bytes | None = None, headers: dict | None = None) -> int:

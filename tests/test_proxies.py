@@ -18,7 +18,7 @@ from flask import Blueprint, request, url_for
 from werkzeug.serving import make_server
 
 from hub import hookimpl
-from hub.testing import wait_until
+from hub.testing import free_port, wait_until
 
 DEPLOYMENT = Path(__file__).resolve().parents[1] / "docs" / "deployment.md"
 TOKEN = "test-admin-token-0123456789"
@@ -93,12 +93,6 @@ def test_trusted_proxies_out_of_range_is_a_config_error(tmp_path):
 def doc_block(language: str) -> str:
     text = DEPLOYMENT.read_text()
     return re.search(rf"```{language}\n(.*?)```", text, re.S).group(1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -25,19 +25,13 @@ import pytest
 import requests
 
 from hub.store import PENDING, SUCCEEDED, Store
-from hub.testing import (TEST_SECRET, WebhookReceiver, kill_process_group, load_sample, migrated, normalize_payload,
-                         signed_headers, start_hub_process, wait_until)
+from hub.testing import (TEST_SECRET, WebhookReceiver, free_port, kill_process_group, load_sample, log_tail, migrated,
+                         normalize_payload, signed_headers, start_hub_process, wait_for_health, wait_until)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals and process groups")
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def toml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
@@ -60,11 +54,6 @@ def write_config(path: Path, *, db: Path, port: int, hook_url: str, jsonl: Path 
         lines += ["[destinations.file]", 'type = "jsonl"', f"path = {toml_str(str(jsonl))}"]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def log_tail(tmp_path: Path, name: str, lines: int = 30) -> str:
-    path = tmp_path / name
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
 def report_payload(call_id: str) -> dict:
@@ -96,14 +85,14 @@ def test_worker_signal_stops_claiming_finishes_the_in_flight_delivery_and_exits_
                               dispatch_workers=1, grace=8)
         proc = start_hub_process("worker", config, tmp_path, "worker.log")
         try:
-            assert wait_until(lambda: receiver.snapshot()[0], timeout=20), log_tail(tmp_path, "worker.log")
+            assert wait_until(lambda: receiver.snapshot()[0], timeout=20), log_tail(tmp_path / "worker.log")
             proc.send_signal(signum)
             code = proc.wait(15)
         finally:
             kill_process_group(proc)
         started, records = receiver.snapshot()
 
-    assert code == 0, log_tail(tmp_path, "worker.log")
+    assert code == 0, log_tail(tmp_path / "worker.log")
     assert len(started) == 1, f"claimed after the signal: {started}"
     assert [webhook_id for webhook_id, _ in records] == started, "the in-flight delivery was let finish"
     store = Store(f"sqlite:///{db}")
@@ -128,15 +117,9 @@ def test_ctrl_c_on_serve_finishes_the_request_and_the_delivery_under_way_and_say
                               dispatch_workers=1, grace=8)
         proc = start_hub_process("serve", config, tmp_path, "serve.log")
         try:
-            def healthy():
-                try:
-                    return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200
-                except requests.RequestException:
-                    return False
-
-            assert wait_until(healthy, timeout=60, interval=0.1), log_tail(tmp_path, "serve.log")
+            wait_for_health(proc, f"http://127.0.0.1:{port}", tmp_path / "serve.log")
             queued_ids = queued(db, 1)
-            assert wait_until(lambda: receiver.snapshot()[0], timeout=20), log_tail(tmp_path, "serve.log")
+            assert wait_until(lambda: receiver.snapshot()[0], timeout=20), log_tail(tmp_path / "serve.log")
             # a report whose body is half sent when the signal comes
             body = json.dumps(report_payload(f"ctrl-c-{uuid.uuid4()}")).encode()
             head = "".join(f"{k}: {v}\r\n" for k, v in signed_headers(body).items())
@@ -173,7 +156,7 @@ def test_worker_signal_releases_a_delivery_that_overruns_the_grace_period(tmp_pa
                               dispatch_workers=1, grace=0.5)
         proc = start_hub_process("worker", config, tmp_path, "worker.log")
         try:
-            assert wait_until(lambda: receiver.snapshot()[0], timeout=20), log_tail(tmp_path, "worker.log")
+            assert wait_until(lambda: receiver.snapshot()[0], timeout=20), log_tail(tmp_path / "worker.log")
             signalled = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(15)
@@ -183,7 +166,7 @@ def test_worker_signal_releases_a_delivery_that_overruns_the_grace_period(tmp_pa
             hold.set()
         started, _ = receiver.snapshot()
 
-    assert code == 0, log_tail(tmp_path, "worker.log")
+    assert code == 0, log_tail(tmp_path / "worker.log")
     assert took < 5, f"the worker took {took:.1f}s to stop with a 0.5s grace period"
     assert len(started) == 1
     store = Store(f"sqlite:///{db}")
@@ -264,15 +247,7 @@ def test_serve_killed_again_and_again_loses_no_acknowledged_report(tmp_path):
     def serve() -> subprocess.Popen:
         proc = start_hub_process("serve", config, tmp_path, "serve.log")
         procs.append(proc)
-
-        def healthy():
-            assert proc.poll() is None, f"serve exited {proc.returncode}:\n{log_tail(tmp_path, 'serve.log')}"
-            try:
-                return requests.get(f"{base}/healthz", timeout=0.5).status_code == 200
-            except requests.RequestException:
-                return False
-
-        assert wait_until(healthy, timeout=20, interval=0.1), f"serve did not come up:\n{log_tail(tmp_path, 'serve.log')}"
+        wait_for_health(proc, base, tmp_path / "serve.log")
         return proc
 
     slowness = random.Random(seed + 1)  # the receiver threads draw from their own generator
@@ -334,7 +309,7 @@ def test_serve_killed_again_and_again_loses_no_acknowledged_report(tmp_path):
                                f"the webhook receiver ({context})")
 
             proc.send_signal(signal.SIGTERM)
-            assert proc.wait(20) == 0, f"serve did not stop cleanly:\n{log_tail(tmp_path, 'serve.log')}"
+            assert proc.wait(20) == 0, f"serve did not stop cleanly:\n{log_tail(tmp_path / 'serve.log')}"
         finally:
             for p in procs:
                 kill_process_group(p)
@@ -369,17 +344,17 @@ def test_the_metrics_directory_of_a_killed_serve_is_removed_by_the_next_start(tm
 
     killed = start_hub_process("serve", config, tmp_path, "serve.log")
     try:
-        assert wait_until(lambda: metrics_dir(killed).is_dir(), timeout=60), log_tail(tmp_path, "serve.log")
+        assert wait_until(lambda: metrics_dir(killed).is_dir(), timeout=60), log_tail(tmp_path / "serve.log")
     finally:
         kill_process_group(killed)
     assert metrics_dir(killed).is_dir(), "left behind by the kill"
 
     again = start_hub_process("serve", config, tmp_path, "serve.log")
     try:
-        assert wait_until(lambda: metrics_dir(again).is_dir(), timeout=60), log_tail(tmp_path, "serve.log")
+        assert wait_until(lambda: metrics_dir(again).is_dir(), timeout=60), log_tail(tmp_path / "serve.log")
         assert not metrics_dir(killed).exists()
         again.send_signal(signal.SIGTERM)
-        assert again.wait(30) == 0, log_tail(tmp_path, "serve.log")
+        assert again.wait(30) == 0, log_tail(tmp_path / "serve.log")
     finally:
         kill_process_group(again)
     assert not metrics_dir(again).exists()

@@ -24,24 +24,14 @@ import pytest
 import requests
 
 from hub.store import Store
-from hub.testing import (TEST_SECRET, WebhookReceiver, kill_process_group, load_sample, signed_headers,
-                         start_hub_process, wait_until)
+from hub.testing import (TEST_SECRET, WebhookReceiver, free_port, kill_process_group, load_sample, log_tail,
+                         signed_headers, start_hub_process, wait_for_health, wait_until)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals and process groups")
 
 HEADER_TIMEOUT = 2
 SLOW_CLIENTS = 8
 ACK_BOUND = 5.0  # seconds; the goal is under 1 s (bench/ingest.py measures it), this bounds it generously
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def log_tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
 @contextmanager
@@ -58,16 +48,8 @@ def running_serve(tmp_path: Path, store_url: str):
     ]) + "\n")
     proc = start_hub_process("serve", config, tmp_path, "serve.log")
     base = f"http://127.0.0.1:{port}"
-
-    def healthy():
-        assert proc.poll() is None, f"serve exited {proc.returncode}:\n{log_tail(tmp_path / 'serve.log')}"
-        try:
-            return requests.get(f"{base}/healthz", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
     try:
-        assert wait_until(healthy, timeout=30, interval=0.1), log_tail(tmp_path / "serve.log")
+        wait_for_health(proc, base, tmp_path / "serve.log")
         yield base
         proc.send_signal(15)
         assert proc.wait(20) == 0, log_tail(tmp_path / "serve.log")
