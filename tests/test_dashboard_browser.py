@@ -96,6 +96,14 @@ def watched_page(browser):
     return context, page, problems, requested
 
 
+def log_in(page, live_server: str, next_path: str = "/") -> None:
+    """Log in with the admin token on the login page and land on ``next_path``."""
+    page.goto(f"{live_server}/login" + (f"?next={next_path}" if next_path != "/" else ""))
+    page.fill("#token", TOKEN)
+    page.click("form.login button[type=submit]")
+    page.wait_for_url(f"{live_server}{next_path}")
+
+
 def test_login_list_report_timeline_retry(app, live_server, seeded, browser, tmp_path):
     context, page, problems, requested = watched_page(browser)
 
@@ -179,10 +187,7 @@ def test_the_customer_page_erases_the_caller_after_a_confirmation(app, live_serv
     says how many rows went, and leaves a record without the number."""
     page = browser.new_context().new_page()
     page.set_default_timeout(10_000)
-    page.goto(f"{live_server}/login")
-    page.fill("#token", TOKEN)
-    page.click("form.login button[type=submit]")
-    page.wait_for_url(f"{live_server}/")
+    log_in(page, live_server)
     page.goto(f"{live_server}/customers/+31623456789")
     assert page.locator(f"tr[data-report-id='{seeded}']").count() == 1
 
@@ -231,10 +236,7 @@ def test_an_erasure_at_the_destinations_is_followed_on_the_erasures_page(with_hu
     assert requests.post(f"{live_server}/webhooks/hms", data=body, headers=signed_headers(body),
                          timeout=10).status_code == 202
     context, page, problems, _ = watched_page(browser)
-    page.goto(f"{live_server}/login")
-    page.fill("#token", TOKEN)
-    page.click("form.login button[type=submit]")
-    page.wait_for_url(f"{live_server}/")
+    log_in(page, live_server)
     page.goto(f"{live_server}/customers/+31623456789")
     page.check("#forget-destinations")
     page.once("dialog", lambda dialog: dialog.accept())
@@ -270,10 +272,7 @@ def test_pause_and_resume_a_destination_from_the_reports_page(app, live_server, 
     page.set_default_timeout(10_000)
     problems: list[str] = []
     page.on("pageerror", lambda exc: problems.append(str(exc)))
-    page.goto(f"{live_server}/login")
-    page.fill("#token", TOKEN)
-    page.click("form.login button[type=submit]")
-    page.wait_for_url(f"{live_server}/")
+    log_in(page, live_server)
 
     row = page.locator("#destinations tr[data-destination='crm_hook']")
     assert "active" in row.inner_text()
@@ -351,10 +350,7 @@ def test_every_analytics_chart_draws(with_archive, app, live_server, browser, da
     app.hub.dispatcher.run_due()
 
     _, page, problems, requested = watched_page(browser)
-    page.goto(f"{live_server}/login?next=/analytics?days={days}")
-    page.fill("#token", TOKEN)
-    page.click("form.login button[type=submit]")
-    page.wait_for_url(f"{live_server}/analytics?days={days}")
+    log_in(page, live_server, f"/analytics?days={days}")
     page.wait_for_selector(".chart-canvas[data-drawn='true']")
 
     charts = ["calls-per-day", "sentiment", "hour-of-week", "durations", "field-intent", "booleans",
@@ -427,10 +423,7 @@ def test_the_report_page_tells_the_whole_call(answering, app, live_server, brows
     assert crm.tasks and crm.tasks[0]["title"] == "Send the quote"
 
     context, page, problems, _ = watched_page(browser)
-    page.goto(f"{live_server}/login")
-    page.fill("#token", TOKEN)
-    page.click("form.login button[type=submit]")
-    page.wait_for_url(f"{live_server}/")
+    log_in(page, live_server)
     page.goto(f"{live_server}/reports/{ended['report_id']}")
     events = page.locator("#story li.story-event")
     assert [events.nth(i).get_attribute("data-event") for i in range(events.count())] == [
