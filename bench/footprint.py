@@ -6,8 +6,9 @@ RSS counts shared pages once per process and overstates it. The helpers here (``
 ``memory_mb``, ``processes``) are what ``ingest.py`` and ``fanout.py`` print their figures with.
 
 Run alone, it starts ``serve`` on the embedded defaults (SQLite, one jsonl destination, the
-example configuration's [server] settings) and, as the baseline in the same run, the same with
-the former server model (``worker_class = "sync"``, ``workers = 2``), and prints each process:
+example configuration's [server] settings: 2 gevent workers forked from a master that preloaded
+the app) and, as the baseline in the same run, the same with one worker (what the second one
+costs), and prints each process:
 
     .venv/bin/python bench/footprint.py
 
@@ -72,16 +73,25 @@ def memory_mb(pids: list[int]) -> tuple[float, float]:
 
 
 def processes(pids: list[int]) -> list[tuple[int, str, float, float]]:
-    """(pid, command line, RSS MB, PSS MB) of each process of the tree."""
-    rows = []
+    """(pid, what it is, RSS MB, PSS MB) of each process of the tree."""
+    commands = {}
     for pid in tree(pids):
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            commands[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
+    rows = []
+    for pid, cmd in commands.items():
         rss, pss = _rollup(pid)
-        rows.append((pid, cmd, rss / 1024, pss / 1024))
-    return rows
+        rows.append((pid, role(cmd, commands.get(_parent(pid), "")), rss / 1024, pss / 1024))
+    return sorted(rows)
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class PeakMemory:
@@ -104,14 +114,15 @@ class PeakMemory:
         return self.peak
 
 
-def role(cmd: str) -> str:
-    """What a process of ``serve``'s tree is, from its command line."""
+def role(cmd: str, parent_cmd: str = "") -> str:
+    """What a process of ``serve``'s tree is, from its command line and its parent's."""
     if "supervisor.py" in cmd:
         return "serve (supervisor)"
     if " hub worker" in cmd:
         return "dispatcher (hub worker)"
     if "gunicorn" in cmd:
-        return "gunicorn"
+        forked = "gunicorn" in parent_cmd and "supervisor.py" not in parent_cmd
+        return "gunicorn worker" if forked else "gunicorn master (app preloaded)"
     return cmd[:40]
 
 
@@ -159,9 +170,9 @@ def idle_footprint(tmp: Path, name: str, label: str, server_lines: list[str], se
         rows = processes([proc.pid])
         print(f"{label}:")
         for pid, what, rss, pss in rows:
-            print(f"  {what:<26} pid {pid:<7} RSS {rss:6.1f} MB   PSS {pss:6.1f} MB")
+            print(f"  {what:<32} pid {pid:<7} RSS {rss:6.1f} MB   PSS {pss:6.1f} MB")
         total_rss, total_pss = sum(r[2] for r in rows), sum(r[3] for r in rows)
-        print(f"  {'total':<26} {len(rows)} processes  RSS {total_rss:6.1f} MB   PSS {total_pss:6.1f} MB")
+        print(f"  {'total':<32} {len(rows)} processes  RSS {total_rss:6.1f} MB   PSS {total_pss:6.1f} MB")
         return total_pss
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -179,10 +190,9 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}\n")
     with tempfile.TemporaryDirectory(prefix="hub-footprint-") as tmp_name:
         tmp = Path(tmp_name)
-        now = idle_footprint(tmp, "defaults", "defaults (1 gevent worker)", [], args.settle)
-        before = idle_footprint(tmp, "sync", "baseline: the former server model (2 sync workers)",
-                                ['worker_class = "sync"', "workers = 2"], args.settle)
-    print(f"\ndefaults {now:.0f} MB PSS against {before:.0f} MB with 2 sync workers "
+        now = idle_footprint(tmp, "defaults", "defaults (2 gevent workers, app preloaded)", [], args.settle)
+        before = idle_footprint(tmp, "one", "baseline: 1 gevent worker", ["workers = 1"], args.settle)
+    print(f"\ndefaults {now:.0f} MB PSS against {before:.0f} MB with one worker "
           f"[goal < {GOAL_PSS_MB:g} MB: {'met' if now < GOAL_PSS_MB else 'NOT met'}]")
 
 

@@ -3,8 +3,9 @@
 One run starts ``bench/bare_app.py`` under gunicorn with 2 sync workers, then a real hub
 (``python -m hub serve``: gunicorn + the dispatcher process, SQLite in a temp dir, a jsonl
 destination so deliveries happen) once per server model of ``--servers`` (``CLASS:WORKERS``,
-default ``sync:2 gevent:1 gevent:2``: the former default first, as the baseline, then the new
-one), and drives each with concurrent signed end-of-call reports (distinct call ids, a fresh
+default ``sync:2 gevent:1 gevent:2``: the former server model first, as the baseline, then one
+gevent worker and the default, two; every model's workers are forked from a master that
+preloaded the app), and drives each with concurrent signed end-of-call reports (distinct call ids, a fresh
 signature per request). It prints requests/s, p50 and p99 latency, errors, the hub/bare ratio and
 each model's throughput against the baseline's; for each hub pass the total PSS of serve's
 processes idle and at the peak under load; and a slow-client scenario: 8 connections sending

@@ -163,9 +163,13 @@ def serve(config_path, host, port, workers, web_only):
     server, grace = config.server, config.dispatch.shutdown_grace_seconds
     host, port, workers = host or server.host, port or server.port, workers or server.workers
     resolved = str(Path(config_path).resolve())
-    web_cmd = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
+    # gunicorn's master loads the app and forks the workers from it, so they share its pages
+    # (hub/gunicorn_config.py); for gevent, the standard library is patched before anything
+    # is imported, the master included (psycopg and requests must see it patched at import)
+    patched = ["-m", "gevent.monkey", "--module"] if server.worker_class == "gevent" else ["-m"]
+    web_cmd = [sys.executable, *patched, "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
                "--worker-class", server.worker_class, "--keep-alive", str(server.header_timeout_seconds),
-               "--graceful-timeout", str(int(grace)), "--timeout", "30", "--log-level", "warning",
+               "--graceful-timeout", str(int(grace)), "--timeout", "30", "--log-level", "warning", "--preload",
                "--config", str(Path(__file__).with_name("gunicorn_config.py")), "hub.wsgi:app"]
     worker_cmd = [sys.executable, "-m", "hub", "worker", "-c", resolved]
     spec = {"commands": [web_cmd] if web_only else [worker_cmd, web_cmd],

@@ -285,7 +285,7 @@ class ServerSchema(_Section):
     port = fields.Integer(load_default=8080, validate=validate.Range(1, 65535))
     max_body_bytes = fields.Integer(load_default=1_048_576, validate=validate.Range(min=1024))
     public_url = fields.String(load_default=None, allow_none=True)
-    workers = fields.Integer(load_default=1, validate=validate.Range(1, 64))
+    workers = fields.Integer(load_default=2, validate=validate.Range(1, 64))
     # gevent: one worker reads many connections, a slow client holds a greenlet, never the worker;
     # sync: one request per worker at a time, only behind a proxy that buffers whole requests
     worker_class = fields.String(load_default="gevent", validate=validate.OneOf(["gevent", "sync"]))

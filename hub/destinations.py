@@ -1,12 +1,14 @@
 """What a destination type is, and what the dispatcher hands it for one delivery attempt."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
+from urllib.parse import urlsplit
 
 import requests
 from marshmallow import Schema
@@ -111,6 +113,7 @@ class Destination:
         #: a PEM file of the CAs this destination trusts (the core ``ca_bundle`` option); None: the
         #: environment's REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, else the bundled certifi store
         self.ca_bundle: str | None = config.get("ca_bundle")
+        self._send_settings: dict[tuple[str, str], dict] = {}
         rates = {**self.rate_limits, **(config.get("rate_limits") or {})}
         storage = self.settings.rate_limit_storage
         key = (self.type, self.limiter_key())
@@ -176,10 +179,26 @@ class Destination:
     def close(self) -> None:
         self.http.close()
 
+    def send_settings(self, url: str) -> dict:
+        """The environment's proxy and CA settings for ``url`` (as ``requests.request`` merges
+        them), worked out once per scheme and host: requests reads the whole environment for
+        them on every call, a tenth of an attempt's CPU (bench/fanout.py)."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        settings = self._send_settings.get(key)
+        if settings is None:
+            settings = self._send_settings[key] = self.http.merge_environment_settings(
+                url, {}, None, self.ca_bundle, None)
+        return settings
+
     def context(self, *, delivery_id: str = "dry-run", attempt: int = 1, state: dict | None = None,
-                dry_run: bool = False, earlier_state: dict | None = None) -> "DeliveryContext":
+                dry_run: bool = False,
+                earlier_state: dict | Callable[[], dict] | None = None) -> "DeliveryContext":
+        """``earlier_state``: the dict, or what loads it (the dispatcher's store read, made only
+        for a type that reads ``ctx.earlier_state``)."""
+        load = earlier_state if callable(earlier_state) else (lambda: dict(earlier_state or {}))
         return DeliveryContext(destination=self, delivery_id=delivery_id, attempt=attempt,
-                               state=dict(state or {}), dry_run=dry_run, earlier_state=dict(earlier_state or {}))
+                               state=dict(state or {}), dry_run=dry_run, load_earlier_state=load)
 
 
 @dataclass
@@ -201,7 +220,11 @@ class DeliveryContext:
     state: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
     sent: list[RecordedRequest] = field(default_factory=list)
-    earlier_state: dict[str, Any] = field(default_factory=dict)
+    load_earlier_state: Callable[[], dict[str, Any]] = dict
+
+    @functools.cached_property
+    def earlier_state(self) -> dict[str, Any]:
+        return self.load_earlier_state()
 
     @property
     def http(self) -> requests.Session:
@@ -225,33 +248,37 @@ class DeliveryContext:
         """
         dest = self.destination
         kwargs.setdefault("timeout", dest.timeout)
-        limiter = dest.limiters.get(bucket or "default")
-        slot = nullcontext()
-        if limiter is not None and not self.dry_run:  # held until the answer is in (hub/ratelimit.py says why)
-            timeout = kwargs["timeout"]
-            slot = limiter.hold(who=f"destination {dest.name!r}: ",
-                                answer_within=sum(timeout) if isinstance(timeout, tuple) else timeout)
-        with slot:
-            request = requests.Request(method.upper(), url, **{k: v for k, v in kwargs.items() if k != "timeout"})
-            prepared = dest.http.prepare_request(request)
-            for header in SENSITIVE_HEADERS:  # a token fetched at run time: hidden in this attempt's errors
-                hold_secret(prepared.headers.get(header))
-            record = RecordedRequest.from_prepared(prepared)
-            if record_body is not None:
-                record.body = record_body
+        timeout = kwargs.pop("timeout")
+        prepared = dest.http.prepare_request(requests.Request(method.upper(), url, **kwargs))
+        for header in SENSITIVE_HEADERS:  # a token fetched at run time: hidden in this attempt's errors
+            hold_secret(prepared.headers.get(header))
+        record = RecordedRequest.from_prepared(prepared)
+        if record_body is not None:
+            record.body = record_body
+        if self.dry_run:
             self.sent.append(record)
-            if self.dry_run:
-                response = DryRunResponse({} if dry_run_response is None else dry_run_response).build(prepared)
-            else:
+            response = DryRunResponse({} if dry_run_response is None else dry_run_response).build(prepared)
+        else:
+            settings = dest.send_settings(prepared.url)
+            with self._slot(bucket, timeout):  # taken once the request is ready, held until its answer
+                self.sent.append(record)
                 try:
-                    settings = dest.http.merge_environment_settings(prepared.url, {}, None, dest.ca_bundle, None)
-                    response = dest.http.send(prepared, timeout=kwargs["timeout"], allow_redirects=False, **settings)
+                    response = dest.http.send(prepared, timeout=timeout, allow_redirects=False, **settings)
                 except requests.RequestException as exc:
                     raise_for_exception(exc, dest.name)
         record.status = response.status_code
         if check:
             raise_for_response(response, dest.name, auth_hint=dest.auth_hint)
         return response
+
+    def _slot(self, bucket: str | None, timeout):
+        """A slot of ``bucket`` (or ``"default"``), held until the request's answer is in
+        (hub/ratelimit.py says why); nothing when the destination has no such limit."""
+        limiter = self.destination.limiters.get(bucket or "default")
+        if limiter is None:
+            return nullcontext()
+        return limiter.hold(who=f"destination {self.destination.name!r}: ",
+                            answer_within=sum(timeout) if isinstance(timeout, tuple) else timeout)
 
     # --- creates whose answer may be lost ------------------------------------------------
     # A create sent without an answer back (a timeout, a killed worker) may have landed. The

@@ -25,6 +25,8 @@ from .store import DEAD, PENDING, SUCCEEDED, Attempt, Delivery, Store, utcnow
 from .wakeup import Announcer, Listener
 
 log = logging.getLogger(__name__)
+#: a leased delivery and its report, ready to attempt
+Claimed = tuple[Delivery, CallReport | None]
 
 
 class RetryPolicy:
@@ -113,7 +115,7 @@ class Dispatcher:
         delivery = self.store.claim(self.owner, self.lease_seconds, delivery_id=delivery_id)
         if delivery is None:
             return None
-        return self._attempt(delivery, self.store.get_report(delivery.report_id))
+        return self._attempt(delivery, self.store.get_report(delivery.report_id))[0]
 
     def process_in_turn(self, delivery_id: str) -> list[Delivery]:
         """The Celery backend's ``deliver``: attempt ``delivery_id`` if due, within its destination's
@@ -129,14 +131,16 @@ class Dispatcher:
             return []
         name, done, left = delivery.destination, [], False
         try:
-            first = self.process_one(delivery_id)
-            if first is not None:
-                done.append(first)
-            while not self._stopping.is_set():
-                claimed = self._claim(1, destination=name)
-                if claimed:
-                    done.append(self._attempt(*claimed[0]))
-                elif self._leave_unless_missed(name):
+            first = self.store.claim(self.owner, self.lease_seconds, delivery_id=delivery_id)
+            item = (first, self.store.get_report(first.report_id)) if first is not None else None
+            while True:
+                while item is not None:
+                    finished, item = self._attempt(*item, then_next=True)
+                    done.append(finished)
+                if self._stopping.is_set():
+                    break
+                item = next(iter(self._claim(1, destination=name)), None)
+                if item is None and self._leave_unless_missed(name):
                     left = True
                     break
         finally:
@@ -169,13 +173,21 @@ class Dispatcher:
             return Outcome(DEAD, f"{error} (gave up after {delivery.attempts} attempts)")
         return Outcome(PENDING, error, started + timedelta(seconds=self.policy.delay(delivery.attempts, retry_after)))
 
-    def _attempt(self, delivery: Delivery, report: CallReport | None) -> Delivery:
+    def _attempt(self, delivery: Delivery, report: CallReport | None, *,
+                 then_next: bool = False) -> tuple[Delivery, Claimed | None]:
         """One attempt; its error, its result and every log line it writes are scrubbed of secrets
-        and of the caller's number in any form."""
+        and of the caller's number in any form. Returns the delivery as the attempt left it and,
+        with ``then_next``, the destination's next due delivery, leased in the same write that
+        recorded the outcome (None when none is due, the attempt was deferred or the dispatcher
+        is stopping)."""
         with in_play([report.customer.number] if report is not None else []):
-            return self._attempt_scrubbed(delivery, report)
+            finished, following = self._attempt_scrubbed(delivery, report, then_next)
+        if following is None:
+            return finished, None
+        return finished, (following, self.store.get_report(following.report_id))
 
-    def _attempt_scrubbed(self, delivery: Delivery, report: CallReport | None) -> Delivery:
+    def _attempt_scrubbed(self, delivery: Delivery, report: CallReport | None,
+                          then_next: bool) -> tuple[Delivery, Delivery | None]:
         started = utcnow()
         clock = time.perf_counter()
         destination = self.destinations.get(delivery.destination)
@@ -192,13 +204,13 @@ class Dispatcher:
             if delivery.attempts > self.policy.max_attempts:
                 raise Permanent(f"gave up after {delivery.attempts - 1} attempts (the last one's worker was lost)")
             ctx = destination.context(delivery_id=delivery.id, attempt=delivery.attempts, state=state,
-                                      earlier_state=self.store.earlier_state(delivery))
+                                      earlier_state=lambda: self.store.earlier_state(delivery))
             result = destination.deliver(report, ctx)
             # scrubbed like errors: the webhook type's message names its URL, which is a secret
             result_text = scrub(getattr(result, "message", None) or "delivered")
             outcome = Outcome(SUCCEEDED)
         except Deferred as exc:
-            return self._give_back(delivery, ctx.state if ctx is not None else state, started, exc)
+            return self._give_back(delivery, ctx.state if ctx is not None else state, started, exc), None
         except Retryable as exc:
             http_status = exc.http_status
             outcome = self._retry_or_dead(delivery, started, scrub(exc.reason), exc.retry_after)
@@ -214,9 +226,12 @@ class Dispatcher:
             http_status = http_status or ctx.last_status
         elapsed = time.perf_counter() - clock
         next_at, word = outcome.next_attempt_at, outcome.recorded_as
-        kept = self.store.finish(
-            delivery, self.owner, status=outcome.status, state=state, next_attempt_at=next_at, result=result_text,
-            attempt=Attempt(started, elapsed * 1000, word, http_status, outcome.error))
+        recorded = dict(status=outcome.status, state=state, next_attempt_at=next_at, result=result_text,
+                        attempt=Attempt(started, elapsed * 1000, word, http_status, outcome.error))
+        if then_next and not self._stopping.is_set():
+            kept, following = self.store.finish_and_claim(delivery, self.owner, self.lease_seconds, **recorded)
+        else:
+            kept, following = self.store.finish(delivery, self.owner, **recorded), None
         metrics.DELIVERIES.labels(delivery.destination, word).inc()
         metrics.ATTEMPT_SECONDS.labels(delivery.destination).observe(elapsed)
         logs.event(log, f"delivery.{word}", logging.INFO if outcome.status == SUCCEEDED else logging.WARNING,
@@ -224,7 +239,7 @@ class Dispatcher:
                    attempt=delivery.attempts, http_status=http_status, error=outcome.error,
                    next_attempt_at=next_at.isoformat() if next_at else None, lease_kept=kept)
         if not kept:
-            return delivery
+            return delivery, following
         finished = replace(delivery, status=outcome.status, state=state, last_error=outcome.error, lease_owner=None,
                            lease_until=None, next_attempt_at=next_at or utcnow(),
                            result=result_text or delivery.result)
@@ -233,7 +248,7 @@ class Dispatcher:
                 self.on_finished(finished, report)
             except Exception:  # noqa: BLE001 - an observer's failure is logged, never fatal
                 log.exception("delivery_finished hook failed")
-        return finished
+        return finished, following
 
     def _give_back(self, delivery: Delivery, state: dict, started: datetime, deferred: Deferred) -> Delivery:
         """Not attempted after all: pending again when ``deferred`` says, the attempt not counted
@@ -365,15 +380,28 @@ class Dispatcher:
             self._queue.put(None)
 
     def _work_loop(self) -> None:
+        """Attempt what the claim thread hands over, then that destination's next due deliveries
+        while they last (each leased as the one before is recorded), then hand the thread back."""
         while (item := self._queue.get()) is not None:
+            name = item[0].destination
             try:
-                self._attempt(*item)
+                while item is not None:
+                    _, item = self._attempt(*item, then_next=self._may_go_on(name))
             except Exception:  # noqa: BLE001 - a store hiccup in finish(): the lease runs out, the row comes back
                 log.exception("dispatcher attempt error")
             finally:
-                self._give_room(item[0].destination)
+                self._give_room(name)
                 self._slots.release()
                 self._wake_claim_thread()  # the destination has room again: its next delivery may be due
+
+    def _may_go_on(self, destination: str) -> bool:
+        """Whether a thread that finished one of ``destination``'s deliveries takes its next one
+        itself (unless the dispatcher is stopping by then): while the destination holds no more
+        than its fair share of the threads. Threads a ``max_in_flight`` above it lets it hold go
+        back to the claim thread's rotation, so the other destinations get their turn."""
+        with self._in_flight_lock:
+            held = self._in_flight.get(destination, 0)
+        return held <= self.fair_share(self._workers)
 
     def start(self, workers: int) -> None:
         self._stopping.clear()

@@ -40,7 +40,9 @@ def register_commands(cli):
 
 @hookspec
 def startup(hub):
-    """Run once in each web process, when the app is built over a loaded configuration."""
+    """Run once when the web app is built over a loaded configuration. Under ``serve`` that is in
+    gunicorn's master, before it forks the workers: start threads and open connections on first
+    use, not here (docs/plugin_hooks.md)."""
 
 
 @hookspec

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import re
 import threading
 from dataclasses import dataclass
@@ -37,9 +38,32 @@ _PHONE = re.compile(r"\+\d{1,3} ?\(0\)[\d \-]{5,16}\d|\+\d[\d \-]{5,18}\d"
 _SEPARATORS = r"(?:[\s.\-/()+]|%2[089])*"
 
 
+class _NumberInPlay:
+    """A number ``in_play`` masks: its pattern is compiled the first time a text could hold it.
+
+    A text with fewer digits than the number's national part cannot hold it in any form, and
+    most texts scrubbed during an attempt (a success's "POST [secret] -> 200") are such texts:
+    building and compiling the pattern was a quarter of an attempt's CPU (bench/fanout.py).
+    """
+
+    def __init__(self, number: str):
+        self.number, self.masked = number, mask_phone(number) or ""
+        # the national part is the number's digits less a country code of at most 3
+        self.fewest_digits = max(1, sum(c.isdigit() for c in number) - 3)
+
+    @functools.cached_property
+    def pattern(self) -> re.Pattern | None:
+        return number_pattern(self.number)
+
+    def sub(self, text: str) -> str:
+        if sum(c.isdigit() for c in text) < self.fewest_digits or self.pattern is None:
+            return text
+        return self.pattern.sub(self.masked, text)
+
+
 @dataclass(frozen=True)
 class _InPlay:
-    numbers: tuple[tuple[re.Pattern, str], ...] = ()  # (every form of a number, its mask)
+    numbers: tuple[_NumberInPlay, ...] = ()
     secrets: frozenset[str] | set[str] = frozenset()
 
 
@@ -124,9 +148,7 @@ def in_play(numbers: Iterable[str | None] = ()) -> Iterator[None]:
     """Within the block (this thread or task), ``scrub`` masks these numbers in every form, and
     hides the secrets ``hold_secret`` is given."""
     outer = _in_play.get()
-    patterns = tuple((pattern, mask_phone(n) or "") for n in numbers if n
-                     for pattern in [number_pattern(n)] if pattern is not None)
-    token = _in_play.set(_InPlay(outer.numbers + patterns, set(outer.secrets)))
+    token = _in_play.set(_InPlay(outer.numbers + tuple(_NumberInPlay(n) for n in numbers if n), set(outer.secrets)))
     try:
         yield
     finally:
@@ -152,6 +174,6 @@ def scrub(text: str) -> str:
     current = _in_play.get()
     for secret in sorted(current.secrets, key=len, reverse=True):
         text = text.replace(secret, "[secret]")
-    for pattern, masked in current.numbers:
-        text = pattern.sub(masked, text)
+    for number in current.numbers:
+        text = number.sub(text)
     return _PHONE.sub(lambda m: mask_phone(m.group(0)) or "", text)

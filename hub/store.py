@@ -15,6 +15,7 @@ import math
 import os
 import threading
 import uuid
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -333,6 +334,18 @@ def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL", foreign_keys: b
     return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
+_STORES: "weakref.WeakSet[Store]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_STORES):
+        store._after_fork()
+
+
+# gunicorn forks its workers from a master that built the app (``serve`` preloads it)
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Store:
     """Reads and writes rows; never creates or alters a table (``hub.schema`` does, by migrations)."""
 
@@ -343,9 +356,22 @@ class Store:
         self._thread_lock = threading.Lock()
         self._lock_file = None
         path = sqlite_path(url)
-        if path is not None:
-            self._lock_file = open_private(f"{path}.lock")  # held for the store's life
+        self._lock_path = None if path is None else f"{path}.lock"
+        if self._lock_path is not None:
+            self._lock_file = open_private(self._lock_path)  # held for the store's life
         self._build_statements()
+        _STORES.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: connections and a lock file of its own. The parent's pooled
+        connections stay the parent's (SQLAlchemy's ``dispose(close=False)``), and an inherited
+        lock file would share the parent's open file description, which is what ``flock``
+        locks belong to: parent and child would not exclude each other."""
+        self.engine.dispose(close=False)
+        self._thread_lock = threading.Lock()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = open_private(self._lock_path)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -501,7 +527,7 @@ class Store:
         self._claim_any = claim(sa.select(d.id).where(due))
         self._claim_one = claim(sa.select(d.id).where(due, d.id == sa.bindparam("b_id")))
         self._claim_for = claim(sa.select(d.id).where(due, d.destination == sa.bindparam("b_destination")))
-        self._finish = (
+        self._finish_statement = (
             deliveries.update()
             .where(d.id == sa.bindparam("b_id"), d.lease_owner == sa.bindparam("b_owner"), d.status == RUNNING,
                    d.attempts == sa.bindparam("b_attempts"),
@@ -543,6 +569,11 @@ class Store:
                     delivery_id: str | None = None, destination: str | None = None) -> list[Delivery]:
         """Atomically lease up to ``limit`` due deliveries (or the given one, if due; or only
         ``destination``'s) to ``owner``."""
+        with self.write() as conn:
+            return self._lease(conn, owner, lease_seconds, limit, delivery_id=delivery_id, destination=destination)
+
+    def _lease(self, conn, owner: str, lease_seconds: float, limit: int, *,
+               delivery_id: str | None = None, destination: str | None = None) -> list[Delivery]:
         now = utcnow()
         params = {"b_now": now, "b_limit": limit, "b_owner": owner,
                   "b_lease_until": now + timedelta(seconds=lease_seconds)}
@@ -551,8 +582,7 @@ class Store:
             params["b_id"], statement = delivery_id, self._claim_one
         elif destination is not None:
             params["b_destination"], statement = destination, self._claim_for
-        with self.write() as conn:
-            rows = conn.execute(statement, params).all()
+        rows = conn.execute(statement, params).all()
         return sorted((Delivery.from_row(row) for row in rows), key=lambda d: d.next_attempt_at)
 
     def claim(self, owner: str, lease_seconds: float, *, delivery_id: str | None = None) -> Delivery | None:
@@ -570,18 +600,35 @@ class Store:
         every thread of one dispatcher: a thread whose lease ran out and was re-claimed by a
         sibling thread must not overwrite the sibling's outcome.
         """
-        now = utcnow()
         with self.write() as conn:
-            updated = conn.execute(self._finish, {
-                "b_id": delivery.id, "b_owner": owner, "b_attempts": delivery.attempts,
-                "b_lease_until": delivery.lease_until, "b_status": status, "b_state": json.dumps(state),
-                "b_next": next_attempt_at or now, "b_now": now, "b_error": attempt.error, "b_result": result,
-            }).rowcount
-            if updated:
-                conn.execute(self._insert_attempt, {
-                    "delivery_id": delivery.id, "number": delivery.attempts, "started_at": attempt.started_at,
-                    "duration_ms": attempt.duration_ms, "outcome": attempt.outcome,
-                    "http_status": attempt.http_status, "error": attempt.error})
+            return self._finish(conn, delivery, owner, status=status, state=state, attempt=attempt,
+                                next_attempt_at=next_attempt_at, result=result)
+
+    def finish_and_claim(self, delivery: Delivery, owner: str, lease_seconds: float, *, status: str, state: dict,
+                         attempt: Attempt, next_attempt_at: datetime | None = None,
+                         result: str | None = None) -> tuple[bool, Delivery | None]:
+        """``finish``, and in the same transaction lease ``owner`` the next due delivery of the same
+        destination (None if there is none): a worker that goes on with its destination writes
+        once per delivery instead of twice, and waits for no claim thread in between."""
+        with self.write() as conn:
+            kept = self._finish(conn, delivery, owner, status=status, state=state, attempt=attempt,
+                                next_attempt_at=next_attempt_at, result=result)
+            following = self._lease(conn, owner, lease_seconds, 1, destination=delivery.destination)
+        return kept, (following[0] if following else None)
+
+    def _finish(self, conn, delivery: Delivery, owner: str, *, status: str, state: dict, attempt: Attempt,
+                next_attempt_at: datetime | None, result: str | None) -> bool:
+        now = utcnow()
+        updated = conn.execute(self._finish_statement, {
+            "b_id": delivery.id, "b_owner": owner, "b_attempts": delivery.attempts,
+            "b_lease_until": delivery.lease_until, "b_status": status, "b_state": json.dumps(state),
+            "b_next": next_attempt_at or now, "b_now": now, "b_error": attempt.error, "b_result": result,
+        }).rowcount
+        if updated:
+            conn.execute(self._insert_attempt, {
+                "delivery_id": delivery.id, "number": delivery.attempts, "started_at": attempt.started_at,
+                "duration_ms": attempt.duration_ms, "outcome": attempt.outcome,
+                "http_status": attempt.http_status, "error": attempt.error})
         return bool(updated)
 
     def earlier_state(self, delivery: Delivery) -> dict[str, Any]:

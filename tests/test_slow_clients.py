@@ -213,7 +213,8 @@ print(time.monotonic() - started)
 @pytest.mark.postgres
 def test_psycopg_queries_wait_cooperatively_under_gevent(pg_database_url):
     """What the gevent worker does to psycopg 3: imported after the monkey-patching (as the app
-    is, in the worker), its queries yield to other greenlets while PostgreSQL works."""
+    is, in gunicorn's master under ``python -m gevent.monkey``, before the workers are forked),
+    its queries yield to other greenlets while PostgreSQL works."""
     import sqlalchemy as sa
 
     url = sa.engine.make_url(pg_database_url).set(drivername="postgresql").render_as_string(hide_password=False)

@@ -6,6 +6,8 @@ duplicate detection, atomic claiming, leases (expiry, loss, release) and replay.
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import threading
 import time
 from datetime import timedelta
@@ -238,6 +240,71 @@ def test_finish_records_the_attempt_state_and_next_time(store, new_report):
             attempt["error"]) == (1, 12.5, "retry", 503, "HTTP 503")
     assert abs((attempt["started_at"] - started).total_seconds()) < 0.001
     assert store.claim("w", 60) is None, "not due before next_attempt_at"
+
+
+def test_finish_and_claim_records_the_outcome_and_leases_the_destinations_next_delivery(store, new_report):
+    for _ in range(2):
+        store.insert_report(new_report(), ["crm", "chat"])
+    first = store.claim_batch("w", 60, 1, destination="crm")[0]
+
+    kept, following = store.finish_and_claim(first, "w", 60, status=SUCCEEDED, state={"id": 1},
+                                             attempt=an_attempt())
+
+    assert kept is True
+    row = store.get_delivery(first.id)
+    assert (row.status, row.state, row.lease_owner) == (SUCCEEDED, {"id": 1}, None)
+    assert [a["outcome"] for a in store.list_attempts(first.id)] == ["succeeded"]
+    assert following is not None and following.id != first.id
+    assert (following.destination, following.status, following.lease_owner, following.attempts) == (
+        "crm", RUNNING, "w", 1)
+    assert store.get_delivery(following.id).status == RUNNING
+    assert {d.status for d in store.list_deliveries(destination="chat")} == {PENDING}, "another destination's wait"
+
+    kept, none_left = store.finish_and_claim(following, "w", 60, status=SUCCEEDED, state={}, attempt=an_attempt())
+    assert kept is True and none_left is None
+
+
+def test_finish_and_claim_hands_over_the_same_callers_next_call_as_the_earlier_one_is_recorded(store, new_report):
+    calls = [new_report(), new_report()]
+    for report in calls:
+        store.insert_report(dataclasses.replace(report, customer=dataclasses.replace(
+            report.customer, number="+31612345678")), ["crm"], ordered=["crm"])
+    first = store.claim("w", 60)
+    assert store.claim("other", 60) is None, "the caller's second call waits for the first"
+
+    kept, following = store.finish_and_claim(first, "w", 60, status=SUCCEEDED, state={"contact_id": "c-1"},
+                                             attempt=an_attempt())
+
+    assert kept is True and following is not None
+    assert following.report_id == calls[1].id and following.lease_owner == "w"
+    assert store.earlier_state(following) == {"contact_id": "c-1"}
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_forked_child_writes_under_a_lock_of_its_own_not_the_parents(store):
+    """gunicorn forks its workers from a master that preloaded the app. A lock file inherited
+    through the fork shares the parent's open file description, which flock locks belong to: the
+    child would walk into a write the parent holds. The child must wait for the parent instead."""
+    read_end, write_end = os.pipe()
+    with store.write() as conn:
+        conn.execute(sa.text("SELECT 1"))
+        pid = os.fork()
+        if pid == 0:  # the child: time how long its write waits, report it, leave at once
+            os.close(read_end)
+            signal.alarm(10)  # a child stuck on the parent's lock dies, and the test fails
+            started = time.monotonic()
+            try:
+                with store.write():
+                    pass
+                os.write(write_end, f"{time.monotonic() - started:.3f}".encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        time.sleep(0.5)
+    waited = float(os.read(read_end, 64) or b"-1")
+    os.close(read_end)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert waited >= 0.4, f"the child's write got in after {waited}s, while the parent's was still open"
 
 
 def test_release_gives_the_leases_back(store, new_report):
