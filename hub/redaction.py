@@ -39,11 +39,12 @@ _SEPARATORS = r"(?:[\s.\-/()+]|%2[089])*"
 
 
 class _NumberInPlay:
-    """A number ``in_play`` masks: its pattern is compiled the first time a text could hold it.
+    """A number ``in_play`` masks: its pattern is built the first time a text could hold it.
 
-    A text with fewer digits than the number's national part cannot hold it in any form, and
-    most texts scrubbed during an attempt (a success's "POST [secret] -> 200") are such texts:
-    building and compiling the pattern was a quarter of an attempt's CPU (bench/fanout.py).
+    A text with fewer digits than the number's national part cannot hold it in any form. A
+    successful attempt scrubs only such texts ("POST [secret] -> 200") unless an INFO log line
+    is written (its timestamp has the digits): parsing the number and building its pattern was a
+    quarter of an attempt's CPU (bench/fanout.py, which logs at WARNING).
     """
 
     def __init__(self, number: str):

@@ -78,7 +78,7 @@ def test_defaults_with_a_minimal_file(tmp_path, registry):
     """)
     config = load_config(path, registry)
     assert config.server == ServerConfig(host="127.0.0.1", port=8080, max_body_bytes=1048576, metrics_token=None,
-                                         public_url=None, workers=1, worker_class="gevent",
+                                         public_url=None, workers=2, worker_class="gevent",
                                          header_timeout_seconds=10, trusted_proxies=0)
     assert config.dispatch.backend == "embedded" and config.dispatch.workers == 4
     assert config.sources["hms"]["tolerance_seconds"] == 300
