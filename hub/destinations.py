@@ -182,7 +182,7 @@ class Destination:
     def send_settings(self, url: str) -> dict:
         """The environment's proxy and CA settings for ``url`` (as ``requests.request`` merges
         them), worked out once per scheme and host: requests reads the whole environment for
-        them on every call, a tenth of an attempt's CPU (bench/fanout.py)."""
+        them on every call, a tenth of an attempt's CPU in a profile of webhook attempts."""
         parts = urlsplit(url)
         key = (parts.scheme, parts.netloc)
         settings = self._send_settings.get(key)

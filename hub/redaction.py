@@ -44,7 +44,7 @@ class _NumberInPlay:
     A text with fewer digits than the number's national part cannot hold it in any form. A
     successful attempt scrubs only such texts ("POST [secret] -> 200") unless an INFO log line
     is written (its timestamp has the digits): parsing the number and building its pattern was a
-    quarter of an attempt's CPU (bench/fanout.py, which logs at WARNING).
+    quarter of an attempt's CPU in a profile of webhook attempts logged at WARNING.
     """
 
     def __init__(self, number: str):
