@@ -40,11 +40,14 @@ def post_worker_init(worker):
 
 
 def post_request(worker, req, environ, resp):
-    """gevent: let the other connections go first before this one's next request is read. A
-    greenlet yields only when it waits on I/O, so a kept-alive connection whose next request is
-    already buffered would be served again and again while the others wait (p99 seconds against a
-    p50 of milliseconds under load, bench/ingest.py)."""
+    """gevent: before this connection's next request is read, wait until every other connection
+    with something to do has had its turn (``gevent.idle``: the loop has polled for I/O and found
+    nothing more). A greenlet yields only when it waits on I/O, so a kept-alive connection whose
+    next request is already buffered would be served again and again while the others wait; a
+    ``sleep(0)`` may resume this greenlet before the loop polls for I/O again (gevent's own
+    ``sleep`` documentation says so), so connections whose data came in meanwhile still wait. With two workers at c=32 the p99 was 0.5-1.2 s with ``sleep(0)`` and 84-144 ms with
+    ``idle`` (bench/README.md)."""
     if worker.cfg.worker_class_str == "gevent":
         import gevent
 
-        gevent.sleep(0)
+        gevent.idle()
