@@ -205,6 +205,10 @@ def worker(config_path, workers, sweeper):
     hub.dispatcher.start(workers or hub.config.dispatch.workers)
     schedulers = _start_schedules(hub)
     stop.wait()
+    # claim nothing more from this moment: a scheduled job still running (a prune, a reconcile)
+    # may take a while to stop, and a thread that finished its attempt meanwhile must not start
+    # the next delivery
+    hub.dispatcher.stop_claiming()
     for scheduler in schedulers:
         scheduler.stop(timeout=hub.config.dispatch.shutdown_grace_seconds)
     hub.dispatcher.stop(hub.config.dispatch.shutdown_grace_seconds)
