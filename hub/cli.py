@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -199,12 +198,19 @@ def worker(config_path, workers, sweeper):
     logs.configure(hub.config.logging.level)
     if hub.config.dispatch.backend == "celery":
         sys.exit(_celery_worker(hub, workers or hub.config.dispatch.workers, sweeper))
-    stop = threading.Event()
+    # the handler only appends: it runs in the main thread between any two of its bytecodes, so a
+    # lock it took (an Event's) could be one that thread already holds
+    signalled: list[int] = []
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda signum, _frame: signalled.append(signum))
     hub.dispatcher.start(workers or hub.config.dispatch.workers)
     schedulers = _start_schedules(hub)
-    stop.wait()
+    # A short sleep, again and again: CPython runs a signal's handler in the main thread the next
+    # time that thread runs Python code, and a signal the kernel gave another thread (a delivery
+    # thread) does not interrupt the main thread's wait. Waiting on an Event for ever, a Ctrl-C
+    # was missed now and then, and the dispatcher went on claiming until serve killed it.
+    while not signalled:
+        time.sleep(0.2)
     # claim nothing more from this moment: a scheduled job still running (a prune, a reconcile)
     # may take a while to stop, and a thread that finished its attempt meanwhile must not start
     # the next delivery

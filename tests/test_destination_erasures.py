@@ -409,6 +409,8 @@ def test_the_worker_process_runs_the_erasure_and_a_restarted_one_finishes_it(hub
     try:
         assert wait_until(lambda: "crm: erased (2 attempts)" in state(), timeout=60), (
             state() + (tmp_path / "worker-2.log").read_text())
+        # the log line follows the stored outcome: a kill in between would lose it
+        assert wait_until(lambda: '"erasure.succeeded"' in (tmp_path / "worker-2.log").read_text(), timeout=10)
     finally:
         kill_process_group(worker)
     assert hubspot.gdpr_deletes() == [{"objectId": "51"}, {"objectId": "51"}]
