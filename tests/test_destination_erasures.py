@@ -403,6 +403,7 @@ def test_the_worker_process_runs_the_erasure_and_a_restarted_one_finishes_it(hub
     try:
         assert wait_until(lambda: len(hubspot.gdpr_deletes()) == 1, timeout=60), (tmp_path / "worker-1.log").read_text()
         assert wait_until(lambda: "crm: pending (1 attempt so far)" in state(), timeout=30), state()
+        assert wait_until(lambda: '"erasure.retry"' in (tmp_path / "worker-1.log").read_text(), timeout=10)
     finally:
         kill_process_group(worker)  # killed, not stopped: nothing is handed back
     worker = start_hub_process("worker", config, tmp_path, "worker-2.log")
