@@ -112,10 +112,8 @@ class Dispatcher:
         ``next_attempt_at``, ``succeeded`` or ``dead``; still ``running`` if the lease was lost
         meanwhile (another worker holds the row and its outcome counts).
         """
-        delivery = self.store.claim(self.owner, self.lease_seconds, delivery_id=delivery_id)
-        if delivery is None:
-            return None
-        return self._attempt(delivery, self.store.get_report(delivery.report_id))[0]
+        item = self._with_report(self.store.claim(self.owner, self.lease_seconds, delivery_id=delivery_id))
+        return None if item is None else self._attempt(*item)[0]
 
     def process_in_turn(self, delivery_id: str) -> list[Delivery]:
         """The Celery backend's ``deliver``: attempt ``delivery_id`` if due, within its destination's
@@ -131,12 +129,9 @@ class Dispatcher:
             return []
         name, done, left = delivery.destination, [], False
         try:
-            first = self.store.claim(self.owner, self.lease_seconds, delivery_id=delivery_id)
-            item = (first, self.store.get_report(first.report_id)) if first is not None else None
+            item = self._with_report(self.store.claim(self.owner, self.lease_seconds, delivery_id=delivery_id))
             while True:
-                while item is not None:
-                    finished, item = self._attempt(*item, then_next=True)
-                    done.append(finished)
+                done.extend(self._attempt_in_turn(item, lambda: True))
                 if self._stopping.is_set():
                     break
                 item = next(iter(self._claim(1, destination=name)), None)
@@ -182,9 +177,20 @@ class Dispatcher:
         is stopping)."""
         with in_play([report.customer.number] if report is not None else []):
             finished, following = self._attempt_scrubbed(delivery, report, then_next)
-        if following is None:
-            return finished, None
-        return finished, (following, self.store.get_report(following.report_id))
+        return finished, self._with_report(following)
+
+    def _with_report(self, delivery: Delivery | None) -> Claimed | None:
+        """A leased delivery with its report loaded; None for None."""
+        return None if delivery is None else (delivery, self.store.get_report(delivery.report_id))
+
+    def _attempt_in_turn(self, item: Claimed | None, go_on: Callable[[], bool]) -> list[Delivery]:
+        """Attempt ``item``, then its destination's next due deliveries, each leased as the one
+        before is recorded, while ``go_on()`` says so before each attempt; what each attempt left."""
+        done = []
+        while item is not None:
+            finished, item = self._attempt(*item, then_next=go_on())
+            done.append(finished)
+        return done
 
     def _attempt_scrubbed(self, delivery: Delivery, report: CallReport | None,
                           then_next: bool) -> tuple[Delivery, Delivery | None]:
@@ -385,8 +391,7 @@ class Dispatcher:
         while (item := self._queue.get()) is not None:
             name = item[0].destination
             try:
-                while item is not None:
-                    _, item = self._attempt(*item, then_next=self._may_go_on(name))
+                self._attempt_in_turn(item, lambda: self._may_go_on(name))
             except Exception:  # noqa: BLE001 - a store hiccup in finish(): the lease runs out, the row comes back
                 log.exception("dispatcher attempt error")
             finally:

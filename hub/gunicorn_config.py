@@ -45,8 +45,9 @@ def post_request(worker, req, environ, resp):
     nothing more). A greenlet yields only when it waits on I/O, so a kept-alive connection whose
     next request is already buffered would be served again and again while the others wait; a
     ``sleep(0)`` may resume this greenlet before the loop polls for I/O again (gevent's own
-    ``sleep`` documentation says so), so connections whose data came in meanwhile still wait. With two workers at c=32 the p99 was 0.5-1.2 s with ``sleep(0)`` and 84-144 ms with
-    ``idle`` (bench/README.md)."""
+    ``sleep`` documentation says so), so connections whose data came in meanwhile still wait.
+    With two workers at c=32 the p99 was 0.5-1.2 s with ``sleep(0)`` and 84-144 ms with ``idle``
+    (bench/README.md)."""
     if worker.cfg.worker_class_str == "gevent":
         import gevent
 
